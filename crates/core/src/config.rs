@@ -1,0 +1,290 @@
+//! Loader for `configs/`: table lists (name, schema file, DAY partition field, clustering,
+//! optional seed CSV) and their JSON schemas. No schema is written in Rust code.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+
+use crate::warehouse::{schema::parse_schema_json, FieldMode, FieldType, Row, TableDef, Value};
+
+/// Problems with a config file; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+impl ConfigError {
+    fn at(path: &Path, message: impl std::fmt::Display) -> Self {
+        ConfigError::File {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A `tables.yml` file: the dataset and the tables to create in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableListFile {
+    pub dataset: DatasetEntry,
+    pub tables: Vec<TableEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    /// Fixed name (`organizations`), or absent for per-org datasets named `{org_slug}_{env}`.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub description: String,
+    #[serde(default)]
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableEntry {
+    pub name: String,
+    pub description: String,
+    /// Schema file, relative to the table list's folder.
+    pub schema: String,
+    #[serde(default)]
+    pub partition: Option<PartitionEntry>,
+    #[serde(default)]
+    pub clustering: Vec<String>,
+    /// Seed CSV loaded when the table is created, relative to the table list's folder.
+    #[serde(default)]
+    pub seed: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionEntry {
+    #[serde(rename = "type")]
+    pub kind: PartitionKind,
+    pub field: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum PartitionKind {
+    #[serde(rename = "DAY")]
+    Day,
+}
+
+/// A loaded table list: definitions ready for the warehouse, plus seed files.
+#[derive(Debug, Clone)]
+pub struct TableList {
+    pub dataset: DatasetEntry,
+    pub tables: Vec<LoadedTable>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedTable {
+    pub def: TableDef,
+    pub seed: Option<PathBuf>,
+}
+
+impl TableList {
+    /// Loads `{configs_dir}/{relative}` and every schema it names; all problems are reported.
+    pub fn load(configs_dir: &Path, relative: &str) -> Result<Self, Vec<ConfigError>> {
+        let path = configs_dir.join(relative);
+        let text = std::fs::read_to_string(&path).map_err(|e| vec![ConfigError::at(&path, e)])?;
+        let file: TableListFile =
+            serde_saphyr::from_str(&text).map_err(|e| vec![ConfigError::at(&path, e)])?;
+        let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut errors = Vec::new();
+        let mut tables = Vec::new();
+        for entry in &file.tables {
+            let schema_path = folder.join(&entry.schema);
+            let fields = match std::fs::read_to_string(&schema_path) {
+                Ok(t) => match parse_schema_json(&t) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        errors.push(ConfigError::at(&schema_path, e));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    errors.push(ConfigError::at(&schema_path, e));
+                    continue;
+                }
+            };
+            let def = TableDef {
+                name: entry.name.clone(),
+                description: Some(entry.description.clone()),
+                fields,
+                partition_field: entry.partition.as_ref().map(|p| p.field.clone()),
+                clustering: entry.clustering.clone(),
+            };
+            if let Err(e) = def.validate() {
+                errors.push(ConfigError::at(&path, e));
+                continue;
+            }
+            let seed = entry.seed.as_ref().map(|s| folder.join(s));
+            if let Some(s) = &seed {
+                if let Err(e) = load_seed_rows(s, &def, Utc::now()) {
+                    errors.push(e);
+                }
+            }
+            tables.push(LoadedTable { def, seed });
+        }
+        if errors.is_empty() {
+            Ok(TableList {
+                dataset: file.dataset,
+                tables,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn table(&self, name: &str) -> Option<&LoadedTable> {
+        self.tables.iter().find(|t| t.def.name == name)
+    }
+}
+
+/// Reads a seed CSV into typed rows: headers must be columns of the table; each cell is
+/// parsed as its column's type (empty = NULL). `created_at`/`updated_at` TIMESTAMP columns
+/// the CSV leaves out are set to `now`.
+pub fn load_seed_rows(
+    path: &Path,
+    def: &TableDef,
+    now: DateTime<Utc>,
+) -> Result<Vec<Row>, ConfigError> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| ConfigError::at(path, e))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| ConfigError::at(path, e))?
+        .clone();
+    for h in &headers {
+        if !def.has_column(h) {
+            return Err(ConfigError::at(
+                path,
+                format!("column {h} is not in table {}", def.name),
+            ));
+        }
+    }
+    let mut rows = Vec::new();
+    for (line, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| ConfigError::at(path, e))?;
+        let mut row = Row::new();
+        for stamp in ["created_at", "updated_at"] {
+            if def
+                .field(stamp)
+                .is_some_and(|f| f.field_type == FieldType::Timestamp)
+            {
+                row.set(stamp, now);
+            }
+        }
+        for (header, cell) in headers.iter().zip(record.iter()) {
+            let Some(field) = def.field(header) else {
+                continue;
+            };
+            let value = parse_cell(cell, field.field_type, field.mode).map_err(|m| {
+                ConfigError::at(path, format!("row {}, column {header}: {m}", line + 2))
+            })?;
+            row.set(header, value);
+        }
+        def.check_row(&row)
+            .map_err(|e| ConfigError::at(path, format!("row {}: {e}", line + 2)))?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn parse_cell(cell: &str, ty: FieldType, mode: FieldMode) -> Result<Value, String> {
+    let cell = cell.trim();
+    if cell.is_empty() {
+        return Ok(Value::Null);
+    }
+    if mode == FieldMode::Repeated {
+        return serde_json::from_str(cell)
+            .map(Value::Json)
+            .map_err(|e| format!("not a JSON array: {e}"));
+    }
+    Ok(match ty {
+        FieldType::String => Value::String(cell.to_string()),
+        FieldType::Integer => Value::Int(
+            cell.parse()
+                .map_err(|_| format!("{cell:?} is not an integer"))?,
+        ),
+        FieldType::Float => Value::Float(
+            cell.parse()
+                .map_err(|_| format!("{cell:?} is not a number"))?,
+        ),
+        FieldType::Numeric | FieldType::Bignumeric => Value::Numeric(
+            cell.parse()
+                .map_err(|_| format!("{cell:?} is not a decimal"))?,
+        ),
+        FieldType::Boolean => match cell.to_ascii_lowercase().as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => return Err(format!("{cell:?} is not true/false")),
+        },
+        FieldType::Date => Value::Date(
+            NaiveDate::parse_from_str(cell, "%Y-%m-%d")
+                .map_err(|_| format!("{cell:?} is not YYYY-MM-DD"))?,
+        ),
+        FieldType::Timestamp | FieldType::Datetime => Value::Timestamp(
+            DateTime::parse_from_rfc3339(cell)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| format!("{cell:?} is not an RFC 3339 timestamp"))?,
+        ),
+        FieldType::Json | FieldType::Record => {
+            Value::Json(serde_json::from_str(cell).map_err(|e| format!("not JSON: {e}"))?)
+        }
+        FieldType::Bytes => return Err("BYTES columns cannot be seeded from CSV".to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_configs() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+    }
+
+    #[test]
+    fn shipped_table_lists_load() {
+        let boot = TableList::load(&repo_configs(), "setup/bootstrap/tables.yml")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(boot.dataset.name.as_deref(), Some("organizations"));
+        assert_eq!(boot.tables.len(), 15);
+        let quotas = boot.table("org_usage_quotas").unwrap();
+        assert_eq!(quotas.def.partition_field.as_deref(), Some("usage_date"));
+        let onboard = TableList::load(&repo_configs(), "setup/organizations/onboarding/tables.yml")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(onboard.tables.iter().any(|t| t.seed.is_some()));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tables.yml"),
+            "dataset: {description: d}\ntables:\n  - {name: a, description: x, schema: missing.json}\n  - {name: b, description: x, schema: b.json, clustering: [nope]}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.json"),
+            r#"[{"name":"id","type":"STRING"}]"#,
+        )
+        .unwrap();
+        let errors = TableList::load(dir.path(), "tables.yml").unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tables.yml"),
+            "dataset: {description: d, colour: red}\ntables: []\n",
+        )
+        .unwrap();
+        assert!(TableList::load(dir.path(), "tables.yml").is_err());
+    }
+}

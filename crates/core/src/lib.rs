@@ -1,0 +1,10 @@
+//! CloudAct core: settings, auth primitives, the warehouse and KMS traits with their
+//! backends, and the loader for `configs/`. No HTTP here.
+
+pub mod auth;
+pub mod config;
+pub mod kms;
+pub mod meta;
+pub mod settings;
+pub mod slug;
+pub mod warehouse;

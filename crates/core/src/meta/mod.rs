@@ -1,0 +1,585 @@
+//! Typed operations on the central `organizations` dataset: profiles, API keys,
+//! subscriptions, usage quotas, idempotency records and the audit log. Every query here is
+//! filtered by the org it is given; SQL stays in the subset both warehouse backends share.
+
+pub mod plans;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::warehouse::{Params, Row, Statement, Value, Warehouse, WarehouseError};
+pub use plans::{Plan, PlanLimits, SubscriptionStatus};
+
+/// Name of the central dataset.
+pub const CENTRAL_DATASET: &str = "organizations";
+
+/// Org profile statuses.
+pub const ORG_ACTIVE: &str = "ACTIVE";
+pub const ORG_PROVISIONING: &str = "PROVISIONING";
+
+/// Scopes every org key carries.
+pub const DEFAULT_SCOPES: [&str; 3] = ["pipelines:read", "pipelines:write", "pipelines:execute"];
+
+/// Failures of meta-table operations.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// One row of `org_profiles`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrgProfile {
+    pub org_slug: String,
+    pub company_name: String,
+    pub admin_email: String,
+    pub org_dataset_id: String,
+    pub status: String,
+    pub subscription_plan: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What an org key resolves to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyOwner {
+    pub org_slug: String,
+    pub org_api_key_id: String,
+    pub org_dataset_id: String,
+    pub org_status: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Public facts about an org's active key (never the key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyInfo {
+    pub org_api_key_id: String,
+    pub fingerprint: String,
+    pub is_active: bool,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A key to store: its hash, ciphertext and fingerprint (the plaintext never gets here).
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub org_api_key_id: String,
+    pub hash: String,
+    pub ciphertext: Vec<u8>,
+    pub fingerprint: String,
+}
+
+/// One row of `org_subscriptions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub subscription_id: String,
+    pub org_slug: String,
+    pub plan_name: String,
+    pub status: String,
+    pub limits: PlanLimits,
+    pub trial_end_date: Option<NaiveDate>,
+    pub subscription_end_date: Option<NaiveDate>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A new org, written all at once.
+#[derive(Debug, Clone)]
+pub struct NewOrg {
+    pub org_slug: String,
+    pub company_name: String,
+    pub admin_email: String,
+    pub org_dataset_id: String,
+    pub plan: Plan,
+    pub status: SubscriptionStatus,
+    pub trial_end_date: Option<NaiveDate>,
+    pub key: NewApiKey,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// A stored response for an `Idempotency-Key` (never containing a secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    pub org_slug: String,
+    pub request_fingerprint: String,
+    pub response: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Changes to a subscription; `None` leaves a value as is.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionChange {
+    pub plan: Option<Plan>,
+    pub status: Option<SubscriptionStatus>,
+    pub limits: PlanLimits,
+    pub trial_end_date: Option<NaiveDate>,
+    pub subscription_end_date: Option<NaiveDate>,
+}
+
+impl Default for PlanLimits {
+    fn default() -> Self {
+        Plan::Starter.limits()
+    }
+}
+
+/// An audit-log entry.
+#[derive(Debug, Clone)]
+pub struct AuditEntry<'a> {
+    pub org_slug: &'a str,
+    pub action: &'a str,
+    pub resource_type: &'a str,
+    pub resource_id: Option<&'a str>,
+    pub status: &'a str,
+    pub api_key_id: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub details: serde_json::Value,
+}
+
+/// Typed access to the central meta tables.
+#[derive(Clone)]
+pub struct OrgStore {
+    wh: Arc<dyn Warehouse>,
+}
+
+fn text(row: &Row, col: &str) -> Result<String, MetaError> {
+    row.string(col)
+        .ok_or_else(|| MetaError::Corrupt(format!("column {col} is missing")))
+}
+
+fn ts(row: &Row, col: &str) -> Result<DateTime<Utc>, MetaError> {
+    row.timestamp(col)
+        .ok_or_else(|| MetaError::Corrupt(format!("column {col} is not a timestamp")))
+}
+
+impl OrgStore {
+    pub fn new(wh: Arc<dyn Warehouse>) -> Self {
+        OrgStore { wh }
+    }
+
+    pub fn warehouse(&self) -> &Arc<dyn Warehouse> {
+        &self.wh
+    }
+
+    async fn query(&self, sql: &str, params: &Params) -> Result<Vec<Row>, MetaError> {
+        Ok(self.wh.query(CENTRAL_DATASET, sql, params).await?)
+    }
+
+    /// Whether bootstrap has created the central tables this service needs.
+    pub async fn bootstrapped(&self, tables: &[&str]) -> Result<Vec<String>, MetaError> {
+        let mut missing = Vec::new();
+        for t in tables {
+            if !self.wh.table_exists(CENTRAL_DATASET, t).await? {
+                missing.push((*t).to_string());
+            }
+        }
+        Ok(missing)
+    }
+
+    pub async fn profile(&self, org_slug: &str) -> Result<Option<OrgProfile>, MetaError> {
+        let rows = self
+            .query(
+                "SELECT org_slug, company_name, admin_email, org_dataset_id, status, subscription_plan, created_at \
+                 FROM {{org_profiles}} WHERE org_slug = @org",
+                &Params::new().with("org", org_slug),
+            )
+            .await?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(Some(OrgProfile {
+            org_slug: text(r, "org_slug")?,
+            company_name: text(r, "company_name")?,
+            admin_email: text(r, "admin_email")?,
+            org_dataset_id: text(r, "org_dataset_id")?,
+            status: text(r, "status")?,
+            subscription_plan: r.string("subscription_plan"),
+            created_at: ts(r, "created_at")?,
+        }))
+    }
+
+    /// Resolves a key hash to its org, if the key is active.
+    pub async fn key_owner(&self, key_hash: &str) -> Result<Option<KeyOwner>, MetaError> {
+        let rows = self
+            .query(
+                "SELECT k.org_api_key_id, k.org_slug, k.expires_at, p.status, p.org_dataset_id \
+                 FROM {{org_api_keys}} k JOIN {{org_profiles}} p ON p.org_slug = k.org_slug \
+                 WHERE k.org_api_key_hash = @hash AND k.is_active = @active",
+                &Params::new().with("hash", key_hash).with("active", true),
+            )
+            .await?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(Some(KeyOwner {
+            org_slug: text(r, "org_slug")?,
+            org_api_key_id: text(r, "org_api_key_id")?,
+            org_dataset_id: text(r, "org_dataset_id")?,
+            org_status: text(r, "status")?,
+            expires_at: r.timestamp("expires_at"),
+        }))
+    }
+
+    pub async fn active_key(&self, org_slug: &str) -> Result<Option<ApiKeyInfo>, MetaError> {
+        let rows = self
+            .query(
+                "SELECT org_api_key_id, key_fingerprint, is_active, scopes, created_at FROM {{org_api_keys}} \
+                 WHERE org_slug = @org AND is_active = @active ORDER BY created_at DESC LIMIT 1",
+                &Params::new().with("org", org_slug).with("active", true),
+            )
+            .await?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let scopes = r
+            .json("scopes")
+            .and_then(|j| serde_json::from_value::<Vec<String>>(j).ok())
+            .unwrap_or_default();
+        Ok(Some(ApiKeyInfo {
+            org_api_key_id: text(r, "org_api_key_id")?,
+            fingerprint: text(r, "key_fingerprint")?,
+            is_active: r.boolean("is_active").unwrap_or(false),
+            scopes,
+            created_at: ts(r, "created_at")?,
+        }))
+    }
+
+    fn key_insert(org_slug: &str, key: &NewApiKey, now: DateTime<Utc>) -> Statement {
+        Statement::new(
+            "INSERT INTO {{org_api_keys}} (org_api_key_id, org_slug, org_api_key_hash, encrypted_org_api_key, \
+             key_fingerprint, scopes, is_active, created_at) \
+             VALUES (@id, @org, @hash, @ct, @fp, @scopes, @active, @now)",
+            Params::new()
+                .with("id", &key.org_api_key_id)
+                .with("org", org_slug)
+                .with("hash", &key.hash)
+                .with("ct", key.ciphertext.clone())
+                .with("fp", &key.fingerprint)
+                .with("scopes", serde_json::json!(DEFAULT_SCOPES))
+                .with("active", true)
+                .with("now", now),
+        )
+        .expecting(1)
+    }
+
+    fn quota_insert(
+        org_slug: &str,
+        date: NaiveDate,
+        limits: &PlanLimits,
+        now: DateTime<Utc>,
+    ) -> Statement {
+        Statement::new(
+            "INSERT INTO {{org_usage_quotas}} (usage_id, org_slug, usage_date, pipelines_run_today, \
+             pipelines_succeeded_today, pipelines_failed_today, pipelines_run_month, concurrent_pipelines_running, \
+             daily_limit, monthly_limit, concurrent_limit, seat_limit, providers_limit, max_concurrent_reached, \
+             last_updated, created_at) \
+             SELECT @id, @org, @date, 0, 0, 0, 0, 0, @daily, @monthly, @concurrent, @seats, @providers, 0, @now, @now \
+             WHERE NOT EXISTS (SELECT 1 FROM {{org_usage_quotas}} WHERE org_slug = @org AND usage_date = @date)",
+            Params::new()
+                .with("id", format!("{org_slug}_{}", date.format("%Y%m%d")))
+                .with("org", org_slug)
+                .with("date", date)
+                .with("daily", limits.daily_limit)
+                .with("monthly", limits.monthly_limit)
+                .with("concurrent", limits.concurrent_limit)
+                .with("seats", limits.seat_limit)
+                .with("providers", limits.providers_limit)
+                .with("now", now),
+        )
+    }
+
+    /// Writes a new org (status PROVISIONING), its key, subscription, today's quota row and
+    /// the idempotency record in one transaction. `Conflict` if the org already exists.
+    pub async fn create_org(&self, org: &NewOrg, now: DateTime<Utc>) -> Result<(), MetaError> {
+        let limits = org.plan.limits();
+        let mut statements = vec![
+            Statement::new(
+                "INSERT INTO {{org_profiles}} (org_slug, company_name, admin_email, org_dataset_id, status, \
+                 subscription_plan, created_at, updated_at) \
+                 SELECT @org, @company, @email, @dataset, @status, @plan, @now, @now \
+                 WHERE NOT EXISTS (SELECT 1 FROM {{org_profiles}} WHERE org_slug = @org)",
+                Params::new()
+                    .with("org", &org.org_slug)
+                    .with("company", &org.company_name)
+                    .with("email", &org.admin_email)
+                    .with("dataset", &org.org_dataset_id)
+                    .with("status", ORG_PROVISIONING)
+                    .with("plan", org.plan.as_str())
+                    .with("now", now),
+            )
+            .expecting(1),
+            Self::key_insert(&org.org_slug, &org.key, now),
+            Statement::new(
+                "INSERT INTO {{org_subscriptions}} (subscription_id, org_slug, plan_name, status, daily_limit, \
+                 monthly_limit, concurrent_limit, seat_limit, providers_limit, max_pipelines_per_day, trial_end_date, \
+                 created_at, updated_at) \
+                 VALUES (@id, @org, @plan, @status, @daily, @monthly, @concurrent, @seats, @providers, @daily, \
+                 @trial_end, @now, @now)",
+                Params::new()
+                    .with("id", uuid::Uuid::new_v4().to_string())
+                    .with("org", &org.org_slug)
+                    .with("plan", org.plan.as_str())
+                    .with("status", org.status.as_str())
+                    .with("daily", limits.daily_limit)
+                    .with("monthly", limits.monthly_limit)
+                    .with("concurrent", limits.concurrent_limit)
+                    .with("seats", limits.seat_limit)
+                    .with("providers", limits.providers_limit)
+                    .with("trial_end", org.trial_end_date)
+                    .with("now", now),
+            )
+            .expecting(1),
+            Self::quota_insert(&org.org_slug, now.date_naive(), &limits, now).expecting(1),
+        ];
+        if let Some(idem) = &org.idempotency {
+            statements.push(Self::idempotency_insert(idem));
+        }
+        match self.wh.execute_atomic(CENTRAL_DATASET, &statements).await {
+            Ok(_) => Ok(()),
+            Err(WarehouseError::Conflict { index: 0, .. }) => Err(MetaError::Conflict(format!(
+                "organization '{}' already exists",
+                org.org_slug
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks a provisioned org ACTIVE.
+    pub async fn activate_org(&self, org_slug: &str, now: DateTime<Utc>) -> Result<(), MetaError> {
+        self.wh
+            .execute(
+                CENTRAL_DATASET,
+                "UPDATE {{org_profiles}} SET status = @active, updated_at = @now WHERE org_slug = @org",
+                &Params::new().with("active", ORG_ACTIVE).with("now", now).with("org", org_slug),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every row of the org from the given central tables in one transaction;
+    /// returns the rows removed per table.
+    pub async fn purge_org_rows(
+        &self,
+        org_slug: &str,
+        tables: &[String],
+    ) -> Result<Vec<(String, u64)>, MetaError> {
+        let statements: Vec<Statement> = tables
+            .iter()
+            .map(|t| {
+                Statement::new(
+                    format!("DELETE FROM {{{{{t}}}}} WHERE org_slug = @org"),
+                    Params::new().with("org", org_slug),
+                )
+            })
+            .collect();
+        let counts = self.wh.execute_atomic(CENTRAL_DATASET, &statements).await?;
+        Ok(tables.iter().cloned().zip(counts).collect())
+    }
+
+    /// Revokes every active key of the org and stores the new one, atomically.
+    pub async fn replace_key(
+        &self,
+        org_slug: &str,
+        key: &NewApiKey,
+        now: DateTime<Utc>,
+    ) -> Result<u64, MetaError> {
+        let counts = self
+            .wh
+            .execute_atomic(
+                CENTRAL_DATASET,
+                &[
+                    Statement::new(
+                        "UPDATE {{org_api_keys}} SET is_active = @inactive, revoked_at = @now \
+                         WHERE org_slug = @org AND is_active = @active",
+                        Params::new()
+                            .with("inactive", false)
+                            .with("active", true)
+                            .with("now", now)
+                            .with("org", org_slug),
+                    ),
+                    Self::key_insert(org_slug, key, now),
+                ],
+            )
+            .await?;
+        Ok(counts.first().copied().unwrap_or(0))
+    }
+
+    pub async fn subscription(&self, org_slug: &str) -> Result<Option<Subscription>, MetaError> {
+        let rows = self
+            .query(
+                "SELECT * FROM {{org_subscriptions}} WHERE org_slug = @org ORDER BY created_at DESC LIMIT 1",
+                &Params::new().with("org", org_slug),
+            )
+            .await?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let plan_name = text(r, "plan_name")?;
+        let defaults = Plan::parse(&plan_name).unwrap_or(Plan::Starter).limits();
+        Ok(Some(Subscription {
+            subscription_id: text(r, "subscription_id")?,
+            org_slug: text(r, "org_slug")?,
+            status: text(r, "status")?,
+            limits: PlanLimits {
+                daily_limit: r.int("daily_limit").unwrap_or(defaults.daily_limit),
+                monthly_limit: r.int("monthly_limit").unwrap_or(defaults.monthly_limit),
+                concurrent_limit: r
+                    .int("concurrent_limit")
+                    .unwrap_or(defaults.concurrent_limit),
+                seat_limit: r.int("seat_limit").unwrap_or(defaults.seat_limit),
+                providers_limit: r.int("providers_limit").unwrap_or(defaults.providers_limit),
+            },
+            plan_name,
+            trial_end_date: r.date("trial_end_date"),
+            subscription_end_date: r.date("subscription_end_date"),
+            created_at: ts(r, "created_at")?,
+            updated_at: r.timestamp("updated_at"),
+        }))
+    }
+
+    /// Applies a subscription change to the subscription, today's quota row (created if
+    /// missing) and the profile's plan, in one transaction.
+    pub async fn update_subscription(
+        &self,
+        org_slug: &str,
+        current: &Subscription,
+        change: &SubscriptionChange,
+        now: DateTime<Utc>,
+    ) -> Result<(), MetaError> {
+        let plan = change
+            .plan
+            .map(Plan::as_str)
+            .unwrap_or(current.plan_name.as_str())
+            .to_string();
+        let status = change
+            .status
+            .map(SubscriptionStatus::as_str)
+            .unwrap_or(current.status.as_str())
+            .to_string();
+        let l = &change.limits;
+        let today = now.date_naive();
+        let statements = vec![
+            Statement::new(
+                "UPDATE {{org_subscriptions}} SET plan_name = @plan, status = @status, daily_limit = @daily, \
+                 monthly_limit = @monthly, concurrent_limit = @concurrent, seat_limit = @seats, \
+                 providers_limit = @providers, max_pipelines_per_day = @daily, trial_end_date = @trial_end, \
+                 subscription_end_date = @sub_end, updated_at = @now WHERE subscription_id = @id",
+                Params::new()
+                    .with("plan", &plan)
+                    .with("status", &status)
+                    .with("daily", l.daily_limit)
+                    .with("monthly", l.monthly_limit)
+                    .with("concurrent", l.concurrent_limit)
+                    .with("seats", l.seat_limit)
+                    .with("providers", l.providers_limit)
+                    .with("trial_end", change.trial_end_date.or(current.trial_end_date))
+                    .with("sub_end", change.subscription_end_date.or(current.subscription_end_date))
+                    .with("now", now)
+                    .with("id", &current.subscription_id),
+            )
+            .expecting(1),
+            Self::quota_insert(org_slug, today, l, now),
+            Statement::new(
+                "UPDATE {{org_usage_quotas}} SET daily_limit = @daily, monthly_limit = @monthly, \
+                 concurrent_limit = @concurrent, seat_limit = @seats, providers_limit = @providers, last_updated = @now \
+                 WHERE org_slug = @org AND usage_date = @date",
+                Params::new()
+                    .with("daily", l.daily_limit)
+                    .with("monthly", l.monthly_limit)
+                    .with("concurrent", l.concurrent_limit)
+                    .with("seats", l.seat_limit)
+                    .with("providers", l.providers_limit)
+                    .with("now", now)
+                    .with("org", org_slug)
+                    .with("date", today),
+            ),
+            Statement::new(
+                "UPDATE {{org_profiles}} SET subscription_plan = @plan, updated_at = @now WHERE org_slug = @org",
+                Params::new().with("plan", &plan).with("now", now).with("org", org_slug),
+            ),
+        ];
+        self.wh.execute_atomic(CENTRAL_DATASET, &statements).await?;
+        Ok(())
+    }
+
+    /// Today's quota row for the org, if any: (run today, run this month, running now).
+    pub async fn quota_row(
+        &self,
+        org_slug: &str,
+        date: NaiveDate,
+    ) -> Result<Option<Row>, MetaError> {
+        let rows = self
+            .query(
+                "SELECT * FROM {{org_usage_quotas}} WHERE org_slug = @org AND usage_date = @date",
+                &Params::new().with("org", org_slug).with("date", date),
+            )
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    fn idempotency_insert(record: &IdempotencyRecord) -> Statement {
+        Statement::new(
+            "INSERT INTO {{org_idempotency_keys}} (idempotency_key, org_slug, request_fingerprint, response_data, created_at) \
+             VALUES (@key, @org, @fp, @response, @now)",
+            Params::new()
+                .with("key", &record.key)
+                .with("org", &record.org_slug)
+                .with("fp", &record.request_fingerprint)
+                .with("response", record.response.to_string())
+                .with("now", record.created_at),
+        )
+    }
+
+    /// A stored idempotency record newer than `since`.
+    pub async fn idempotency(
+        &self,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, MetaError> {
+        let rows = self
+            .query(
+                "SELECT * FROM {{org_idempotency_keys}} WHERE idempotency_key = @key AND created_at >= @since \
+                 ORDER BY created_at DESC LIMIT 1",
+                &Params::new().with("key", key).with("since", since),
+            )
+            .await?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(Some(IdempotencyRecord {
+            key: text(r, "idempotency_key")?,
+            org_slug: text(r, "org_slug")?,
+            request_fingerprint: r.string("request_fingerprint").unwrap_or_default(),
+            response: r
+                .string("response_data")
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default(),
+            created_at: ts(r, "created_at")?,
+        }))
+    }
+
+    /// Appends an audit-log row. Callers treat a failure here as non-fatal (and log it).
+    pub async fn audit(&self, entry: AuditEntry<'_>, now: DateTime<Utc>) -> Result<(), MetaError> {
+        let row = Row::new()
+            .with("audit_id", uuid::Uuid::new_v4().to_string())
+            .with("org_slug", entry.org_slug)
+            .with("api_key_id", entry.api_key_id)
+            .with("action", entry.action)
+            .with("resource_type", entry.resource_type)
+            .with("resource_id", entry.resource_id)
+            .with("details", Value::Json(entry.details))
+            .with("request_id", entry.request_id)
+            .with("status", entry.status)
+            .with("created_at", now);
+        self.wh
+            .insert_rows(CENTRAL_DATASET, "org_audit_logs", &[row])
+            .await?;
+        Ok(())
+    }
+}

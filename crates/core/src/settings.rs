@@ -1,0 +1,379 @@
+//! Typed settings read once from the environment and passed in explicitly (no globals).
+//!
+//! Secrets are wrapped in [`secrecy::SecretString`] so they never reach a log or a `Debug`
+//! print. [`Settings::production_problems`] lists every reason a production start must be
+//! refused, so the operator sees them all in one message.
+
+use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// Deployment environment; also decides the per-org dataset suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Staging,
+    Production,
+}
+
+impl Environment {
+    /// Suffix of per-org datasets: `{org_slug}_{suffix}`.
+    pub fn dataset_suffix(self) -> &'static str {
+        match self {
+            Environment::Development => "local",
+            Environment::Staging => "stage",
+            Environment::Production => "prod",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+        }
+    }
+}
+
+/// Which warehouse backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarehouseKind {
+    Embedded,
+    BigQuery,
+}
+
+/// Which key service to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmsKind {
+    Local,
+    Gcp,
+}
+
+/// Everything both services read from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub environment: Environment,
+    pub root_api_key: Option<SecretString>,
+    pub disable_auth: bool,
+    pub rate_limit_enabled: bool,
+    pub rate_limit_per_org_per_minute: u32,
+    pub rate_limit_global_per_minute: u32,
+    pub cors_origins: Vec<String>,
+    pub enable_api_docs: bool,
+    pub host: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub configs_dir: PathBuf,
+    pub warehouse: WarehouseKind,
+    pub kms: KmsKind,
+    pub gcp_project_id: Option<String>,
+    pub bigquery_location: String,
+    pub bigquery_base_url: Option<String>,
+    pub kms_key_name: Option<String>,
+    pub kms_endpoint: Option<String>,
+    pub api_service_url: String,
+    /// How long another process may keep honouring a revoked key (lookup cache TTL).
+    pub auth_cache_ttl: Duration,
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Settings that could not be parsed; every problem is listed.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct SettingsError(pub Vec<String>);
+
+impl Settings {
+    /// Reads settings from the process environment. `default_port` differs per service.
+    pub fn from_env(default_port: u16) -> Result<Self, SettingsError> {
+        Self::from_map(&std::env::vars().collect(), default_port)
+    }
+
+    /// Reads settings from a map of variables (tests use this instead of mutating the process env).
+    pub fn from_map(
+        env: &HashMap<String, String>,
+        default_port: u16,
+    ) -> Result<Self, SettingsError> {
+        let mut problems = Vec::new();
+        let get = |name: &str| {
+            env.get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+
+        let environment = match get("ENVIRONMENT").as_deref() {
+            None | Some("development") | Some("dev") | Some("local") => Environment::Development,
+            Some("staging") | Some("stage") => Environment::Staging,
+            Some("production") | Some("prod") => Environment::Production,
+            Some(other) => {
+                problems.push(format!(
+                    "ENVIRONMENT={other:?} is not one of development, staging, production"
+                ));
+                Environment::Development
+            }
+        };
+        let mut bool_var = |name: &str, default: bool| match get(name)
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None => default,
+            Some("true") | Some("1") | Some("yes") => true,
+            Some("false") | Some("0") | Some("no") => false,
+            Some(other) => {
+                problems.push(format!("{name}={other:?} is not a boolean (true/false)"));
+                default
+            }
+        };
+        let disable_auth = bool_var("DISABLE_AUTH", false);
+        let rate_limit_enabled = bool_var("RATE_LIMIT_ENABLED", true);
+        let enable_api_docs = bool_var("ENABLE_API_DOCS", true);
+
+        let mut number = |name: &str, default: u64, min: u64, max: u64| -> u64 {
+            match get(name) {
+                None => default,
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => n,
+                    _ => {
+                        problems.push(format!(
+                            "{name}={v:?} must be a whole number from {min} to {max}"
+                        ));
+                        default
+                    }
+                },
+            }
+        };
+        let rate_limit_per_org_per_minute =
+            number("RATE_LIMIT_REQUESTS_PER_MINUTE", 100, 1, 1_000_000) as u32;
+        let rate_limit_global_per_minute = number(
+            "RATE_LIMIT_GLOBAL_REQUESTS_PER_MINUTE",
+            10_000,
+            1,
+            100_000_000,
+        ) as u32;
+        let port = number("PORT", u64::from(default_port), 0, 65_535) as u16;
+        let auth_cache_ttl = Duration::from_secs(number("AUTH_CACHE_TTL_SECONDS", 30, 0, 3_600));
+
+        let host = match get("HOST") {
+            None => IpAddr::from([0, 0, 0, 0]),
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                problems.push(format!("HOST={v:?} is not an IP address"));
+                IpAddr::from([0, 0, 0, 0])
+            }),
+        };
+        let warehouse = match get("WAREHOUSE").as_deref() {
+            None | Some("embedded") => WarehouseKind::Embedded,
+            Some("bigquery") => WarehouseKind::BigQuery,
+            Some(other) => {
+                problems.push(format!(
+                    "WAREHOUSE={other:?} is not one of embedded, bigquery"
+                ));
+                WarehouseKind::Embedded
+            }
+        };
+        let kms = match get("KMS").as_deref() {
+            None | Some("local") => KmsKind::Local,
+            Some("gcp") => KmsKind::Gcp,
+            Some(other) => {
+                problems.push(format!("KMS={other:?} is not one of local, gcp"));
+                KmsKind::Local
+            }
+        };
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") | Some("text") => LogFormat::Pretty,
+            Some(other) => {
+                problems.push(format!("LOG_FORMAT={other:?} is not one of json, pretty"));
+                LogFormat::Json
+            }
+        };
+        let kms_key_name = get("KMS_KEY_NAME").or_else(|| {
+            match (
+                get("KMS_PROJECT_ID"),
+                get("KMS_LOCATION"),
+                get("KMS_KEYRING"),
+                get("KMS_KEY"),
+            ) {
+                (Some(p), Some(l), Some(r), Some(k)) => Some(format!(
+                    "projects/{p}/locations/{l}/keyRings/{r}/cryptoKeys/{k}"
+                )),
+                _ => None,
+            }
+        });
+        let cors_origins = get("CORS_ORIGINS")
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_else(|| {
+                vec![
+                    "http://localhost:3000".to_string(),
+                    "http://localhost:8080".to_string(),
+                ]
+            });
+
+        if !problems.is_empty() {
+            return Err(SettingsError(problems));
+        }
+        Ok(Settings {
+            environment,
+            root_api_key: get("CA_ROOT_API_KEY").map(SecretString::from),
+            disable_auth,
+            rate_limit_enabled,
+            rate_limit_per_org_per_minute,
+            rate_limit_global_per_minute,
+            cors_origins,
+            enable_api_docs,
+            host,
+            port,
+            data_dir: PathBuf::from(get("DATA_DIR").unwrap_or_else(|| "./data".to_string())),
+            configs_dir: PathBuf::from(
+                get("CONFIGS_DIR").unwrap_or_else(|| "./configs".to_string()),
+            ),
+            warehouse,
+            kms,
+            gcp_project_id: get("GCP_PROJECT_ID"),
+            bigquery_location: get("BIGQUERY_LOCATION").unwrap_or_else(|| "US".to_string()),
+            bigquery_base_url: get("BIGQUERY_BASE_URL"),
+            kms_key_name,
+            kms_endpoint: get("KMS_ENDPOINT"),
+            api_service_url: get("API_SERVICE_URL")
+                .unwrap_or_else(|| "http://localhost:8000".to_string()),
+            auth_cache_ttl,
+            log_format,
+        })
+    }
+
+    /// Every reason this configuration must not serve production traffic (empty when fine
+    /// or when not in production).
+    pub fn production_problems(&self) -> Vec<String> {
+        if self.environment != Environment::Production {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        match &self.root_api_key {
+            None => problems.push("CA_ROOT_API_KEY is not set".to_string()),
+            Some(k) if k.expose_secret().chars().count() < 32 => {
+                problems.push("CA_ROOT_API_KEY is shorter than 32 characters".to_string())
+            }
+            Some(_) => {}
+        }
+        if self.disable_auth {
+            problems.push("DISABLE_AUTH=true is not allowed in production".to_string());
+        }
+        if !self.rate_limit_enabled {
+            problems.push("RATE_LIMIT_ENABLED=false is not allowed in production".to_string());
+        }
+        if self.kms == KmsKind::Local {
+            problems.push(
+                "KMS=local (a key file on disk) is not allowed in production; set KMS=gcp"
+                    .to_string(),
+            );
+        }
+        if self.kms == KmsKind::Gcp && self.kms_key_name.is_none() {
+            problems.push(
+                "KMS=gcp needs KMS_KEY_NAME or KMS_PROJECT_ID/KMS_LOCATION/KMS_KEYRING/KMS_KEY"
+                    .to_string(),
+            );
+        }
+        problems
+    }
+
+    /// Name of an org's own dataset: `{org_slug}_{local|stage|prod}`.
+    pub fn org_dataset(&self, org_slug: &str) -> String {
+        format!("{org_slug}_{}", self.environment.dataset_suffix())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_development_setup() {
+        let s = Settings::from_map(&env(&[]), 8000).unwrap();
+        assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.port, 8000);
+        assert_eq!(s.warehouse, WarehouseKind::Embedded);
+        assert_eq!(s.kms, KmsKind::Local);
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.org_dataset("acme"), "acme_local");
+        assert!(s.production_problems().is_empty());
+    }
+
+    #[test]
+    fn production_lists_every_problem_at_once() {
+        let s = Settings::from_map(
+            &env(&[
+                ("ENVIRONMENT", "production"),
+                ("CA_ROOT_API_KEY", "short"),
+                ("DISABLE_AUTH", "true"),
+                ("RATE_LIMIT_ENABLED", "false"),
+            ]),
+            8000,
+        )
+        .unwrap();
+        let problems = s.production_problems();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("shorter than 32")));
+        assert!(problems.iter().any(|p| p.contains("DISABLE_AUTH")));
+        assert!(problems.iter().any(|p| p.contains("RATE_LIMIT_ENABLED")));
+        assert!(problems.iter().any(|p| p.contains("KMS=local")));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::from_map(
+            &env(&[("CA_ROOT_API_KEY", "super-secret-root-key-value-123456")]),
+            8000,
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let err = Settings::from_map(
+            &env(&[
+                ("PORT", "99999"),
+                ("WAREHOUSE", "oracle"),
+                ("DISABLE_AUTH", "maybe"),
+            ]),
+            8000,
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn kms_key_name_is_assembled_from_parts() {
+        let s = Settings::from_map(
+            &env(&[
+                ("KMS_PROJECT_ID", "p"),
+                ("KMS_LOCATION", "us"),
+                ("KMS_KEYRING", "r"),
+                ("KMS_KEY", "k"),
+            ]),
+            8000,
+        )
+        .unwrap();
+        assert_eq!(
+            s.kms_key_name.as_deref(),
+            Some("projects/p/locations/us/keyRings/r/cryptoKeys/k")
+        );
+    }
+}

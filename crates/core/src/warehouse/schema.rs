@@ -1,0 +1,247 @@
+//! Table definitions in BigQuery's JSON schema format (name/type/mode/fields), plus the
+//! partitioning and clustering that come from the table list in `configs/`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Row, Value, WarehouseError};
+
+/// A BigQuery column type (legacy and standard SQL names both accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum FieldType {
+    #[serde(alias = "STRING")]
+    String,
+    #[serde(alias = "INT64", alias = "INTEGER")]
+    Integer,
+    #[serde(alias = "FLOAT64", alias = "FLOAT")]
+    Float,
+    Numeric,
+    Bignumeric,
+    #[serde(alias = "BOOL", alias = "BOOLEAN")]
+    Boolean,
+    Bytes,
+    Date,
+    Timestamp,
+    Datetime,
+    Json,
+    #[serde(alias = "STRUCT", alias = "RECORD")]
+    Record,
+}
+
+/// NULLABLE / REQUIRED / REPEATED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum FieldMode {
+    #[default]
+    Nullable,
+    Required,
+    Repeated,
+}
+
+/// One column of a table schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSchema {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub field_type: FieldType,
+    #[serde(default)]
+    pub mode: FieldMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldSchema>,
+}
+
+/// A table to create: columns plus optional DAY partitioning and clustering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableDef {
+    pub name: String,
+    pub description: Option<String>,
+    pub fields: Vec<FieldSchema>,
+    /// Column partitioned by DAY (a DATE or TIMESTAMP column).
+    pub partition_field: Option<String>,
+    pub clustering: Vec<String>,
+}
+
+impl TableDef {
+    pub fn field(&self, name: &str) -> Option<&FieldSchema> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    pub fn has_column(&self, name: &str) -> bool {
+        self.field(name).is_some()
+    }
+
+    /// Checks names, duplicate columns, and that partition/clustering columns exist.
+    pub fn validate(&self) -> Result<(), WarehouseError> {
+        super::check_name(&self.name)?;
+        let mut seen = std::collections::HashSet::new();
+        for f in &self.fields {
+            super::check_name(&f.name)?;
+            if !seen.insert(f.name.as_str()) {
+                return Err(WarehouseError::Schema(format!(
+                    "table {}: column {} is declared twice",
+                    self.name, f.name
+                )));
+            }
+        }
+        if self.fields.is_empty() {
+            return Err(WarehouseError::Schema(format!(
+                "table {} has no columns",
+                self.name
+            )));
+        }
+        if let Some(p) = &self.partition_field {
+            match self.field(p) {
+                Some(f)
+                    if matches!(
+                        f.field_type,
+                        FieldType::Date | FieldType::Timestamp | FieldType::Datetime
+                    ) => {}
+                Some(_) => {
+                    return Err(WarehouseError::Schema(format!(
+                        "table {}: partition column {p} must be DATE or TIMESTAMP",
+                        self.name
+                    )))
+                }
+                None => {
+                    return Err(WarehouseError::Schema(format!(
+                        "table {}: partition column {p} does not exist",
+                        self.name
+                    )))
+                }
+            }
+        }
+        for c in &self.clustering {
+            if !self.has_column(c) {
+                return Err(WarehouseError::Schema(format!(
+                    "table {}: clustering column {c} does not exist",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one row against the schema before it is sent: no unknown columns, REQUIRED
+    /// columns present and non-null, and each value of a type the column can hold.
+    pub fn check_row(&self, row: &Row) -> Result<(), WarehouseError> {
+        let invalid = |reason: String| WarehouseError::InvalidRow {
+            table: self.name.clone(),
+            reason,
+        };
+        for (column, value) in &row.0 {
+            let Some(field) = self.field(column) else {
+                return Err(invalid(format!("unknown column {column}")));
+            };
+            if !value_fits(field, value) {
+                return Err(invalid(format!(
+                    "column {column} is {:?} but got a {} value",
+                    field.field_type,
+                    value.type_name()
+                )));
+            }
+        }
+        for field in &self.fields {
+            if field.mode == FieldMode::Required && row.get(&field.name).is_none_or(Value::is_null)
+            {
+                return Err(invalid(format!(
+                    "required column {} is missing or null",
+                    field.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn value_fits(field: &FieldSchema, value: &Value) -> bool {
+    if value.is_null() {
+        return true;
+    }
+    if field.mode == FieldMode::Repeated {
+        return matches!(value, Value::Json(serde_json::Value::Array(_)));
+    }
+    match field.field_type {
+        FieldType::String => matches!(value, Value::String(_)),
+        FieldType::Integer => matches!(value, Value::Int(_)),
+        FieldType::Float => matches!(value, Value::Float(_) | Value::Int(_)),
+        FieldType::Numeric | FieldType::Bignumeric => {
+            matches!(value, Value::Numeric(_) | Value::Int(_))
+        }
+        FieldType::Boolean => matches!(value, Value::Bool(_)),
+        FieldType::Bytes => matches!(value, Value::Bytes(_)),
+        FieldType::Date => matches!(value, Value::Date(_)),
+        FieldType::Timestamp | FieldType::Datetime => matches!(value, Value::Timestamp(_)),
+        FieldType::Json | FieldType::Record => matches!(value, Value::Json(_)),
+    }
+}
+
+/// Parses a schema file: a bare list of fields, or an object with `schema` or `fields`.
+pub fn parse_schema_json(text: &str) -> Result<Vec<FieldSchema>, WarehouseError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum SchemaFile {
+        Bare(Vec<FieldSchema>),
+        Wrapped {
+            #[serde(alias = "schema")]
+            fields: Vec<FieldSchema>,
+        },
+    }
+    let parsed: SchemaFile = serde_json::from_str(text)
+        .map_err(|e| WarehouseError::Schema(format!("schema JSON is invalid: {e}")))?;
+    Ok(match parsed {
+        SchemaFile::Bare(f) => f,
+        SchemaFile::Wrapped { fields } => fields,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def() -> TableDef {
+        TableDef {
+            name: "t".into(),
+            description: None,
+            fields: parse_schema_json(
+                r#"[{"name":"id","type":"STRING","mode":"REQUIRED"},{"name":"n","type":"INT64"},{"name":"tags","type":"STRING","mode":"REPEATED"}]"#,
+            )
+            .unwrap(),
+            partition_field: None,
+            clustering: vec![],
+        }
+    }
+
+    #[test]
+    fn required_and_unknown_columns_are_checked() {
+        let d = def();
+        assert!(d
+            .check_row(&Row::new().with("id", "a").with("n", 1i64))
+            .is_ok());
+        assert!(d.check_row(&Row::new().with("n", 1i64)).is_err());
+        assert!(d
+            .check_row(&Row::new().with("id", "a").with("zzz", 1i64))
+            .is_err());
+        assert!(d
+            .check_row(&Row::new().with("id", "a").with("n", "text"))
+            .is_err());
+        assert!(d
+            .check_row(
+                &Row::new()
+                    .with("id", "a")
+                    .with("tags", serde_json::json!(["x"]))
+            )
+            .is_ok());
+    }
+
+    #[test]
+    fn partition_column_must_exist_and_be_a_date() {
+        let mut d = def();
+        d.partition_field = Some("n".into());
+        assert!(d.validate().is_err());
+        d.partition_field = Some("missing".into());
+        assert!(d.validate().is_err());
+    }
+}
