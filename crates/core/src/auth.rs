@@ -107,10 +107,7 @@ mod tests {
         assert_eq!(v.check(Some(&"r".repeat(40))), RootCheck::Valid);
         assert_eq!(v.check(Some("nope")), RootCheck::Wrong);
         assert_eq!(v.check(None), RootCheck::Missing);
-        assert_eq!(
-            RootKeyVerifier::new(None).check(Some("x")),
-            RootCheck::NotConfigured
-        );
+        assert_eq!(RootKeyVerifier::new(None).check(Some("x")), RootCheck::NotConfigured);
         assert!(!format!("{v:?}").contains('r'.to_string().repeat(5).as_str()));
     }
 }

@@ -91,8 +91,7 @@ impl TableList {
     pub fn load(configs_dir: &Path, relative: &str) -> Result<Self, Vec<ConfigError>> {
         let path = configs_dir.join(relative);
         let text = std::fs::read_to_string(&path).map_err(|e| vec![ConfigError::at(&path, e)])?;
-        let file: TableListFile =
-            serde_saphyr::from_str(&text).map_err(|e| vec![ConfigError::at(&path, e)])?;
+        let file: TableListFile = serde_saphyr::from_str(&text).map_err(|e| vec![ConfigError::at(&path, e)])?;
         let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut errors = Vec::new();
         let mut tables = Vec::new();
@@ -148,16 +147,9 @@ impl TableList {
 /// Reads a seed CSV into typed rows: headers must be columns of the table; each cell is
 /// parsed as its column's type (empty = NULL). `created_at`/`updated_at` TIMESTAMP columns
 /// the CSV leaves out are set to `now`.
-pub fn load_seed_rows(
-    path: &Path,
-    def: &TableDef,
-    now: DateTime<Utc>,
-) -> Result<Vec<Row>, ConfigError> {
+pub fn load_seed_rows(path: &Path, def: &TableDef, now: DateTime<Utc>) -> Result<Vec<Row>, ConfigError> {
     let mut reader = csv::Reader::from_path(path).map_err(|e| ConfigError::at(path, e))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| ConfigError::at(path, e))?
-        .clone();
+    let headers = reader.headers().map_err(|e| ConfigError::at(path, e))?.clone();
     for h in &headers {
         if !def.has_column(h) {
             return Err(ConfigError::at(
@@ -171,10 +163,7 @@ pub fn load_seed_rows(
         let record = record.map_err(|e| ConfigError::at(path, e))?;
         let mut row = Row::new();
         for stamp in ["created_at", "updated_at"] {
-            if def
-                .field(stamp)
-                .is_some_and(|f| f.field_type == FieldType::Timestamp)
-            {
+            if def.field(stamp).is_some_and(|f| f.field_type == FieldType::Timestamp) {
                 row.set(stamp, now);
             }
         }
@@ -182,9 +171,8 @@ pub fn load_seed_rows(
             let Some(field) = def.field(header) else {
                 continue;
             };
-            let value = parse_cell(cell, field.field_type, field.mode).map_err(|m| {
-                ConfigError::at(path, format!("row {}, column {header}: {m}", line + 2))
-            })?;
+            let value = parse_cell(cell, field.field_type, field.mode)
+                .map_err(|m| ConfigError::at(path, format!("row {}, column {header}: {m}", line + 2)))?;
             row.set(header, value);
         }
         def.check_row(&row)
@@ -206,27 +194,19 @@ fn parse_cell(cell: &str, ty: FieldType, mode: FieldMode) -> Result<Value, Strin
     }
     Ok(match ty {
         FieldType::String => Value::String(cell.to_string()),
-        FieldType::Integer => Value::Int(
-            cell.parse()
-                .map_err(|_| format!("{cell:?} is not an integer"))?,
-        ),
-        FieldType::Float => Value::Float(
-            cell.parse()
-                .map_err(|_| format!("{cell:?} is not a number"))?,
-        ),
-        FieldType::Numeric | FieldType::Bignumeric => Value::Numeric(
-            cell.parse()
-                .map_err(|_| format!("{cell:?} is not a decimal"))?,
-        ),
+        FieldType::Integer => Value::Int(cell.parse().map_err(|_| format!("{cell:?} is not an integer"))?),
+        FieldType::Float => Value::Float(cell.parse().map_err(|_| format!("{cell:?} is not a number"))?),
+        FieldType::Numeric | FieldType::Bignumeric => {
+            Value::Numeric(cell.parse().map_err(|_| format!("{cell:?} is not a decimal"))?)
+        }
         FieldType::Boolean => match cell.to_ascii_lowercase().as_str() {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
             _ => return Err(format!("{cell:?} is not true/false")),
         },
-        FieldType::Date => Value::Date(
-            NaiveDate::parse_from_str(cell, "%Y-%m-%d")
-                .map_err(|_| format!("{cell:?} is not YYYY-MM-DD"))?,
-        ),
+        FieldType::Date => {
+            Value::Date(NaiveDate::parse_from_str(cell, "%Y-%m-%d").map_err(|_| format!("{cell:?} is not YYYY-MM-DD"))?)
+        }
         FieldType::Timestamp | FieldType::Datetime => Value::Timestamp(
             DateTime::parse_from_rfc3339(cell)
                 .map(|t| t.with_timezone(&Utc))
@@ -249,8 +229,7 @@ mod tests {
 
     #[test]
     fn shipped_table_lists_load() {
-        let boot = TableList::load(&repo_configs(), "setup/bootstrap/tables.yml")
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let boot = TableList::load(&repo_configs(), "setup/bootstrap/tables.yml").unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(boot.dataset.name.as_deref(), Some("organizations"));
         assert_eq!(boot.tables.len(), 15);
         let quotas = boot.table("org_usage_quotas").unwrap();
@@ -268,11 +247,7 @@ mod tests {
             "dataset: {description: d}\ntables:\n  - {name: a, description: x, schema: missing.json}\n  - {name: b, description: x, schema: b.json, clustering: [nope]}\n",
         )
         .unwrap();
-        std::fs::write(
-            dir.path().join("b.json"),
-            r#"[{"name":"id","type":"STRING"}]"#,
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("b.json"), r#"[{"name":"id","type":"STRING"}]"#).unwrap();
         let errors = TableList::load(dir.path(), "tables.yml").unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
     }

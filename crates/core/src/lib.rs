@@ -6,5 +6,5 @@ pub mod config;
 pub mod kms;
 pub mod meta;
 pub mod settings;
-pub mod slug;
+pub mod validate;
 pub mod warehouse;

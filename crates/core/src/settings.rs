@@ -96,16 +96,9 @@ impl Settings {
     }
 
     /// Reads settings from a map of variables (tests use this instead of mutating the process env).
-    pub fn from_map(
-        env: &HashMap<String, String>,
-        default_port: u16,
-    ) -> Result<Self, SettingsError> {
+    pub fn from_map(env: &HashMap<String, String>, default_port: u16) -> Result<Self, SettingsError> {
         let mut problems = Vec::new();
-        let get = |name: &str| {
-            env.get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |name: &str| env.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
 
         let environment = match get("ENVIRONMENT").as_deref() {
             None | Some("development") | Some("dev") | Some("local") => Environment::Development,
@@ -118,10 +111,7 @@ impl Settings {
                 Environment::Development
             }
         };
-        let mut bool_var = |name: &str, default: bool| match get(name)
-            .map(|v| v.to_ascii_lowercase())
-            .as_deref()
-        {
+        let mut bool_var = |name: &str, default: bool| match get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
             None => default,
             Some("true") | Some("1") | Some("yes") => true,
             Some("false") | Some("0") | Some("no") => false,
@@ -140,22 +130,15 @@ impl Settings {
                 Some(v) => match v.parse::<u64>() {
                     Ok(n) if (min..=max).contains(&n) => n,
                     _ => {
-                        problems.push(format!(
-                            "{name}={v:?} must be a whole number from {min} to {max}"
-                        ));
+                        problems.push(format!("{name}={v:?} must be a whole number from {min} to {max}"));
                         default
                     }
                 },
             }
         };
-        let rate_limit_per_org_per_minute =
-            number("RATE_LIMIT_REQUESTS_PER_MINUTE", 100, 1, 1_000_000) as u32;
-        let rate_limit_global_per_minute = number(
-            "RATE_LIMIT_GLOBAL_REQUESTS_PER_MINUTE",
-            10_000,
-            1,
-            100_000_000,
-        ) as u32;
+        let rate_limit_per_org_per_minute = number("RATE_LIMIT_REQUESTS_PER_MINUTE", 100, 1, 1_000_000) as u32;
+        let rate_limit_global_per_minute =
+            number("RATE_LIMIT_GLOBAL_REQUESTS_PER_MINUTE", 10_000, 1, 100_000_000) as u32;
         let port = number("PORT", u64::from(default_port), 0, 65_535) as u16;
         let auth_cache_ttl = Duration::from_secs(number("AUTH_CACHE_TTL_SECONDS", 30, 0, 3_600));
 
@@ -170,9 +153,7 @@ impl Settings {
             None | Some("embedded") => WarehouseKind::Embedded,
             Some("bigquery") => WarehouseKind::BigQuery,
             Some(other) => {
-                problems.push(format!(
-                    "WAREHOUSE={other:?} is not one of embedded, bigquery"
-                ));
+                problems.push(format!("WAREHOUSE={other:?} is not one of embedded, bigquery"));
                 WarehouseKind::Embedded
             }
         };
@@ -199,9 +180,9 @@ impl Settings {
                 get("KMS_KEYRING"),
                 get("KMS_KEY"),
             ) {
-                (Some(p), Some(l), Some(r), Some(k)) => Some(format!(
-                    "projects/{p}/locations/{l}/keyRings/{r}/cryptoKeys/{k}"
-                )),
+                (Some(p), Some(l), Some(r), Some(k)) => {
+                    Some(format!("projects/{p}/locations/{l}/keyRings/{r}/cryptoKeys/{k}"))
+                }
                 _ => None,
             }
         });
@@ -212,12 +193,7 @@ impl Settings {
                     .filter(|s| !s.is_empty())
                     .collect()
             })
-            .unwrap_or_else(|| {
-                vec![
-                    "http://localhost:3000".to_string(),
-                    "http://localhost:8080".to_string(),
-                ]
-            });
+            .unwrap_or_else(|| vec!["http://localhost:3000".to_string(), "http://localhost:8080".to_string()]);
 
         if !problems.is_empty() {
             return Err(SettingsError(problems));
@@ -234,9 +210,7 @@ impl Settings {
             host,
             port,
             data_dir: PathBuf::from(get("DATA_DIR").unwrap_or_else(|| "./data".to_string())),
-            configs_dir: PathBuf::from(
-                get("CONFIGS_DIR").unwrap_or_else(|| "./configs".to_string()),
-            ),
+            configs_dir: PathBuf::from(get("CONFIGS_DIR").unwrap_or_else(|| "./configs".to_string())),
             warehouse,
             kms,
             gcp_project_id: get("GCP_PROJECT_ID"),
@@ -244,8 +218,7 @@ impl Settings {
             bigquery_base_url: get("BIGQUERY_BASE_URL"),
             kms_key_name,
             kms_endpoint: get("KMS_ENDPOINT"),
-            api_service_url: get("API_SERVICE_URL")
-                .unwrap_or_else(|| "http://localhost:8000".to_string()),
+            api_service_url: get("API_SERVICE_URL").unwrap_or_else(|| "http://localhost:8000".to_string()),
             auth_cache_ttl,
             log_format,
         })
@@ -272,16 +245,10 @@ impl Settings {
             problems.push("RATE_LIMIT_ENABLED=false is not allowed in production".to_string());
         }
         if self.kms == KmsKind::Local {
-            problems.push(
-                "KMS=local (a key file on disk) is not allowed in production; set KMS=gcp"
-                    .to_string(),
-            );
+            problems.push("KMS=local (a key file on disk) is not allowed in production; set KMS=gcp".to_string());
         }
         if self.kms == KmsKind::Gcp && self.kms_key_name.is_none() {
-            problems.push(
-                "KMS=gcp needs KMS_KEY_NAME or KMS_PROJECT_ID/KMS_LOCATION/KMS_KEYRING/KMS_KEY"
-                    .to_string(),
-            );
+            problems.push("KMS=gcp needs KMS_KEY_NAME or KMS_PROJECT_ID/KMS_LOCATION/KMS_KEYRING/KMS_KEY".to_string());
         }
         problems
     }
@@ -297,10 +264,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -337,22 +301,14 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let s = Settings::from_map(
-            &env(&[("CA_ROOT_API_KEY", "super-secret-root-key-value-123456")]),
-            8000,
-        )
-        .unwrap();
+        let s = Settings::from_map(&env(&[("CA_ROOT_API_KEY", "super-secret-root-key-value-123456")]), 8000).unwrap();
         assert!(!format!("{s:?}").contains("super-secret"));
     }
 
     #[test]
     fn bad_values_are_all_reported() {
         let err = Settings::from_map(
-            &env(&[
-                ("PORT", "99999"),
-                ("WAREHOUSE", "oracle"),
-                ("DISABLE_AUTH", "maybe"),
-            ]),
+            &env(&[("PORT", "99999"), ("WAREHOUSE", "oracle"), ("DISABLE_AUTH", "maybe")]),
             8000,
         )
         .unwrap_err();

@@ -48,8 +48,7 @@ impl LocalKms {
     /// Opens the key file under `data_dir`, creating it (mode 0600) on first use.
     pub fn open(data_dir: &Path) -> Result<Self, KmsError> {
         let dir = data_dir.join("kms");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| KmsError::KeyFile(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| KmsError::KeyFile(format!("{}: {e}", dir.display())))?;
         let path = dir.join("local_master_keys.json");
         if !path.exists() {
             let mut keys = BTreeMap::new();
@@ -75,17 +74,13 @@ impl LocalKms {
 
     /// Adds a new key version and makes it current; old versions still decrypt.
     pub fn rotate(&self) -> Result<u32, KmsError> {
-        let mut file: KeyFile = serde_json::from_str(
-            &std::fs::read_to_string(&self.path).map_err(|e| KmsError::KeyFile(e.to_string()))?,
-        )
-        .map_err(|e| KmsError::KeyFile(e.to_string()))?;
+        let mut file: KeyFile =
+            serde_json::from_str(&std::fs::read_to_string(&self.path).map_err(|e| KmsError::KeyFile(e.to_string()))?)
+                .map_err(|e| KmsError::KeyFile(e.to_string()))?;
         let next = file.keys.keys().max().copied().unwrap_or(0) + 1;
-        file.keys
-            .insert(next, B64.encode(Aes256Gcm::generate_key(OsRng)));
+        file.keys.insert(next, B64.encode(Aes256Gcm::generate_key(OsRng)));
         file.current = next;
-        let tmp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
+        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
         write_file_0600(&tmp, &file)?;
         std::fs::rename(&tmp, &self.path).map_err(|e| KmsError::KeyFile(e.to_string()))?;
         *self.keys.write().map_err(|_| poisoned())? = read_key_file(&self.path)?;
@@ -100,27 +95,17 @@ impl LocalKms {
 
     fn decrypt_sync(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
         if ciphertext.len() < HEADER_LEN + 16 || &ciphertext[..4] != MAGIC {
-            return Err(KmsError::Malformed(
-                "not a CloudAct local-KMS ciphertext".to_string(),
-            ));
+            return Err(KmsError::Malformed("not a CloudAct local-KMS ciphertext".to_string()));
         }
         let mut version_bytes = [0u8; 4];
         version_bytes.copy_from_slice(&ciphertext[4..8]);
         let version = u32::from_be_bytes(version_bytes);
-        let known = self
-            .keys
-            .read()
-            .map_err(|_| poisoned())?
-            .ciphers
-            .contains_key(&version);
+        let known = self.keys.read().map_err(|_| poisoned())?.ciphers.contains_key(&version);
         if !known {
             self.reload()?;
         }
         let ring = self.keys.read().map_err(|_| poisoned())?;
-        let cipher = ring
-            .ciphers
-            .get(&version)
-            .ok_or(KmsError::UnknownKeyVersion(version))?;
+        let cipher = ring.ciphers.get(&version).ok_or(KmsError::UnknownKeyVersion(version))?;
         let nonce = Nonce::from_slice(&ciphertext[8..HEADER_LEN]);
         cipher
             .decrypt(
@@ -175,29 +160,22 @@ fn write_new_key_file(path: &Path, file: &KeyFile) -> Result<(), KmsError> {
 }
 
 fn read_key_file(path: &Path) -> Result<KeyRing, KmsError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| KmsError::KeyFile(format!("{}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path).map_err(|e| KmsError::KeyFile(format!("{}: {e}", path.display())))?;
     if meta.permissions().mode() & 0o077 != 0 {
         tracing::warn!(path = %path.display(), "local KMS key file is readable by group or others; chmod 600 it");
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| KmsError::KeyFile(format!("{}: {e}", path.display())))?;
-    let file: KeyFile = serde_json::from_str(&text)
-        .map_err(|e| KmsError::KeyFile(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| KmsError::KeyFile(format!("{}: {e}", path.display())))?;
+    let file: KeyFile =
+        serde_json::from_str(&text).map_err(|e| KmsError::KeyFile(format!("{}: {e}", path.display())))?;
     let mut ciphers = BTreeMap::new();
     for (version, b64) in &file.keys {
         let bytes = B64
             .decode(b64)
             .map_err(|e| KmsError::KeyFile(format!("key version {version}: {e}")))?;
         if bytes.len() != 32 {
-            return Err(KmsError::KeyFile(format!(
-                "key version {version} is not 32 bytes"
-            )));
+            return Err(KmsError::KeyFile(format!("key version {version} is not 32 bytes")));
         }
-        ciphers.insert(
-            *version,
-            Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
-        );
+        ciphers.insert(*version, Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)));
     }
     if !ciphers.contains_key(&file.current) {
         return Err(KmsError::KeyFile(format!(
@@ -242,8 +220,7 @@ impl Kms for LocalKms {
     }
 
     async fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Plaintext, KmsError> {
-        self.decrypt_sync(ciphertext, aad)
-            .map(|p| SecretBox::new(Box::new(p)))
+        self.decrypt_sync(ciphertext, aad).map(|p| SecretBox::new(Box::new(p)))
     }
 }
 
@@ -271,11 +248,7 @@ mod tests {
             "key version in the header"
         );
         assert_eq!(
-            kms.decrypt(&a, b"org:acme")
-                .await
-                .unwrap()
-                .expose_secret()
-                .as_slice(),
+            kms.decrypt(&a, b"org:acme").await.unwrap().expose_secret().as_slice(),
             secret
         );
     }
@@ -289,10 +262,7 @@ mod tests {
             let mut bad = ct.clone();
             bad[i] ^= 0x01;
             assert!(
-                matches!(
-                    kms.decrypt(&bad, b"org:acme").await,
-                    Err(KmsError::Tampered)
-                ),
+                matches!(kms.decrypt(&bad, b"org:acme").await, Err(KmsError::Tampered)),
                 "byte {i}"
             );
         }
@@ -302,43 +272,22 @@ mod tests {
             kms.decrypt(&bad_version, b"org:acme").await,
             Err(KmsError::UnknownKeyVersion(9))
         ));
-        assert!(matches!(
-            kms.decrypt(&ct, b"org:other").await,
-            Err(KmsError::Tampered)
-        ));
-        assert!(matches!(
-            kms.decrypt(b"short", b"").await,
-            Err(KmsError::Malformed(_))
-        ));
+        assert!(matches!(kms.decrypt(&ct, b"org:other").await, Err(KmsError::Tampered)));
+        assert!(matches!(kms.decrypt(b"short", b"").await, Err(KmsError::Malformed(_))));
         let other_dir = tempfile::tempdir().unwrap();
         let other = LocalKms::open(other_dir.path()).unwrap();
-        assert!(matches!(
-            other.decrypt(&ct, b"org:acme").await,
-            Err(KmsError::Tampered)
-        ));
+        assert!(matches!(other.decrypt(&ct, b"org:acme").await, Err(KmsError::Tampered)));
     }
 
     #[tokio::test]
     async fn key_file_is_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let first = LocalKms::open(dir.path()).unwrap();
-        let mode = std::fs::metadata(first.key_file())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(first.key_file()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let ct = first.encrypt(b"x", b"").await.unwrap();
         let second = LocalKms::open(dir.path()).unwrap();
-        assert_eq!(
-            second
-                .decrypt(&ct, b"")
-                .await
-                .unwrap()
-                .expose_secret()
-                .as_slice(),
-            b"x"
-        );
+        assert_eq!(second.decrypt(&ct, b"").await.unwrap().expose_secret().as_slice(), b"x");
     }
 
     #[tokio::test]
@@ -350,22 +299,8 @@ mod tests {
         assert_eq!(a.rotate().unwrap(), 2);
         let new = a.encrypt(b"new", b"").await.unwrap();
         assert_eq!(new[7], 2);
-        assert_eq!(
-            b.decrypt(&new, b"")
-                .await
-                .unwrap()
-                .expose_secret()
-                .as_slice(),
-            b"new"
-        );
-        assert_eq!(
-            b.decrypt(&old, b"")
-                .await
-                .unwrap()
-                .expose_secret()
-                .as_slice(),
-            b"old"
-        );
+        assert_eq!(b.decrypt(&new, b"").await.unwrap().expose_secret().as_slice(), b"new");
+        assert_eq!(b.decrypt(&old, b"").await.unwrap().expose_secret().as_slice(), b"old");
     }
 
     /// Runs itself as a second process: the parent encrypts, the child (this same test binary,
@@ -373,10 +308,7 @@ mod tests {
     #[tokio::test]
     async fn a_second_process_reads_what_the_first_wrote() {
         const TEST: &str = "kms::local::tests::a_second_process_reads_what_the_first_wrote";
-        if let (Ok(dir), Ok(ct)) = (
-            std::env::var("KMS_CHILD_DIR"),
-            std::env::var("KMS_CHILD_CT"),
-        ) {
+        if let (Ok(dir), Ok(ct)) = (std::env::var("KMS_CHILD_DIR"), std::env::var("KMS_CHILD_CT")) {
             let kms = LocalKms::open(Path::new(&dir)).unwrap();
             let plain = kms.decrypt(&B64.decode(ct).unwrap(), b"ctx").await.unwrap();
             assert_eq!(plain.expose_secret().as_slice(), b"cross-process secret");

@@ -268,12 +268,7 @@ impl OrgStore {
         .expecting(1)
     }
 
-    fn quota_insert(
-        org_slug: &str,
-        date: NaiveDate,
-        limits: &PlanLimits,
-        now: DateTime<Utc>,
-    ) -> Statement {
+    fn quota_insert(org_slug: &str, date: NaiveDate, limits: &PlanLimits, now: DateTime<Utc>) -> Statement {
         Statement::new(
             "INSERT INTO {{org_usage_quotas}} (usage_id, org_slug, usage_date, pipelines_run_today, \
              pipelines_succeeded_today, pipelines_failed_today, pipelines_run_month, concurrent_pipelines_running, \
@@ -356,7 +351,10 @@ impl OrgStore {
             .execute(
                 CENTRAL_DATASET,
                 "UPDATE {{org_profiles}} SET status = @active, updated_at = @now WHERE org_slug = @org",
-                &Params::new().with("active", ORG_ACTIVE).with("now", now).with("org", org_slug),
+                &Params::new()
+                    .with("active", ORG_ACTIVE)
+                    .with("now", now)
+                    .with("org", org_slug),
             )
             .await?;
         Ok(())
@@ -364,11 +362,7 @@ impl OrgStore {
 
     /// Deletes every row of the org from the given central tables in one transaction;
     /// returns the rows removed per table.
-    pub async fn purge_org_rows(
-        &self,
-        org_slug: &str,
-        tables: &[String],
-    ) -> Result<Vec<(String, u64)>, MetaError> {
+    pub async fn purge_org_rows(&self, org_slug: &str, tables: &[String]) -> Result<Vec<(String, u64)>, MetaError> {
         let statements: Vec<Statement> = tables
             .iter()
             .map(|t| {
@@ -383,12 +377,7 @@ impl OrgStore {
     }
 
     /// Revokes every active key of the org and stores the new one, atomically.
-    pub async fn replace_key(
-        &self,
-        org_slug: &str,
-        key: &NewApiKey,
-        now: DateTime<Utc>,
-    ) -> Result<u64, MetaError> {
+    pub async fn replace_key(&self, org_slug: &str, key: &NewApiKey, now: DateTime<Utc>) -> Result<u64, MetaError> {
         let counts = self
             .wh
             .execute_atomic(
@@ -429,9 +418,7 @@ impl OrgStore {
             limits: PlanLimits {
                 daily_limit: r.int("daily_limit").unwrap_or(defaults.daily_limit),
                 monthly_limit: r.int("monthly_limit").unwrap_or(defaults.monthly_limit),
-                concurrent_limit: r
-                    .int("concurrent_limit")
-                    .unwrap_or(defaults.concurrent_limit),
+                concurrent_limit: r.int("concurrent_limit").unwrap_or(defaults.concurrent_limit),
                 seat_limit: r.int("seat_limit").unwrap_or(defaults.seat_limit),
                 providers_limit: r.int("providers_limit").unwrap_or(defaults.providers_limit),
             },
@@ -509,11 +496,7 @@ impl OrgStore {
     }
 
     /// Today's quota row for the org, if any: (run today, run this month, running now).
-    pub async fn quota_row(
-        &self,
-        org_slug: &str,
-        date: NaiveDate,
-    ) -> Result<Option<Row>, MetaError> {
+    pub async fn quota_row(&self, org_slug: &str, date: NaiveDate) -> Result<Option<Row>, MetaError> {
         let rows = self
             .query(
                 "SELECT * FROM {{org_usage_quotas}} WHERE org_slug = @org AND usage_date = @date",
@@ -537,11 +520,7 @@ impl OrgStore {
     }
 
     /// A stored idempotency record newer than `since`.
-    pub async fn idempotency(
-        &self,
-        key: &str,
-        since: DateTime<Utc>,
-    ) -> Result<Option<IdempotencyRecord>, MetaError> {
+    pub async fn idempotency(&self, key: &str, since: DateTime<Utc>) -> Result<Option<IdempotencyRecord>, MetaError> {
         let rows = self
             .query(
                 "SELECT * FROM {{org_idempotency_keys}} WHERE idempotency_key = @key AND created_at >= @since \
@@ -577,9 +556,7 @@ impl OrgStore {
             .with("request_id", entry.request_id)
             .with("status", entry.status)
             .with("created_at", now);
-        self.wh
-            .insert_rows(CENTRAL_DATASET, "org_audit_logs", &[row])
-            .await?;
+        self.wh.insert_rows(CENTRAL_DATASET, "org_audit_logs", &[row]).await?;
         Ok(())
     }
 }

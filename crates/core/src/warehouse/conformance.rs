@@ -9,8 +9,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use super::{
-    schema::parse_schema_json, Params, PartitionKey, Row, Statement, TableDef, Value, Warehouse,
-    WarehouseError,
+    schema::parse_schema_json, Params, PartitionKey, Row, Statement, TableDef, Value, Warehouse, WarehouseError,
 };
 
 /// Runs every check of the suite.
@@ -75,13 +74,7 @@ async fn fresh(wh: &dyn Warehouse, dataset: &str) {
         .unwrap_or_else(|e| panic!("create {dataset}: {e}")));
 }
 
-async fn count(
-    wh: &dyn Warehouse,
-    dataset: &str,
-    table: &str,
-    where_sql: &str,
-    params: &Params,
-) -> i64 {
+async fn count(wh: &dyn Warehouse, dataset: &str, table: &str, where_sql: &str, params: &Params) -> i64 {
     let sql = format!("SELECT COUNT(*) AS n FROM {{{{{table}}}}} WHERE {where_sql}");
     let rows = wh
         .query(dataset, &sql, params)
@@ -93,45 +86,26 @@ async fn count(
 }
 
 pub async fn dataset_lifecycle(wh: &dyn Warehouse, ds: &str) {
-    wh.delete_dataset(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(!wh
-        .dataset_exists(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}")));
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!wh.dataset_exists(ds).await.unwrap_or_else(|e| panic!("{e}")));
     assert!(
-        wh.create_dataset(ds, "US")
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
+        wh.create_dataset(ds, "US").await.unwrap_or_else(|e| panic!("{e}")),
         "first create reports created"
     );
     assert!(
-        !wh.create_dataset(ds, "US")
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
+        !wh.create_dataset(ds, "US").await.unwrap_or_else(|e| panic!("{e}")),
         "second create reports existing"
     );
-    assert!(wh
-        .dataset_exists(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(wh.dataset_exists(ds).await.unwrap_or_else(|e| panic!("{e}")));
     assert!(
-        wh.delete_dataset(ds)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
+        wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}")),
         "delete reports it existed"
     );
     assert!(
-        !wh.delete_dataset(ds)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
+        !wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}")),
         "second delete reports nothing"
     );
-    assert!(!wh
-        .dataset_exists(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(!wh.dataset_exists(ds).await.unwrap_or_else(|e| panic!("{e}")));
     assert!(matches!(
         wh.create_dataset("Bad-Name", "US").await,
         Err(WarehouseError::InvalidName(_))
@@ -141,46 +115,21 @@ pub async fn dataset_lifecycle(wh: &dyn Warehouse, ds: &str) {
 pub async fn tables_are_created_once(wh: &dyn Warehouse, ds: &str) {
     fresh(wh, ds).await;
     let def = sample_table("usage");
-    assert!(wh
-        .create_table(ds, &def)
-        .await
-        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(wh.create_table(ds, &def).await.unwrap_or_else(|e| panic!("{e}")));
     assert!(
-        !wh.create_table(ds, &def)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
+        !wh.create_table(ds, &def).await.unwrap_or_else(|e| panic!("{e}")),
         "existing table left alone"
     );
-    assert!(wh
-        .table_exists(ds, "usage")
-        .await
-        .unwrap_or_else(|e| panic!("{e}")));
-    assert!(!wh
-        .table_exists(ds, "nope")
-        .await
-        .unwrap_or_else(|e| panic!("{e}")));
-    let schema = wh
-        .table_schema(ds, "usage")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(wh.table_exists(ds, "usage").await.unwrap_or_else(|e| panic!("{e}")));
+    assert!(!wh.table_exists(ds, "nope").await.unwrap_or_else(|e| panic!("{e}")));
+    let schema = wh.table_schema(ds, "usage").await.unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = schema.iter().map(|f| f.name.as_str()).collect();
     let expected: Vec<&str> = def.fields.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, expected);
-    assert!(wh
-        .drop_table(ds, "usage")
-        .await
-        .unwrap_or_else(|e| panic!("{e}")));
-    assert!(!wh
-        .drop_table(ds, "usage")
-        .await
-        .unwrap_or_else(|e| panic!("{e}")));
-    assert!(!wh
-        .table_exists(ds, "usage")
-        .await
-        .unwrap_or_else(|e| panic!("{e}")));
-    wh.delete_dataset(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(wh.drop_table(ds, "usage").await.unwrap_or_else(|e| panic!("{e}")));
+    assert!(!wh.drop_table(ds, "usage").await.unwrap_or_else(|e| panic!("{e}")));
+    assert!(!wh.table_exists(ds, "usage").await.unwrap_or_else(|e| panic!("{e}")));
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 pub async fn values_round_trip(wh: &dyn Warehouse, ds: &str) {
@@ -225,11 +174,7 @@ pub async fn values_round_trip(wh: &dyn Warehouse, ds: &str) {
     assert_eq!(r.numeric("cost"), Some(cost), "NUMERIC keeps every digit");
     assert_eq!(r.boolean("active"), Some(true));
     assert_eq!(r.bytes("blob"), Some(vec![0u8, 1, 2, 255]));
-    assert_eq!(
-        r.timestamp("seen_at"),
-        Some(ts),
-        "TIMESTAMP keeps microseconds"
-    );
+    assert_eq!(r.timestamp("seen_at"), Some(ts), "TIMESTAMP keeps microseconds");
     assert_eq!(r.date("usage_date"), Some(day(2)));
     assert_eq!(r.json("details"), Some(json!({"k": [1, 2, {"x": "y"}]})));
     assert_eq!(r.json("tags"), Some(json!(["a", "b"])));
@@ -247,9 +192,7 @@ pub async fn values_round_trip(wh: &dyn Warehouse, ds: &str) {
     )
     .await;
     assert_eq!(later, 1);
-    wh.delete_dataset(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 pub async fn bad_rows_are_refused_whole(wh: &dyn Warehouse, ds: &str) {
@@ -262,10 +205,7 @@ pub async fn bad_rows_are_refused_whole(wh: &dyn Warehouse, ds: &str) {
     let unknown_column = usage_row("acme", 1, "m", 1).with("surprise", 1i64);
     let wrong_type = usage_row("acme", 1, "m", 1).with("tokens", "many");
     for bad in [missing_required, unknown_column, wrong_type] {
-        let err = wh
-            .insert_rows(ds, "usage", &[good.clone(), bad])
-            .await
-            .unwrap_err();
+        let err = wh.insert_rows(ds, "usage", &[good.clone(), bad]).await.unwrap_err();
         assert!(matches!(err, WarehouseError::InvalidRow { .. }), "{err:?}");
     }
     assert_eq!(
@@ -273,9 +213,7 @@ pub async fn bad_rows_are_refused_whole(wh: &dyn Warehouse, ds: &str) {
         0,
         "a refused batch inserts nothing"
     );
-    wh.delete_dataset(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 pub async fn queries_bind_named_params(wh: &dyn Warehouse, ds: &str) {
@@ -287,10 +225,7 @@ pub async fn queries_bind_named_params(wh: &dyn Warehouse, ds: &str) {
     wh.insert_rows(
         ds,
         "usage",
-        &[
-            usage_row("acme", 1, "a", 5),
-            usage_row("acme", 1, hostile, 7),
-        ],
+        &[usage_row("acme", 1, "a", 5), usage_row("acme", 1, hostile, 7)],
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -311,11 +246,7 @@ pub async fn queries_bind_named_params(wh: &dyn Warehouse, ds: &str) {
     assert_eq!(rows[0].int("total"), Some(12));
     assert_eq!(rows[0].int("n"), Some(2));
     let err = wh
-        .query(
-            ds,
-            "SELECT * FROM {{usage}} WHERE model = @absent",
-            &Params::new(),
-        )
+        .query(ds, "SELECT * FROM {{usage}} WHERE model = @absent", &Params::new())
         .await
         .unwrap_err();
     assert!(
@@ -336,13 +267,8 @@ pub async fn queries_bind_named_params(wh: &dyn Warehouse, ds: &str) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(updated, 1);
-    assert_eq!(
-        count(wh, ds, "usage", "tokens = 15", &Params::new()).await,
-        1
-    );
-    wh.delete_dataset(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(count(wh, ds, "usage", "tokens = 15", &Params::new()).await, 1);
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 pub async fn replace_partition_is_idempotent(wh: &dyn Warehouse, ds: &str) {
@@ -390,10 +316,7 @@ pub async fn replace_partition_is_idempotent(wh: &dyn Warehouse, ds: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sum[0].int("s"), Some(30));
     let outside = [usage_row("acme", 6, "a", 1)];
-    let err = wh
-        .replace_partition(ds, "usage", &key, &outside)
-        .await
-        .unwrap_err();
+    let err = wh.replace_partition(ds, "usage", &key, &outside).await.unwrap_err();
     assert!(matches!(err, WarehouseError::InvalidRow { .. }), "{err:?}");
     // An empty load empties the partition.
     let emptied = wh
@@ -406,9 +329,7 @@ pub async fn replace_partition_is_idempotent(wh: &dyn Warehouse, ds: &str) {
         2,
         "neighbours untouched"
     );
-    wh.delete_dataset(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 pub async fn atomic_batches_roll_back(wh: &dyn Warehouse, ds: &str) {
@@ -418,16 +339,8 @@ pub async fn atomic_batches_roll_back(wh: &dyn Warehouse, ds: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
     let insert = "INSERT INTO {{usage}} (org_slug, usage_date, model, tokens) \
                   SELECT @org, @d, @m, 1 WHERE NOT EXISTS (SELECT 1 FROM {{usage}} WHERE org_slug = @org)";
-    let stmt = |m: &str| {
-        Statement::new(
-            insert,
-            Params::new()
-                .with("org", "acme")
-                .with("d", day(1))
-                .with("m", m),
-        )
-        .expecting(1)
-    };
+    let stmt =
+        |m: &str| Statement::new(insert, Params::new().with("org", "acme").with("d", day(1)).with("m", m)).expecting(1);
     let counts = wh
         .execute_atomic(ds, &[stmt("first")])
         .await
@@ -437,10 +350,7 @@ pub async fn atomic_batches_roll_back(wh: &dyn Warehouse, ds: &str) {
         "INSERT INTO {{usage}} (org_slug, usage_date, model, tokens) VALUES (@org, @d, 'x', 1)",
         Params::new().with("org", "beta").with("d", day(1)),
     );
-    let err = wh
-        .execute_atomic(ds, &[other, stmt("second")])
-        .await
-        .unwrap_err();
+    let err = wh.execute_atomic(ds, &[other, stmt("second")]).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -457,44 +367,29 @@ pub async fn atomic_batches_roll_back(wh: &dyn Warehouse, ds: &str) {
         1,
         "the whole batch rolled back"
     );
-    wh.delete_dataset(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 pub async fn missing_things_are_typed_errors(wh: &dyn Warehouse, ds: &str) {
-    wh.delete_dataset(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
     let err = wh
         .insert_rows(ds, "usage", &[usage_row("a", 1, "m", 1)])
         .await
         .unwrap_err();
     assert!(matches!(err, WarehouseError::DatasetNotFound(_)), "{err:?}");
-    assert!(!wh
-        .table_exists(ds, "usage")
-        .await
-        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(!wh.table_exists(ds, "usage").await.unwrap_or_else(|e| panic!("{e}")));
     fresh(wh, ds).await;
     let err = wh
         .insert_rows(ds, "usage", &[usage_row("a", 1, "m", 1)])
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, WarehouseError::TableNotFound { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, WarehouseError::TableNotFound { .. }), "{err:?}");
     let err = wh
         .query(ds, "SELECT * FROM {{usage}}", &Params::new())
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, WarehouseError::TableNotFound { .. }),
-        "{err:?}"
-    );
-    wh.delete_dataset(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(err, WarehouseError::TableNotFound { .. }), "{err:?}");
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The quota pattern: a conditional increment run concurrently must never pass its limit.
@@ -514,7 +409,11 @@ pub async fn conditional_updates_never_overshoot(wh: Arc<dyn Warehouse>, ds: &st
             let p = Params::new().with("limit", limit).with("org", "acme");
             loop {
                 match wh
-                    .execute(&ds, "UPDATE {{usage}} SET tokens = tokens + 1 WHERE org_slug = @org AND tokens < @limit", &p)
+                    .execute(
+                        &ds,
+                        "UPDATE {{usage}} SET tokens = tokens + 1 WHERE org_slug = @org AND tokens < @limit",
+                        &p,
+                    )
                     .await
                 {
                     Err(e) if e.is_transient() => continue,
@@ -530,24 +429,12 @@ pub async fn conditional_updates_never_overshoot(wh: Arc<dyn Warehouse>, ds: &st
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|e| panic!("{e}"));
     }
+    assert_eq!(granted, limit as u64, "exactly `limit` reservations succeed");
     assert_eq!(
-        granted, limit as u64,
-        "exactly `limit` reservations succeed"
-    );
-    assert_eq!(
-        count(
-            &*wh,
-            ds,
-            "usage",
-            "tokens = @l",
-            &Params::new().with("l", limit)
-        )
-        .await,
+        count(&*wh, ds, "usage", "tokens = @l", &Params::new().with("l", limit)).await,
         1
     );
-    wh.delete_dataset(ds)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// What one handle writes, another handle (another process) reads.
@@ -556,16 +443,10 @@ pub async fn shared_between_handles(a: Arc<dyn Warehouse>, b: Arc<dyn Warehouse>
     a.create_table(ds, &sample_table("usage"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(b
-        .table_exists(ds, "usage")
-        .await
-        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(b.table_exists(ds, "usage").await.unwrap_or_else(|e| panic!("{e}")));
     b.insert_rows(ds, "usage", &[usage_row("acme", 1, "m", 3)])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        count(&*a, ds, "usage", "tokens = 3", &Params::new()).await,
-        1
-    );
+    assert_eq!(count(&*a, ds, "usage", "tokens = 3", &Params::new()).await, 1);
     a.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }

@@ -28,8 +28,8 @@ use rusqlite::{
 };
 
 use super::{
-    check_name, check_partition_rows, qualify_tables, FieldMode, FieldSchema, FieldType, Params,
-    PartitionKey, ReplaceOutcome, Row, Statement, TableDef, Value, Warehouse, WarehouseError,
+    check_name, check_partition_rows, qualify_tables, FieldMode, FieldSchema, FieldType, Params, PartitionKey,
+    ReplaceOutcome, Row, Statement, TableDef, Value, Warehouse, WarehouseError,
 };
 
 const DEFS_TABLE: &str = "_table_defs";
@@ -50,9 +50,8 @@ impl EmbeddedWarehouse {
     /// Opens (creating if needed) the warehouse directory `{data_dir}/warehouse`.
     pub fn open(data_dir: &Path) -> Result<Self, WarehouseError> {
         let root = data_dir.join("warehouse");
-        std::fs::create_dir_all(&root).map_err(|e| {
-            WarehouseError::Backend(format!("cannot create {}: {e}", root.display()))
-        })?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| WarehouseError::Backend(format!("cannot create {}: {e}", root.display())))?;
         Ok(EmbeddedWarehouse {
             root,
             busy_timeout: Duration::from_secs(15),
@@ -93,10 +92,8 @@ impl EmbeddedWarehouse {
         )
         .map_err(map_err)?;
         conn.busy_timeout(self.busy_timeout).map_err(map_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(map_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(map_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(map_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(map_err)?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {DEFS_TABLE} (table_name TEXT PRIMARY KEY, fields TEXT NOT NULL, \
              partition_field TEXT, clustering TEXT NOT NULL, description TEXT)"
@@ -114,10 +111,7 @@ impl EmbeddedWarehouse {
     }
 
     fn forget(&self, dataset: &str) -> Result<(), WarehouseError> {
-        self.connections
-            .lock()
-            .map_err(|_| poisoned())?
-            .remove(dataset);
+        self.connections.lock().map_err(|_| poisoned())?.remove(dataset);
         Ok(())
     }
 
@@ -171,11 +165,7 @@ impl Warehouse for EmbeddedWarehouse {
         check_name(dataset)?;
         let path = self.dataset_path(dataset);
         // create_new is atomic: of two processes creating the same dataset, exactly one wins.
-        let created = match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
+        let created = match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
             Err(e) => {
@@ -204,12 +194,7 @@ impl Warehouse for EmbeddedWarehouse {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(WarehouseError::Backend(format!(
-                        "cannot remove {}: {e}",
-                        p.display()
-                    )))
-                }
+                Err(e) => return Err(WarehouseError::Backend(format!("cannot remove {}: {e}", p.display()))),
             }
         }
         Ok(existed)
@@ -225,21 +210,13 @@ impl Warehouse for EmbeddedWarehouse {
             if sqlite_table_exists(&tx, &table.name)? {
                 return Ok(false);
             }
-            tx.execute_batch(&create_table_sql(&table))
-                .map_err(map_err)?;
-            let fields = serde_json::to_string(&table.fields)
-                .map_err(|e| WarehouseError::Schema(e.to_string()))?;
-            let clustering = serde_json::to_string(&table.clustering)
-                .map_err(|e| WarehouseError::Schema(e.to_string()))?;
+            tx.execute_batch(&create_table_sql(&table)).map_err(map_err)?;
+            let fields = serde_json::to_string(&table.fields).map_err(|e| WarehouseError::Schema(e.to_string()))?;
+            let clustering =
+                serde_json::to_string(&table.clustering).map_err(|e| WarehouseError::Schema(e.to_string()))?;
             tx.execute(
                 &format!("INSERT OR REPLACE INTO {DEFS_TABLE} VALUES (?1, ?2, ?3, ?4, ?5)"),
-                rusqlite::params![
-                    table.name,
-                    fields,
-                    table.partition_field,
-                    clustering,
-                    table.description
-                ],
+                rusqlite::params![table.name, fields, table.partition_field, clustering, table.description],
             )
             .map_err(map_err)?;
             tx.commit().map_err(map_err)?;
@@ -270,36 +247,22 @@ impl Warehouse for EmbeddedWarehouse {
             let existed = sqlite_table_exists(&tx, &table)?;
             tx.execute_batch(&format!("DROP TABLE IF EXISTS \"{table}\""))
                 .map_err(map_err)?;
-            tx.execute(
-                &format!("DELETE FROM {DEFS_TABLE} WHERE table_name = ?1"),
-                [&table],
-            )
-            .map_err(map_err)?;
+            tx.execute(&format!("DELETE FROM {DEFS_TABLE} WHERE table_name = ?1"), [&table])
+                .map_err(map_err)?;
             tx.commit().map_err(map_err)?;
             Ok(existed)
         })
         .await
     }
 
-    async fn table_schema(
-        &self,
-        dataset: &str,
-        table: &str,
-    ) -> Result<Vec<FieldSchema>, WarehouseError> {
+    async fn table_schema(&self, dataset: &str, table: &str) -> Result<Vec<FieldSchema>, WarehouseError> {
         check_name(table)?;
         let (dataset_name, table) = (dataset.to_string(), table.to_string());
-        self.with_conn(dataset, move |conn| {
-            Ok(load_def(conn, &dataset_name, &table)?.fields)
-        })
-        .await
+        self.with_conn(dataset, move |conn| Ok(load_def(conn, &dataset_name, &table)?.fields))
+            .await
     }
 
-    async fn insert_rows(
-        &self,
-        dataset: &str,
-        table: &str,
-        rows: &[Row],
-    ) -> Result<u64, WarehouseError> {
+    async fn insert_rows(&self, dataset: &str, table: &str, rows: &[Row]) -> Result<u64, WarehouseError> {
         check_name(table)?;
         if rows.is_empty() {
             return Ok(0);
@@ -328,12 +291,7 @@ impl Warehouse for EmbeddedWarehouse {
         check_name(&key.org_column)?;
         check_name(&key.date_column)?;
         check_partition_rows(table, key, rows)?;
-        let (dataset_name, table, key, rows) = (
-            dataset.to_string(),
-            table.to_string(),
-            key.clone(),
-            rows.to_vec(),
-        );
+        let (dataset_name, table, key, rows) = (dataset.to_string(), table.to_string(), key.clone(), rows.to_vec());
         self.with_conn(dataset, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -341,9 +299,7 @@ impl Warehouse for EmbeddedWarehouse {
             let def = load_def(&tx, &dataset_name, &table)?;
             for column in [&key.org_column, &key.date_column] {
                 if !def.has_column(column) {
-                    return Err(WarehouseError::Schema(format!(
-                        "table {table} has no column {column}"
-                    )));
+                    return Err(WarehouseError::Schema(format!("table {table} has no column {column}")));
                 }
             }
             let deleted = tx
@@ -362,35 +318,21 @@ impl Warehouse for EmbeddedWarehouse {
         .await
     }
 
-    async fn query(
-        &self,
-        dataset: &str,
-        sql: &str,
-        params: &Params,
-    ) -> Result<Vec<Row>, WarehouseError> {
+    async fn query(&self, dataset: &str, sql: &str, params: &Params) -> Result<Vec<Row>, WarehouseError> {
         let sql = qualify_tables(sql, |t| format!("\"{t}\""))?;
         let params = params.clone();
         self.with_conn(dataset, move |conn| run_query(conn, &sql, &params))
             .await
     }
 
-    async fn execute(
-        &self,
-        dataset: &str,
-        sql: &str,
-        params: &Params,
-    ) -> Result<u64, WarehouseError> {
+    async fn execute(&self, dataset: &str, sql: &str, params: &Params) -> Result<u64, WarehouseError> {
         let sql = qualify_tables(sql, |t| format!("\"{t}\""))?;
         let params = params.clone();
         self.with_conn(dataset, move |conn| run_execute(conn, &sql, &params))
             .await
     }
 
-    async fn execute_atomic(
-        &self,
-        dataset: &str,
-        statements: &[Statement],
-    ) -> Result<Vec<u64>, WarehouseError> {
+    async fn execute_atomic(&self, dataset: &str, statements: &[Statement]) -> Result<Vec<u64>, WarehouseError> {
         let mut prepared = Vec::with_capacity(statements.len());
         for s in statements {
             prepared.push((
@@ -450,7 +392,13 @@ fn load_def(conn: &Connection, dataset: &str, table: &str) -> Result<TableDef, W
             },
         )
         .map(Some)
-        .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
+        .or_else(|e| {
+            if matches!(e, rusqlite::Error::QueryReturnedNoRows) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        })
         .map_err(map_err)?;
     let Some((fields, partition_field, clustering, description)) = found else {
         return Err(WarehouseError::TableNotFound {
@@ -463,8 +411,7 @@ fn load_def(conn: &Connection, dataset: &str, table: &str) -> Result<TableDef, W
         description,
         fields: serde_json::from_str(&fields).map_err(|e| WarehouseError::Schema(e.to_string()))?,
         partition_field,
-        clustering: serde_json::from_str(&clustering)
-            .map_err(|e| WarehouseError::Schema(e.to_string()))?,
+        clustering: serde_json::from_str(&clustering).map_err(|e| WarehouseError::Schema(e.to_string()))?,
     })
 }
 
@@ -494,11 +441,7 @@ fn create_table_sql(table: &TableDef) -> String {
         .fields
         .iter()
         .map(|f| {
-            let not_null = if f.mode == FieldMode::Required {
-                " NOT NULL"
-            } else {
-                ""
-            };
+            let not_null = if f.mode == FieldMode::Required { " NOT NULL" } else { "" };
             format!("\"{}\" {}{not_null}", f.name, column_decl(f))
         })
         .collect();
@@ -539,8 +482,7 @@ fn insert_all(conn: &Connection, def: &TableDef, rows: &[Row]) -> Result<u64, Wa
         );
         let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
         let values: Vec<SqlValue> = row.0.values().map(to_sql).collect();
-        stmt.execute(rusqlite::params_from_iter(values))
-            .map_err(map_err)?;
+        stmt.execute(rusqlite::params_from_iter(values)).map_err(map_err)?;
         n += 1;
     }
     Ok(n)
@@ -634,11 +576,9 @@ fn from_sql(raw: ValueRef<'_>, decl: Option<&str>) -> Result<Value, WarehouseErr
             ValueRef::Real(f) => Value::Float(f),
             _ => return Err(bad("FLOAT64")),
         },
-        "NUMERIC" | "BIGNUMERIC" => Value::Numeric(
-            text(raw)
-                .and_then(|t| t.parse().ok())
-                .ok_or_else(|| bad("NUMERIC"))?,
-        ),
+        "NUMERIC" | "BIGNUMERIC" => {
+            Value::Numeric(text(raw).and_then(|t| t.parse().ok()).ok_or_else(|| bad("NUMERIC"))?)
+        }
         "DATE" => Value::Date(
             text(raw)
                 .and_then(|t| NaiveDate::parse_from_str(&t, "%Y-%m-%d").ok())
@@ -676,9 +616,7 @@ fn map_err(e: rusqlite::Error) -> WarehouseError {
     if let rusqlite::Error::SqliteFailure(f, msg) = &e {
         let message = msg.clone().unwrap_or_else(|| f.to_string());
         return match f.code {
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                WarehouseError::Unavailable(message)
-            }
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => WarehouseError::Unavailable(message),
             ErrorCode::ConstraintViolation => WarehouseError::InvalidRow {
                 table: String::new(),
                 reason: message,
@@ -729,10 +667,7 @@ mod tests {
         a.create_dataset("gone", "US").await.unwrap();
         b.dataset_exists("gone").await.unwrap();
         a.delete_dataset("gone").await.unwrap();
-        let err = b
-            .query("gone", "SELECT 1 AS one", &Params::new())
-            .await
-            .unwrap_err();
+        let err = b.query("gone", "SELECT 1 AS one", &Params::new()).await.unwrap_err();
         assert!(matches!(err, WarehouseError::DatasetNotFound(_)), "{err:?}");
     }
 }

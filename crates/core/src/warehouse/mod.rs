@@ -45,11 +45,7 @@ pub enum WarehouseError {
     /// A guarded statement in an atomic batch did not affect the expected number of rows;
     /// the whole batch was rolled back.
     #[error("conflict: statement {index} affected {actual} rows, expected {expected}; nothing was changed")]
-    Conflict {
-        index: usize,
-        expected: u64,
-        actual: u64,
-    },
+    Conflict { index: usize, expected: u64, actual: u64 },
     /// Transient: locked database, concurrent update, rate limit, 5xx. Safe to retry.
     #[error("warehouse temporarily unavailable: {0}")]
     Unavailable(String),
@@ -126,19 +122,10 @@ pub trait Warehouse: Send + Sync {
     /// Drops a table; `Ok(false)` when there was none.
     async fn drop_table(&self, dataset: &str, table: &str) -> Result<bool, WarehouseError>;
     /// The table's current column schema.
-    async fn table_schema(
-        &self,
-        dataset: &str,
-        table: &str,
-    ) -> Result<Vec<FieldSchema>, WarehouseError>;
+    async fn table_schema(&self, dataset: &str, table: &str) -> Result<Vec<FieldSchema>, WarehouseError>;
 
     /// Inserts a batch of rows, all or none. Rows are checked against the table schema first.
-    async fn insert_rows(
-        &self,
-        dataset: &str,
-        table: &str,
-        rows: &[Row],
-    ) -> Result<u64, WarehouseError>;
+    async fn insert_rows(&self, dataset: &str, table: &str, rows: &[Row]) -> Result<u64, WarehouseError>;
 
     /// Atomically replaces the rows of one org and day with `rows` (which must all belong to
     /// that org and day). Running the same load twice leaves the same table.
@@ -151,27 +138,13 @@ pub trait Warehouse: Send + Sync {
     ) -> Result<ReplaceOutcome, WarehouseError>;
 
     /// Runs a SELECT and returns its rows.
-    async fn query(
-        &self,
-        dataset: &str,
-        sql: &str,
-        params: &Params,
-    ) -> Result<Vec<Row>, WarehouseError>;
+    async fn query(&self, dataset: &str, sql: &str, params: &Params) -> Result<Vec<Row>, WarehouseError>;
 
     /// Runs one DML statement and returns the number of affected rows.
-    async fn execute(
-        &self,
-        dataset: &str,
-        sql: &str,
-        params: &Params,
-    ) -> Result<u64, WarehouseError>;
+    async fn execute(&self, dataset: &str, sql: &str, params: &Params) -> Result<u64, WarehouseError>;
 
     /// Runs DML statements as one transaction: all take effect or none do.
-    async fn execute_atomic(
-        &self,
-        dataset: &str,
-        statements: &[Statement],
-    ) -> Result<Vec<u64>, WarehouseError>;
+    async fn execute_atomic(&self, dataset: &str, statements: &[Statement]) -> Result<Vec<u64>, WarehouseError>;
 }
 
 /// Checks a dataset, table or column name: `^[a-z0-9_]{1,128}$`.
@@ -189,14 +162,9 @@ pub fn check_name(name: &str) -> Result<(), WarehouseError> {
 }
 
 /// Replaces every `{{table}}` token in `sql` using `qualify`; fails on a bad table name.
-pub fn qualify_tables(
-    sql: &str,
-    qualify: impl Fn(&str) -> String,
-) -> Result<String, WarehouseError> {
+pub fn qualify_tables(sql: &str, qualify: impl Fn(&str) -> String) -> Result<String, WarehouseError> {
     static TOKEN: OnceLock<Regex> = OnceLock::new();
-    let re = TOKEN.get_or_init(|| {
-        Regex::new(r"\{\{([^}]*)\}\}").unwrap_or_else(|e| panic!("static regex: {e}"))
-    });
+    let re = TOKEN.get_or_init(|| Regex::new(r"\{\{([^}]*)\}\}").unwrap_or_else(|e| panic!("static regex: {e}")));
     let mut bad = None;
     let out = re.replace_all(sql, |c: &regex::Captures<'_>| {
         let name = c[1].trim();
@@ -212,11 +180,7 @@ pub fn qualify_tables(
 }
 
 /// Checks that every row of a partition load belongs to the partition it replaces.
-pub fn check_partition_rows(
-    table: &str,
-    key: &PartitionKey,
-    rows: &[Row],
-) -> Result<(), WarehouseError> {
+pub fn check_partition_rows(table: &str, key: &PartitionKey, rows: &[Row]) -> Result<(), WarehouseError> {
     for row in rows {
         let org_ok = row.string(&key.org_column).as_deref() == Some(key.org_slug.as_str());
         let date_ok = row.date(&key.date_column) == Some(key.date);
@@ -239,15 +203,11 @@ mod tests {
 
     #[test]
     fn table_tokens_are_qualified_and_checked() {
-        let sql = qualify_tables(
-            "SELECT * FROM {{org_profiles}} p JOIN {{ org_api_keys }} k",
-            |t| format!("`p.d.{t}`"),
-        )
+        let sql = qualify_tables("SELECT * FROM {{org_profiles}} p JOIN {{ org_api_keys }} k", |t| {
+            format!("`p.d.{t}`")
+        })
         .unwrap();
-        assert_eq!(
-            sql,
-            "SELECT * FROM `p.d.org_profiles` p JOIN `p.d.org_api_keys` k"
-        );
+        assert_eq!(sql, "SELECT * FROM `p.d.org_profiles` p JOIN `p.d.org_api_keys` k");
         assert!(qualify_tables("SELECT * FROM {{x; DROP}}", |t| t.to_string()).is_err());
         assert!(qualify_tables("SELECT * FROM {{../etc}}", |t| t.to_string()).is_err());
     }

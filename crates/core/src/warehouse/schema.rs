@@ -87,10 +87,7 @@ impl TableDef {
             }
         }
         if self.fields.is_empty() {
-            return Err(WarehouseError::Schema(format!(
-                "table {} has no columns",
-                self.name
-            )));
+            return Err(WarehouseError::Schema(format!("table {} has no columns", self.name)));
         }
         if let Some(p) = &self.partition_field {
             match self.field(p) {
@@ -144,12 +141,8 @@ impl TableDef {
             }
         }
         for field in &self.fields {
-            if field.mode == FieldMode::Required && row.get(&field.name).is_none_or(Value::is_null)
-            {
-                return Err(invalid(format!(
-                    "required column {} is missing or null",
-                    field.name
-                )));
+            if field.mode == FieldMode::Required && row.get(&field.name).is_none_or(Value::is_null) {
+                return Err(invalid(format!("required column {} is missing or null", field.name)));
             }
         }
         Ok(())
@@ -189,8 +182,8 @@ pub fn parse_schema_json(text: &str) -> Result<Vec<FieldSchema>, WarehouseError>
             fields: Vec<FieldSchema>,
         },
     }
-    let parsed: SchemaFile = serde_json::from_str(text)
-        .map_err(|e| WarehouseError::Schema(format!("schema JSON is invalid: {e}")))?;
+    let parsed: SchemaFile =
+        serde_json::from_str(text).map_err(|e| WarehouseError::Schema(format!("schema JSON is invalid: {e}")))?;
     Ok(match parsed {
         SchemaFile::Bare(f) => f,
         SchemaFile::Wrapped { fields } => fields,
@@ -217,22 +210,12 @@ mod tests {
     #[test]
     fn required_and_unknown_columns_are_checked() {
         let d = def();
-        assert!(d
-            .check_row(&Row::new().with("id", "a").with("n", 1i64))
-            .is_ok());
+        assert!(d.check_row(&Row::new().with("id", "a").with("n", 1i64)).is_ok());
         assert!(d.check_row(&Row::new().with("n", 1i64)).is_err());
+        assert!(d.check_row(&Row::new().with("id", "a").with("zzz", 1i64)).is_err());
+        assert!(d.check_row(&Row::new().with("id", "a").with("n", "text")).is_err());
         assert!(d
-            .check_row(&Row::new().with("id", "a").with("zzz", 1i64))
-            .is_err());
-        assert!(d
-            .check_row(&Row::new().with("id", "a").with("n", "text"))
-            .is_err());
-        assert!(d
-            .check_row(
-                &Row::new()
-                    .with("id", "a")
-                    .with("tags", serde_json::json!(["x"]))
-            )
+            .check_row(&Row::new().with("id", "a").with("tags", serde_json::json!(["x"])))
             .is_ok());
     }
 

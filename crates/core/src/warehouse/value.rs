@@ -56,9 +56,7 @@ impl Value {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f)
-                .map(J::Number)
-                .unwrap_or(J::Null),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
             Value::Numeric(d) => J::String(d.to_string()),
             Value::String(s) => J::String(s.clone()),
             Value::Bytes(b) => J::String(format!("<{} bytes>", b.len())),
@@ -163,9 +161,7 @@ impl Row {
     pub fn timestamp(&self, column: &str) -> Option<DateTime<Utc>> {
         match self.get(column)? {
             Value::Timestamp(t) => Some(*t),
-            Value::String(s) => DateTime::parse_from_rfc3339(s)
-                .ok()
-                .map(|t| t.with_timezone(&Utc)),
+            Value::String(s) => DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc)),
             _ => None,
         }
     }

@@ -1,0 +1,216 @@
+//! The pipeline catalogue: every spec under `configs/`, loaded and validated together.
+//!
+//! Paths map to specs one to one: `configs/{provider}/{domain}/{pipeline}.yml` and
+//! `configs/{provider}/{pipeline}.yml` are data pipelines; `configs/setup/**/pipeline.yml`
+//! are the setup pipelines (bootstrap, dryrun, onboarding). `configs/system/`, `tables.yml`
+//! files and `schemas/`/`seed/` folders are not specs.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::Serialize;
+
+use crate::{registry::Registry, spec::PipelineSpec};
+
+/// One spec in the catalogue.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogEntry {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// `setup` or `data`.
+    pub kind: &'static str,
+    pub provider: String,
+    pub domain: Option<String>,
+    pub pipeline: String,
+    /// Path relative to `configs/`.
+    pub path: String,
+    pub schedule: Option<String>,
+    pub required_integration: Option<String>,
+    pub enabled: bool,
+    pub steps: usize,
+    pub timeout_minutes: u32,
+    #[serde(skip)]
+    pub spec: Arc<PipelineSpec>,
+}
+
+/// All specs, by relative path.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    entries: Vec<CatalogEntry>,
+    by_path: HashMap<String, usize>,
+}
+
+impl Catalog {
+    /// Loads and validates every spec under `configs_dir`; returns all problems at once.
+    pub fn load(configs_dir: &Path, registry: &Registry) -> Result<Self, Vec<String>> {
+        let mut files = Vec::new();
+        if let Err(e) = collect_specs(configs_dir, configs_dir, &mut files) {
+            return Err(vec![format!("{}: {e}", configs_dir.display())]);
+        }
+        files.sort();
+        let mut problems = Vec::new();
+        let mut catalog = Catalog::default();
+        let mut ids: HashMap<String, String> = HashMap::new();
+        for rel in files {
+            let full = configs_dir.join(&rel);
+            let rel_str = rel.to_string_lossy().replace('\\', "/");
+            let text = match std::fs::read_to_string(&full) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("{rel_str}: {e}"));
+                    continue;
+                }
+            };
+            let spec = match PipelineSpec::from_yaml(&text) {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(format!("{rel_str}: {e}"));
+                    continue;
+                }
+            };
+            for p in spec.validate(registry) {
+                problems.push(format!("{rel_str}: {p}"));
+            }
+            if let Some(other) = ids.insert(spec.pipeline_id.clone(), rel_str.clone()) {
+                problems.push(format!(
+                    "{rel_str}: pipeline_id {} is also used by {other}",
+                    spec.pipeline_id
+                ));
+            }
+            let segments: Vec<&str> = rel_str
+                .trim_end_matches(".yml")
+                .trim_end_matches(".yaml")
+                .split('/')
+                .collect();
+            let kind = if segments.first() == Some(&"setup") {
+                "setup"
+            } else {
+                "data"
+            };
+            if kind == "data" && !(2..=3).contains(&segments.len()) {
+                problems.push(format!(
+                    "{rel_str}: data pipelines live at {{provider}}/{{pipeline}}.yml or {{provider}}/{{domain}}/{{pipeline}}.yml"
+                ));
+                continue;
+            }
+            let (provider, domain, pipeline) = match (kind, segments.as_slice()) {
+                ("setup", s) => ("setup".to_string(), None, s[s.len().saturating_sub(2)].to_string()),
+                (_, [p, n]) => (p.to_string(), None, n.to_string()),
+                (_, [p, d, n]) => (p.to_string(), Some(d.to_string()), n.to_string()),
+                _ => continue,
+            };
+            let entry = CatalogEntry {
+                id: spec.pipeline_id.clone(),
+                name: spec.name.clone().unwrap_or_else(|| spec.pipeline_id.clone()),
+                description: spec.description.clone(),
+                kind,
+                provider,
+                domain,
+                pipeline,
+                path: rel_str.clone(),
+                schedule: spec.schedule.clone(),
+                required_integration: spec.required_integration.clone(),
+                enabled: spec.enabled,
+                steps: spec.steps.len(),
+                timeout_minutes: spec.timeout_minutes,
+                spec: Arc::new(spec),
+            };
+            catalog.by_path.insert(rel_str, catalog.entries.len());
+            catalog.entries.push(entry);
+        }
+        if problems.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn entries(&self) -> &[CatalogEntry] {
+        &self.entries
+    }
+
+    /// The spec at a path relative to `configs/` (e.g. `setup/bootstrap/pipeline.yml`).
+    pub fn by_path(&self, rel: &str) -> Option<&CatalogEntry> {
+        self.by_path.get(rel).map(|&i| &self.entries[i])
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&CatalogEntry> {
+        self.entries.iter().find(|e| e.id == id)
+    }
+
+    /// A setup spec that must exist (a start-up invariant, checked by `require`).
+    pub fn require(&self, rel: &str) -> Result<Arc<PipelineSpec>, String> {
+        self.by_path(rel)
+            .map(|e| e.spec.clone())
+            .ok_or_else(|| format!("configs/{rel} is missing"))
+    }
+}
+
+fn collect_specs(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if entry.file_type()?.is_dir() {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            if rel == Path::new("system") || name == "schemas" || name == "seed" || name.starts_with('.') {
+                continue;
+            }
+            collect_specs(root, &path, out)?;
+        } else if (name.ends_with(".yml") || name.ends_with(".yaml")) && name != "tables.yml" {
+            out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processors::register_all;
+
+    /// Every spec shipped in `configs/` loads and validates.
+    #[test]
+    fn every_shipped_spec_is_valid() {
+        let mut registry = Registry::default();
+        register_all(&mut registry);
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let catalog = Catalog::load(&configs, &registry).unwrap_or_else(|p| panic!("invalid specs:\n{}", p.join("\n")));
+        for setup in [
+            "setup/bootstrap/pipeline.yml",
+            "setup/organizations/dryrun/pipeline.yml",
+            "setup/organizations/onboarding/pipeline.yml",
+        ] {
+            assert!(catalog.require(setup).is_ok(), "{setup}");
+        }
+    }
+
+    #[test]
+    fn problems_from_many_files_are_reported_together() {
+        let mut registry = Registry::default();
+        register_all(&mut registry);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("openai/cost")).unwrap();
+        std::fs::write(dir.path().join("openai/cost/a.yml"), "pipeline_id: a\nsteps: []\n").unwrap();
+        std::fs::write(
+            dir.path().join("openai/b.yml"),
+            "pipeline_id: b\nsteps:\n  - {step_id: s, ps_type: nope}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("top.yml"),
+            "pipeline_id: c\nsteps:\n  - {step_id: s, ps_type: nope}\n",
+        )
+        .unwrap();
+        let problems = Catalog::load(dir.path(), &registry).unwrap_err();
+        let text = problems.join("\n");
+        assert!(
+            text.contains("openai/cost/a.yml") && text.contains("openai/b.yml") && text.contains("top.yml"),
+            "{text}"
+        );
+    }
+}

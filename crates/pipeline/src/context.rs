@@ -1,0 +1,98 @@
+//! What a processor gets to work with: the org, its dataset, the shared services, the run
+//! id, variables and request parameters, a cancellation token, and a row counter.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use cloudact_core::{kms::Kms, settings::Settings, warehouse::Warehouse};
+use tokio_util::sync::CancellationToken;
+
+/// Long-lived services shared by every run.
+#[derive(Clone)]
+pub struct Services {
+    pub warehouse: Arc<dyn Warehouse>,
+    pub kms: Arc<dyn Kms>,
+    pub settings: Arc<Settings>,
+}
+
+impl Services {
+    pub fn configs_dir(&self) -> PathBuf {
+        self.settings.configs_dir.clone()
+    }
+}
+
+/// Per-step context.
+pub struct StepContext {
+    pub services: Services,
+    /// The org the run belongs to (absent only for the platform bootstrap).
+    pub org_slug: Option<String>,
+    pub run_id: String,
+    pub pipeline_id: String,
+    pub step_id: String,
+    /// Resolved variables (built-ins, spec variables, request overrides).
+    pub variables: BTreeMap<String, String>,
+    /// Typed request parameters (flags and values that are not placeholders).
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub cancel: CancellationToken,
+    rows: AtomicU64,
+}
+
+impl StepContext {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        services: Services,
+        org_slug: Option<String>,
+        run_id: String,
+        pipeline_id: String,
+        step_id: String,
+        variables: BTreeMap<String, String>,
+        params: serde_json::Map<String, serde_json::Value>,
+        cancel: CancellationToken,
+    ) -> Self {
+        StepContext {
+            services,
+            org_slug,
+            run_id,
+            pipeline_id,
+            step_id,
+            variables,
+            params,
+            cancel,
+            rows: AtomicU64::new(0),
+        }
+    }
+
+    pub fn warehouse(&self) -> &Arc<dyn Warehouse> {
+        &self.services.warehouse
+    }
+
+    pub fn variable(&self, name: &str) -> Option<&str> {
+        self.variables.get(name).map(String::as_str)
+    }
+
+    pub fn param_bool(&self, name: &str) -> bool {
+        self.params
+            .get(name)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    pub fn param_str(&self, name: &str) -> Option<&str> {
+        self.params.get(name).and_then(serde_json::Value::as_str)
+    }
+
+    /// Adds to the step's processed-row count.
+    pub fn add_rows(&self, n: u64) {
+        self.rows.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,511 @@
+//! The executor: runs a validated spec's steps in dependency order, one at a time, each
+//! under its own timeout, with retries (exponential backoff with jitter) for transient
+//! failures, `on_failure` policies, cancellation, and panics caught as step failures.
+//! Later work adds run logging and concurrency between independent steps; the report
+//! shape already carries what those need.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::FutureExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::{
+    context::{Services, StepContext},
+    registry::{ProcessorError, Registry},
+    spec::{OnFailure, PipelineSpec},
+    variables,
+};
+
+/// What to run a pipeline for.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub org_slug: Option<String>,
+    /// Extra variables (override spec variables of the same name).
+    pub variables: BTreeMap<String, String>,
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    Completed,
+    Failed,
+    Timeout,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StepStatus {
+    Completed,
+    Failed,
+    Timeout,
+    Skipped,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub step_id: String,
+    pub ps_type: String,
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub rows_processed: u64,
+    pub duration_ms: u64,
+    pub output: serde_json::Value,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub pipeline_id: String,
+    pub status: RunStatus,
+    pub duration_ms: u64,
+    pub steps: Vec<StepReport>,
+    pub error: Option<String>,
+}
+
+impl RunReport {
+    pub fn step(&self, step_id: &str) -> Option<&StepReport> {
+        self.steps.iter().find(|s| s.step_id == step_id)
+    }
+}
+
+/// Runs pipelines.
+#[derive(Clone)]
+pub struct Executor {
+    registry: Arc<Registry>,
+    services: Services,
+    /// Base delay of the retry backoff (doubling per attempt, plus up to 50% jitter).
+    retry_base: Duration,
+}
+
+impl Executor {
+    pub fn new(registry: Arc<Registry>, services: Services) -> Self {
+        Executor {
+            registry,
+            services,
+            retry_base: Duration::from_millis(500),
+        }
+    }
+
+    pub fn with_retry_base(mut self, base: Duration) -> Self {
+        self.retry_base = base;
+        self
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Runs `spec` to the end (or its timeout / cancellation) and reports every step.
+    pub async fn run(&self, spec: &PipelineSpec, request: RunRequest, cancel: CancellationToken) -> RunReport {
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!("pipeline_run", run_id = %run_id, pipeline_id = %spec.pipeline_id,
+            org_slug = request.org_slug.as_deref().unwrap_or("-"));
+        let started = Instant::now();
+        let limit = Duration::from_secs(u64::from(spec.timeout_minutes) * 60);
+        let run_cancel = cancel.child_token();
+        let mut steps = Vec::new();
+        let outcome = tokio::time::timeout(limit, self.run_steps(spec, &request, &run_id, &run_cancel, &mut steps))
+            .instrument(span.clone())
+            .await;
+        let (status, error) = match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                // Only this run's token: other runs never notice.
+                run_cancel.cancel();
+                (
+                    RunStatus::Timeout,
+                    Some(format!("TIMEOUT: pipeline exceeded {} minutes", spec.timeout_minutes)),
+                )
+            }
+        };
+        let report = RunReport {
+            run_id,
+            pipeline_id: spec.pipeline_id.clone(),
+            status,
+            duration_ms: started.elapsed().as_millis() as u64,
+            steps,
+            error,
+        };
+        span.in_scope(|| info!(status = ?report.status, duration_ms = report.duration_ms, "pipeline run finished"));
+        report
+    }
+
+    async fn run_steps(
+        &self,
+        spec: &PipelineSpec,
+        request: &RunRequest,
+        run_id: &str,
+        cancel: &CancellationToken,
+        reports: &mut Vec<StepReport>,
+    ) -> (RunStatus, Option<String>) {
+        let order = match spec.execution_order() {
+            Ok(o) => o,
+            Err(e) => return (RunStatus::Failed, Some(e)),
+        };
+        let mut vars: BTreeMap<String, String> = spec.variables.clone();
+        vars.extend(request.variables.clone());
+        vars.insert("run_id".to_string(), run_id.to_string());
+        vars.insert("pipeline_id".to_string(), spec.pipeline_id.clone());
+        vars.insert(
+            "env".to_string(),
+            self.services.settings.environment.dataset_suffix().to_string(),
+        );
+        if let Some(org) = &request.org_slug {
+            vars.insert("org_slug".to_string(), org.clone());
+            vars.entry("dataset".to_string())
+                .or_insert_with(|| self.services.settings.org_dataset(org));
+        }
+        // Resolve every step's config before running any: an unresolved placeholder fails
+        // the run with nothing done.
+        let mut configs = Vec::with_capacity(spec.steps.len());
+        for step in &spec.steps {
+            match variables::substitute(&step.config, &vars) {
+                Ok(c) => configs.push(c),
+                Err(e) => return (RunStatus::Failed, Some(format!("step {}: {e}", step.step_id))),
+            }
+        }
+        let mut failed: HashSet<String> = HashSet::new();
+        let mut stop = false;
+        let mut first_error = None;
+        for i in order {
+            let step = &spec.steps[i];
+            let blocked = step.depends_on.iter().any(|d| failed.contains(d));
+            if stop || blocked || cancel.is_cancelled() {
+                let status = if cancel.is_cancelled() {
+                    StepStatus::Cancelled
+                } else {
+                    StepStatus::Skipped
+                };
+                failed.insert(step.step_id.clone());
+                reports.push(StepReport {
+                    step_id: step.step_id.clone(),
+                    ps_type: step.ps_type.clone(),
+                    status,
+                    attempts: 0,
+                    rows_processed: 0,
+                    duration_ms: 0,
+                    output: serde_json::Value::Null,
+                    error: None,
+                });
+                continue;
+            }
+            let report = self
+                .run_step(spec, i, &configs[i], request, &vars, run_id, cancel)
+                .await;
+            if report.status != StepStatus::Completed {
+                failed.insert(step.step_id.clone());
+                if first_error.is_none() {
+                    first_error = Some(format!(
+                        "step {} failed: {}",
+                        step.step_id,
+                        report.error.clone().unwrap_or_default()
+                    ));
+                }
+                if step.on_failure == OnFailure::Stop {
+                    stop = true;
+                }
+            }
+            reports.push(report);
+        }
+        if cancel.is_cancelled() {
+            (RunStatus::Cancelled, Some("run was cancelled".to_string()))
+        } else if let Some(e) = first_error {
+            (RunStatus::Failed, Some(e))
+        } else {
+            (RunStatus::Completed, None)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_step(
+        &self,
+        spec: &PipelineSpec,
+        index: usize,
+        config: &serde_json::Value,
+        request: &RunRequest,
+        vars: &BTreeMap<String, String>,
+        run_id: &str,
+        cancel: &CancellationToken,
+    ) -> StepReport {
+        let step = &spec.steps[index];
+        let span = tracing::info_span!("pipeline_step", step_id = %step.step_id, ps_type = %step.ps_type);
+        let started = Instant::now();
+        let timeout = Duration::from_secs(u64::from(step.timeout_minutes.unwrap_or(spec.timeout_minutes)) * 60);
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let ctx = StepContext::new(
+                self.services.clone(),
+                request.org_slug.clone(),
+                run_id.to_string(),
+                spec.pipeline_id.clone(),
+                step.step_id.clone(),
+                vars.clone(),
+                request.params.clone(),
+                cancel.child_token(),
+            );
+            let attempt = async {
+                let processor = self
+                    .registry
+                    .build(&step.ps_type, config)
+                    .map_err(|e| StepFailure::Error(ProcessorError::Invalid(e)))?;
+                let run = AssertUnwindSafe(processor.run(&ctx)).catch_unwind();
+                tokio::select! {
+                    r = tokio::time::timeout(timeout, run) => match r {
+                        Err(_) => Err(StepFailure::Timeout),
+                        Ok(Err(panic)) => Err(StepFailure::Error(ProcessorError::Failed(format!(
+                            "processor panicked: {}", panic_message(&panic))))),
+                        Ok(Ok(r)) => r.map_err(StepFailure::Error),
+                    },
+                    _ = cancel.cancelled() => Err(StepFailure::Error(ProcessorError::Cancelled)),
+                }
+            }
+            .instrument(span.clone())
+            .await;
+            let rows = ctx.rows();
+            match attempt {
+                Ok(mut out) => {
+                    out.rows_processed = out.rows_processed.max(rows);
+                    break Ok(out);
+                }
+                Err(StepFailure::Error(e)) if e.retryable() && attempts <= step.retries => {
+                    let delay = backoff(self.retry_base, attempts);
+                    span.in_scope(|| warn!(attempt = attempts, error = %e, delay_ms = delay.as_millis() as u64, "step failed; retrying"));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = cancel.cancelled() => break Err(StepFailure::Error(ProcessorError::Cancelled)),
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (status, rows, output, error) = match result {
+            Ok(out) => (StepStatus::Completed, out.rows_processed, out.output, None),
+            Err(StepFailure::Timeout) => (
+                StepStatus::Timeout,
+                0,
+                serde_json::Value::Null,
+                Some(format!("TIMEOUT: step exceeded {} minutes", timeout.as_secs() / 60)),
+            ),
+            Err(StepFailure::Error(ProcessorError::Cancelled)) => (
+                StepStatus::Cancelled,
+                0,
+                serde_json::Value::Null,
+                Some("cancelled".to_string()),
+            ),
+            Err(StepFailure::Error(e)) => (StepStatus::Failed, 0, serde_json::Value::Null, Some(e.to_string())),
+        };
+        span.in_scope(|| info!(status = ?status, rows, duration_ms, attempts, "step finished"));
+        StepReport {
+            step_id: step.step_id.clone(),
+            ps_type: step.ps_type.clone(),
+            status,
+            attempts,
+            rows_processed: rows,
+            duration_ms,
+            output,
+            error,
+        }
+    }
+}
+
+enum StepFailure {
+    Timeout,
+    Error(ProcessorError),
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// Exponential backoff with up to 50% random jitter.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)).min(64));
+    let jitter_ms = (uuid::Uuid::new_v4().as_u128() % 1000) as u64;
+    exp + exp.mul_f64(jitter_ms as f64 / 2000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+    use cloudact_core::{kms::local::LocalKms, settings::Settings, warehouse::embedded::EmbeddedWarehouse};
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::registry::{Processor, ProcessorDef, StepOutput};
+
+    static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TestConfig {
+        #[serde(default)]
+        mode: String,
+        #[serde(default)]
+        echo: String,
+    }
+
+    struct TestProcessor(TestConfig);
+
+    impl ProcessorDef for TestProcessor {
+        const PS_TYPE: &'static str = "test.behave";
+        type Config = TestConfig;
+        fn build(config: TestConfig) -> Result<Self, String> {
+            Ok(TestProcessor(config))
+        }
+    }
+
+    #[async_trait]
+    impl Processor for TestProcessor {
+        async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
+            match self.0.mode.as_str() {
+                "panic" => panic!("boom in processor"),
+                "fail" => Err(ProcessorError::Failed("deliberate failure".into())),
+                "flaky" => {
+                    if FLAKY_CALLS.fetch_add(1, Ordering::SeqCst) < 2 {
+                        Err(ProcessorError::Transient("try again".into()))
+                    } else {
+                        Ok(StepOutput {
+                            rows_processed: 3,
+                            output: serde_json::json!("recovered"),
+                        })
+                    }
+                }
+                "sleep" => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok(StepOutput::default())
+                }
+                _ => {
+                    ctx.add_rows(1);
+                    Ok(StepOutput {
+                        rows_processed: 0,
+                        output: serde_json::json!(self.0.echo),
+                    })
+                }
+            }
+        }
+    }
+
+    fn executor() -> (tempfile::TempDir, Executor) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::default();
+        registry.register::<TestProcessor>();
+        let mut env = std::collections::HashMap::new();
+        env.insert("DATA_DIR".to_string(), dir.path().display().to_string());
+        let services = Services {
+            warehouse: Arc::new(EmbeddedWarehouse::open(dir.path()).unwrap()),
+            kms: Arc::new(LocalKms::open(dir.path()).unwrap()),
+            settings: Arc::new(Settings::from_map(&env, 8001).unwrap()),
+        };
+        (
+            dir,
+            Executor::new(Arc::new(registry), services).with_retry_base(Duration::from_millis(1)),
+        )
+    }
+
+    fn spec(yaml: &str) -> PipelineSpec {
+        PipelineSpec::from_yaml(yaml).unwrap()
+    }
+
+    #[tokio::test]
+    async fn variables_are_substituted_and_steps_run_in_order() {
+        let (_d, ex) = executor();
+        let s = spec(
+            "pipeline_id: p\nvariables: {greeting: hi}\nsteps:\n  - {step_id: b, ps_type: test.behave, depends_on: [a], config: {echo: '{greeting} {org_slug} {dataset}'}}\n  - {step_id: a, ps_type: test.behave, config: {echo: '{date}'}}\n",
+        );
+        let mut req = RunRequest {
+            org_slug: Some("acme".into()),
+            ..Default::default()
+        };
+        req.variables.insert("date".into(), "2026-01-02".into());
+        let r = ex.run(&s, req, CancellationToken::new()).await;
+        assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+        assert_eq!(r.steps[0].step_id, "a");
+        assert_eq!(r.step("a").unwrap().output, serde_json::json!("2026-01-02"));
+        assert_eq!(r.step("b").unwrap().output, serde_json::json!("hi acme acme_local"));
+        assert_eq!(r.step("b").unwrap().rows_processed, 1);
+    }
+
+    #[tokio::test]
+    async fn unresolved_placeholder_fails_before_any_step() {
+        let (_d, ex) = executor();
+        let s = spec("pipeline_id: p\nsteps:\n  - {step_id: a, ps_type: test.behave}\n  - {step_id: b, ps_type: test.behave, config: {echo: '{start_date}'}}\n");
+        let r = ex.run(&s, RunRequest::default(), CancellationToken::new()).await;
+        assert_eq!(r.status, RunStatus::Failed);
+        assert!(r.steps.is_empty(), "no step ran");
+        assert!(r.error.unwrap().contains("{start_date}"));
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_a_step_failure_and_stop_skips_the_rest() {
+        let (_d, ex) = executor();
+        let s = spec("pipeline_id: p\nsteps:\n  - {step_id: a, ps_type: test.behave, config: {mode: panic}}\n  - {step_id: b, ps_type: test.behave}\n");
+        let r = ex.run(&s, RunRequest::default(), CancellationToken::new()).await;
+        assert_eq!(r.status, RunStatus::Failed);
+        assert_eq!(r.step("a").unwrap().status, StepStatus::Failed);
+        assert!(r
+            .step("a")
+            .unwrap()
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("boom in processor"));
+        assert_eq!(r.step("b").unwrap().status, StepStatus::Skipped);
+    }
+
+    #[tokio::test]
+    async fn continue_runs_independent_steps_and_skips_dependents() {
+        let (_d, ex) = executor();
+        let s = spec("pipeline_id: p\nsteps:\n  - {step_id: a, ps_type: test.behave, on_failure: continue, config: {mode: fail}}\n  - {step_id: b, ps_type: test.behave, depends_on: [a]}\n  - {step_id: c, ps_type: test.behave}\n");
+        let r = ex.run(&s, RunRequest::default(), CancellationToken::new()).await;
+        assert_eq!(r.status, RunStatus::Failed);
+        assert_eq!(r.step("b").unwrap().status, StepStatus::Skipped);
+        assert_eq!(r.step("c").unwrap().status, StepStatus::Completed);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried() {
+        let (_d, ex) = executor();
+        let s =
+            spec("pipeline_id: p\nsteps:\n  - {step_id: a, ps_type: test.behave, retries: 3, config: {mode: flaky}}\n");
+        let r = ex.run(&s, RunRequest::default(), CancellationToken::new()).await;
+        assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+        assert_eq!(r.step("a").unwrap().attempts, 3);
+        assert_eq!(r.step("a").unwrap().rows_processed, 3);
+    }
+
+    #[tokio::test]
+    async fn cancelling_one_run_leaves_another_running() {
+        let (_d, ex) = executor();
+        let slow = spec("pipeline_id: p\nsteps:\n  - {step_id: a, ps_type: test.behave, config: {mode: sleep}}\n");
+        let quick = spec("pipeline_id: q\nsteps:\n  - {step_id: a, ps_type: test.behave}\n");
+        let cancel = CancellationToken::new();
+        let (ex2, slow2, c2) = (ex.clone(), slow.clone(), cancel.clone());
+        let handle = tokio::spawn(async move { ex2.run(&slow2, RunRequest::default(), c2).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cancel.cancel();
+        let r = handle.await.unwrap();
+        assert_eq!(r.status, RunStatus::Cancelled);
+        assert_eq!(r.step("a").unwrap().status, StepStatus::Cancelled);
+        let other = ex.run(&quick, RunRequest::default(), CancellationToken::new()).await;
+        assert_eq!(other.status, RunStatus::Completed);
+    }
+}

@@ -1,0 +1,12 @@
+//! Every processor type, and the one function that registers them all.
+
+pub mod setup;
+
+use crate::registry::Registry;
+
+/// Registers every processor. Adding a processor: a module, one line here, one YAML spec.
+pub fn register_all(registry: &mut Registry) {
+    registry.register::<setup::bootstrap::BootstrapProcessor>();
+    registry.register::<setup::dryrun::DryrunProcessor>();
+    registry.register::<setup::onboarding::OnboardingProcessor>();
+}
