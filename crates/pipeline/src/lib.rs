@@ -15,3 +15,4 @@ pub use context::{Services, StepContext};
 pub use executor::{Executor, RunReport, RunRequest, RunStatus, StepReport, StepStatus};
 pub use registry::{Processor, ProcessorDef, ProcessorError, Registry};
 pub use spec::PipelineSpec;
+pub use tokio_util::sync::CancellationToken;

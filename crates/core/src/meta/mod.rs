@@ -519,6 +519,13 @@ impl OrgStore {
         )
     }
 
+    /// Stores the response of a completed request under its `Idempotency-Key`.
+    pub async fn put_idempotency(&self, record: &IdempotencyRecord) -> Result<(), MetaError> {
+        let stmt = Self::idempotency_insert(record);
+        self.wh.execute(CENTRAL_DATASET, &stmt.sql, &stmt.params).await?;
+        Ok(())
+    }
+
     /// A stored idempotency record newer than `since`.
     pub async fn idempotency(&self, key: &str, since: DateTime<Utc>) -> Result<Option<IdempotencyRecord>, MetaError> {
         let rows = self

@@ -1,0 +1,105 @@
+//! The application context both services share: settings, backends, auth, catalogue and
+//! executor. Built once at start-up (every problem reported at once) and held as
+//! `Arc<AppContext>` in the router state.
+
+use std::{
+    sync::{atomic::AtomicBool, Arc},
+    time::Instant,
+};
+
+use cloudact_core::{
+    kms::{local::LocalKms, Kms},
+    meta::OrgStore,
+    settings::{KmsKind, Settings, WarehouseKind},
+    warehouse::{embedded::EmbeddedWarehouse, Warehouse},
+};
+use cloudact_pipeline::{processors::register_all, Catalog, Executor, Registry, Services};
+
+use crate::{auth::AuthService, rate_limit::RateLimits};
+
+/// Everything a handler may need.
+pub struct AppContext {
+    pub service_name: &'static str,
+    pub version: &'static str,
+    pub settings: Arc<Settings>,
+    pub warehouse: Arc<dyn Warehouse>,
+    pub kms: Arc<dyn Kms>,
+    pub store: OrgStore,
+    pub auth: AuthService,
+    pub limits: RateLimits,
+    pub catalog: Arc<Catalog>,
+    pub executor: Executor,
+    pub shutting_down: AtomicBool,
+    pub started_at: Instant,
+}
+
+/// Why the context could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start:\n  - {}", .0.join("\n  - "))]
+pub struct StartupError(pub Vec<String>);
+
+impl AppContext {
+    /// Opens the configured backends and loads and validates every pipeline spec.
+    pub fn build(service_name: &'static str, settings: Settings) -> Result<Arc<Self>, StartupError> {
+        let mut problems = settings.production_problems();
+        let warehouse: Option<Arc<dyn Warehouse>> = match settings.warehouse {
+            WarehouseKind::Embedded => match EmbeddedWarehouse::open(&settings.data_dir) {
+                Ok(w) => Some(Arc::new(w)),
+                Err(e) => {
+                    problems.push(format!("embedded warehouse: {e}"));
+                    None
+                }
+            },
+            WarehouseKind::BigQuery => {
+                problems.push("WAREHOUSE=bigquery is not available in this build yet; use WAREHOUSE=embedded".into());
+                None
+            }
+        };
+        let kms: Option<Arc<dyn Kms>> = match settings.kms {
+            KmsKind::Local => match LocalKms::open(&settings.data_dir) {
+                Ok(k) => Some(Arc::new(k)),
+                Err(e) => {
+                    problems.push(format!("local KMS: {e}"));
+                    None
+                }
+            },
+            KmsKind::Gcp => {
+                problems.push("KMS=gcp is not available in this build yet; use KMS=local".into());
+                None
+            }
+        };
+        let mut registry = Registry::default();
+        register_all(&mut registry);
+        let catalog = match Catalog::load(&settings.configs_dir, &registry) {
+            Ok(c) => Some(c),
+            Err(errors) => {
+                problems.extend(errors.into_iter().map(|e| format!("configs/{e}")));
+                None
+            }
+        };
+        let (Some(warehouse), Some(kms), Some(catalog), true) = (warehouse, kms, catalog, problems.is_empty()) else {
+            return Err(StartupError(problems));
+        };
+        let settings = Arc::new(settings);
+        let store = OrgStore::new(warehouse.clone());
+        let services = Services {
+            warehouse: warehouse.clone(),
+            kms: kms.clone(),
+            settings: settings.clone(),
+        };
+        Ok(Arc::new(AppContext {
+            service_name,
+            version: env!("CARGO_PKG_VERSION"),
+            auth: AuthService::new(&settings, store.clone()),
+            limits: RateLimits::new(&settings),
+            executor: Executor::new(Arc::new(registry), services),
+            catalog: Arc::new(catalog),
+            store,
+            warehouse,
+            kms,
+            settings,
+            shutting_down: AtomicBool::new(false),
+            started_at: Instant::now(),
+        }))
+    }
+}

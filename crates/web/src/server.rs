@@ -1,0 +1,147 @@
+//! Process start-up shared by both binaries: settings, logging, context, listener, and
+//! graceful shutdown on SIGTERM/SIGINT (readiness turns 503 and in-flight requests finish).
+
+use std::{
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use axum::Router;
+use cloudact_core::settings::{LogFormat, Settings};
+use tokio::net::TcpListener;
+use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+
+use crate::context::AppContext;
+
+/// Installs the JSON (or pretty) log subscriber; `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_current_span(true).with_span_list(false))
+            .try_init(),
+        LogFormat::Pretty => registry.with(fmt::layer()).try_init(),
+    };
+}
+
+/// A bound listener plus the router to serve on it.
+pub struct Server {
+    pub listener: TcpListener,
+    pub router: Router,
+    pub ctx: Arc<AppContext>,
+}
+
+impl Server {
+    pub async fn bind(ctx: Arc<AppContext>, router: Router) -> std::io::Result<Self> {
+        let addr = SocketAddr::new(ctx.settings.host, ctx.settings.port);
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Server { listener, router, ctx })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn serve_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let ctx = self.ctx.clone();
+        let housekeeping = tokio::spawn({
+            let ctx = ctx.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    ctx.limits.shrink();
+                }
+            }
+        });
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                ctx.shutting_down.store(true, Ordering::Relaxed);
+                tracing::info!("shutdown signal received; draining in-flight requests");
+            })
+            .await;
+        housekeeping.abort();
+        result
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// The whole `main` of a service: settings (exit 2 when unreadable), context (exit 1 with
+/// every problem listed), bind, serve until SIGTERM.
+pub async fn run_service(
+    service_name: &'static str,
+    default_port: u16,
+    build_router: impl FnOnce(Arc<AppContext>) -> Router,
+) -> std::process::ExitCode {
+    let settings = match Settings::from_env(default_port) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{service_name}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(settings.log_format);
+    let ctx = match AppContext::build(service_name, settings) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{service_name}: {e}");
+            tracing::error!(problems = ?e.0, "refusing to start");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let router = build_router(ctx.clone());
+    let server = match Server::bind(ctx.clone(), router).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "{service_name}: cannot listen on {}:{}: {e}",
+                ctx.settings.host, ctx.settings.port
+            );
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let addr = server.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        addr,
+        environment = ctx.settings.environment.as_str(),
+        warehouse = ctx.warehouse.backend_name(),
+        kms = ctx.kms.backend_name(),
+        pipelines = ctx.catalog.entries().len(),
+        "{service_name} listening"
+    );
+    match server.serve_until(shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{service_name}: server error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
