@@ -145,3 +145,52 @@ pub async fn run_service(
         }
     }
 }
+
+/// A server running in the background (tests and embedding): its address, and a handle that
+/// shuts it down gracefully when dropped or `stop`ped.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub ctx: Arc<AppContext>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops accepting, drains in-flight requests, waits for the server to end.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds `ctx.settings` host/port (port 0 picks a free one) and serves in the background.
+pub async fn spawn(ctx: Arc<AppContext>, router: Router) -> std::io::Result<Running> {
+    let server = Server::bind(ctx.clone(), router).await?;
+    let addr = server.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve_until(async move {
+        let _ = rx.await;
+    }));
+    Ok(Running {
+        addr,
+        ctx,
+        stop: Some(tx),
+        task: Some(task),
+    })
+}
