@@ -1,6 +1,8 @@
 //! api-service integration tests: the real app on a random port, real SQLite files and the
 //! real local KMS in a temporary DATA_DIR, driven over HTTP with reqwest.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on unexpected values
+
 use std::{collections::HashMap, path::Path};
 
 use cloudact_core::settings::Settings;
@@ -399,7 +401,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let app = spawn().await;
     app.bootstrap().await;
     let long = "a".repeat(51);
-    let mut cases: Vec<(Value, &str)> = vec![
+    let cases: Vec<(Value, &str)> = vec![
         (
             json!({"org_slug": "Acme", "company_name": "A Co", "admin_email": "a@b.co"}),
             "INVALID_ORG_SLUG",
@@ -454,11 +456,10 @@ async fn bad_input_is_refused_and_changes_nothing() {
         ),
     ];
     for route in ["/api/v1/organizations/onboard", "/api/v1/organizations/dryrun"] {
-        for (body, code) in cases.drain(..).collect::<Vec<_>>() {
+        for (body, code) in &cases {
             let (s, b) = app.call(Method::POST, route, Auth::Root, Some(body.clone())).await;
             assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{route} {body}: {b}");
             assert_error_shape(s, &b, code);
-            cases.push((body, code));
         }
     }
     // Malformed JSON, wrong content type, 2 MiB body.

@@ -2,6 +2,8 @@
 //! trait only. Each backend's tests call [`run_all`] (embedded in `embedded.rs`, BigQuery
 //! against the emulator). Every check uses its own dataset named from `prefix`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test suite: panics are its failure reports
+
 use std::sync::Arc;
 
 use chrono::{NaiveDate, TimeZone, Utc};
