@@ -117,6 +117,7 @@ async fn admin_walk_across_both_services() {
     )
     .await;
     assert_eq!((s, b["status"].as_str()), (StatusCode::OK, Some("SUSPENDED")), "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await; // the other process's cache TTL
     let (s, b) = send(&c, whoami(&new_key, "acme")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(

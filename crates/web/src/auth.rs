@@ -131,12 +131,16 @@ impl FromRequestParts<Arc<AppContext>> for RootAuth {
     }
 }
 
-/// An authenticated org (from its API key).
+/// An authenticated org (from its API key), with its subscription as of the (cached) lookup.
 #[derive(Debug, Clone)]
 pub struct OrgAuth {
     pub org_slug: String,
     pub org_api_key_id: String,
     pub org_dataset_id: String,
+    pub plan_name: Option<String>,
+    pub subscription_status: Option<String>,
+    pub trial_end_date: Option<chrono::NaiveDate>,
+    pub subscription_end_date: Option<chrono::NaiveDate>,
 }
 
 impl OrgAuth {
@@ -174,6 +178,10 @@ async fn org_from_key(parts: &Parts, ctx: &AppContext) -> Result<OrgAuth, ApiErr
         org_slug: owner.org_slug,
         org_api_key_id: owner.org_api_key_id,
         org_dataset_id: owner.org_dataset_id,
+        plan_name: owner.plan_name,
+        subscription_status: owner.subscription_status,
+        trial_end_date: owner.trial_end_date,
+        subscription_end_date: owner.subscription_end_date,
     })
 }
 

@@ -23,14 +23,19 @@ fn dev_root_key(data_dir: &Path) -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
     let key = format!("dev_root_{}", URL_SAFE_NO_PAD.encode(bytes));
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
     f.write_all(key.as_bytes())?;
     Ok(key)
 }
 
 fn settings_for(port_var: &str, default_port: u16, root_key: &str) -> Result<Settings, String> {
     let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
-    env.entry("CA_ROOT_API_KEY".into()).or_insert_with(|| root_key.to_string());
+    env.entry("CA_ROOT_API_KEY".into())
+        .or_insert_with(|| root_key.to_string());
     env.entry("LOG_FORMAT".into()).or_insert_with(|| "pretty".into());
     let port = env.get(port_var).cloned().unwrap_or_else(|| default_port.to_string());
     env.insert("PORT".into(), port);
@@ -50,23 +55,27 @@ async fn main() -> ExitCode {
             }
         },
     };
-    let (api_settings, pipe_settings) =
-        match (settings_for("API_PORT", 8000, &root_key), settings_for("PIPELINE_PORT", 8001, &root_key)) {
-            (Ok(a), Ok(p)) => (a, p),
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        };
+    let (api_settings, pipe_settings) = match (
+        settings_for("API_PORT", 8000, &root_key),
+        settings_for("PIPELINE_PORT", 8001, &root_key),
+    ) {
+        (Ok(a), Ok(p)) => (a, p),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     server::init_logging(api_settings.log_format);
-    let (api_ctx, pipe_ctx) =
-        match (AppContext::build("api-service", api_settings), AppContext::build("pipeline-service", pipe_settings)) {
-            (Ok(a), Ok(p)) => (a, p),
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let (api_ctx, pipe_ctx) = match (
+        AppContext::build("api-service", api_settings),
+        AppContext::build("pipeline-service", pipe_settings),
+    ) {
+        (Ok(a), Ok(p)) => (a, p),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let api = server::Server::bind(api_ctx.clone(), api_service::router(api_ctx.clone())).await;
     let pipe = server::Server::bind(pipe_ctx.clone(), pipeline_service::router(pipe_ctx.clone())).await;
     let (api, pipe) = match (api, pipe) {
@@ -76,15 +85,24 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let api_url = format!("http://localhost:{}", api.local_addr().map(|a| a.port()).unwrap_or(8000));
-    let pipe_url = format!("http://localhost:{}", pipe.local_addr().map(|a| a.port()).unwrap_or(8001));
+    let api_url = format!(
+        "http://localhost:{}",
+        api.local_addr().map(|a| a.port()).unwrap_or(8000)
+    );
+    let pipe_url = format!(
+        "http://localhost:{}",
+        pipe.local_addr().map(|a| a.port()).unwrap_or(8001)
+    );
     println!(
         "\nCloudAct is running on the embedded defaults (data in {data_dir}).\n\
          \n  api-service       {api_url}   docs: {api_url}/docs\n  pipeline-service  {pipe_url}   docs: {pipe_url}/docs\n\
          \nRoot key for this data directory:\n  export ROOT_KEY='{root_key}'\n\
          \nThen follow the walkthrough in README.md (bootstrap, dryrun, onboard). Ctrl-C stops both.\n"
     );
-    let (a, p) = tokio::join!(api.serve_until(server::shutdown_signal()), pipe.serve_until(server::shutdown_signal()));
+    let (a, p) = tokio::join!(
+        api.serve_until(server::shutdown_signal()),
+        pipe.serve_until(server::shutdown_signal())
+    );
     if a.is_err() || p.is_err() {
         return ExitCode::FAILURE;
     }

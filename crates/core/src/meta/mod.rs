@@ -54,6 +54,11 @@ pub struct KeyOwner {
     pub org_dataset_id: String,
     pub org_status: String,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The org's subscription as of the lookup (cached with the key).
+    pub plan_name: Option<String>,
+    pub subscription_status: Option<String>,
+    pub trial_end_date: Option<NaiveDate>,
+    pub subscription_end_date: Option<NaiveDate>,
 }
 
 /// Public facts about an org's active key (never the key).
@@ -208,8 +213,10 @@ impl OrgStore {
     pub async fn key_owner(&self, key_hash: &str) -> Result<Option<KeyOwner>, MetaError> {
         let rows = self
             .query(
-                "SELECT k.org_api_key_id, k.org_slug, k.expires_at, p.status, p.org_dataset_id \
+                "SELECT k.org_api_key_id, k.org_slug, k.expires_at, p.status AS org_status, p.org_dataset_id, \
+                 s.plan_name, s.status AS subscription_status, s.trial_end_date, s.subscription_end_date \
                  FROM {{org_api_keys}} k JOIN {{org_profiles}} p ON p.org_slug = k.org_slug \
+                 LEFT JOIN {{org_subscriptions}} s ON s.org_slug = k.org_slug \
                  WHERE k.org_api_key_hash = @hash AND k.is_active = @active",
                 &Params::new().with("hash", key_hash).with("active", true),
             )
@@ -221,8 +228,12 @@ impl OrgStore {
             org_slug: text(r, "org_slug")?,
             org_api_key_id: text(r, "org_api_key_id")?,
             org_dataset_id: text(r, "org_dataset_id")?,
-            org_status: text(r, "status")?,
+            org_status: text(r, "org_status")?,
             expires_at: r.timestamp("expires_at"),
+            plan_name: r.string("plan_name"),
+            subscription_status: r.string("subscription_status"),
+            trial_end_date: r.date("trial_end_date"),
+            subscription_end_date: r.date("subscription_end_date"),
         }))
     }
 
