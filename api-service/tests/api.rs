@@ -33,7 +33,7 @@ async fn spawn_with(extra: &[(&str, &str)]) -> App {
         env.insert(k.to_string(), v.to_string());
     }
     let settings = Settings::from_map(&env, 8000).unwrap();
-    let ctx = AppContext::build("api-service", settings).unwrap();
+    let ctx = AppContext::build("api-service", settings).await.unwrap();
     let server = cloudact_web::server::spawn(ctx.clone(), api_service::router(ctx))
         .await
         .unwrap();
@@ -866,6 +866,7 @@ async fn production_refuses_unsafe_settings_listing_every_problem() {
     env.insert("DISABLE_AUTH".to_string(), "true".to_string());
     env.insert("RATE_LIMIT_ENABLED".to_string(), "false".to_string());
     let err = AppContext::build("api-service", Settings::from_map(&env, 8000).unwrap())
+        .await
         .err()
         .unwrap();
     let text = err.to_string();

@@ -33,7 +33,9 @@ async fn spawn() -> App {
     );
     env.insert("HOST".into(), "127.0.0.1".into());
     env.insert("PORT".into(), "0".into());
-    let ctx = AppContext::build("pipeline-service", Settings::from_map(&env, 8001).unwrap()).unwrap();
+    let ctx = AppContext::build("pipeline-service", Settings::from_map(&env, 8001).unwrap())
+        .await
+        .unwrap();
     let spec = ctx.catalog.require("setup/bootstrap/pipeline.yml").unwrap();
     let report = ctx
         .executor

@@ -180,3 +180,164 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The Python venv holding the local protocol peers (bqemulator, drongo): `CLOUDACT_VENV`,
+/// else `.venv` at the repository root. Panics with install instructions when absent: these
+/// tests never skip silently.
+pub fn venv_bin(tool: &str) -> PathBuf {
+    let venv = std::env::var("CLOUDACT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
+    let bin = venv.join("bin").join(tool);
+    assert!(
+        bin.exists(),
+        "{} is missing. Install the test peers once with:\n  python3 -m venv .venv && .venv/bin/pip install \
+         -r tests/requirements.txt\n\
+         (or run .ci/run, which does it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A local BigQuery REST emulator (`bqemulator`), in memory, killed on drop.
+pub struct BigQueryEmulator {
+    child: Child,
+    pub base_url: String,
+    pub project: String,
+}
+
+impl BigQueryEmulator {
+    pub fn start() -> BigQueryEmulator {
+        let bin = venv_bin("bqemulator");
+        let python = bin.with_file_name("python");
+        // Install DuckDB's spatial extension from the wheel so start-up needs no network.
+        let install = "import duckdb, duckdb_extension_spatial, glob, os; \
+            p = glob.glob(os.path.join(os.path.dirname(duckdb_extension_spatial.__file__), '**', '*.duckdb_extension'), recursive=True)[0]; \
+            duckdb.connect().execute(f\"INSTALL '{p}'\")";
+        let status = Command::new(&python)
+            .args(["-c", install])
+            .status()
+            .unwrap_or_else(|e| panic!("python: {e}"));
+        assert!(
+            status.success(),
+            "could not install the DuckDB spatial extension from the wheel"
+        );
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args([
+                "start",
+                "--rest-host",
+                "127.0.0.1",
+                "--rest-port",
+                &port.to_string(),
+                "--grpc-port",
+                "0",
+                "--project",
+                "test-proj",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start bqemulator: {e}"));
+        let mut emu = BigQueryEmulator {
+            child,
+            base_url: format!("http://127.0.0.1:{port}/bigquery/v2"),
+            project: "test-proj".to_string(),
+        };
+        let started = Instant::now();
+        let probe = probe::Probe;
+        while !probe.ready(&format!("http://127.0.0.1:{port}/healthz")) {
+            if let Ok(Some(status)) = emu.child.try_wait() {
+                panic!("bqemulator exited early: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "bqemulator not ready after 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        emu
+    }
+}
+
+impl Drop for BigQueryEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A local Cloud KMS REST peer (`drongo server`), killed on drop.
+pub struct KmsEmulator {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl KmsEmulator {
+    pub fn start() -> KmsEmulator {
+        let bin = venv_bin("drongo");
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["server", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start drongo: {e}"));
+        let mut emu = KmsEmulator {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = emu.child.try_wait() {
+                panic!("drongo exited early: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "drongo not listening after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        emu
+    }
+}
+
+impl KmsEmulator {
+    /// Creates a key ring and an ENCRYPT_DECRYPT key through the official client; returns
+    /// the key's resource name.
+    pub async fn create_key(&self, ring: &str, key: &str) -> String {
+        use google_cloud_kms_v1::model::{crypto_key::CryptoKeyPurpose, CryptoKey, KeyRing};
+        const PARENT: &str = "projects/test-proj/locations/global";
+        let key_name = format!("{PARENT}/keyRings/{ring}/cryptoKeys/{key}");
+        let kms = cloudact_core::kms::gcp::GcpKms::connect(&key_name, Some(&self.endpoint))
+            .await
+            .unwrap_or_else(|e| panic!("KMS client: {e}"));
+        let ring = kms
+            .client()
+            .create_key_ring()
+            .set_parent(PARENT)
+            .set_key_ring_id(ring)
+            .set_key_ring(KeyRing::new())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create key ring: {e}"));
+        let created = kms
+            .client()
+            .create_crypto_key()
+            .set_parent(&ring.name)
+            .set_crypto_key_id(key)
+            .set_crypto_key(CryptoKey::new().set_purpose(CryptoKeyPurpose::EncryptDecrypt))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create crypto key: {e}"));
+        assert_eq!(created.name, key_name);
+        key_name
+    }
+}
+
+impl Drop for KmsEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

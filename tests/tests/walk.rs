@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use cloudact_e2e::{all_files, Service, ROOT_KEY};
+use cloudact_e2e::{all_files, BigQueryEmulator, KmsEmulator, Service, ROOT_KEY};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -24,9 +24,39 @@ async fn send(client: &Client, req: reqwest::RequestBuilder) -> (StatusCode, Val
 #[tokio::test]
 async fn admin_walk_across_both_services() {
     let dir = tempfile::tempdir().unwrap();
-    let env: HashMap<&str, String> = [("AUTH_CACHE_TTL_SECONDS", "1".to_string())].into_iter().collect();
-    let api = Service::start("api-service", dir.path(), &env);
-    let pipe = Service::start("pipeline-service", dir.path(), &env);
+    walk(dir.path(), HashMap::new(), true).await;
+}
+
+/// The same walk with `WAREHOUSE=bigquery KMS=gcp`, against the local BigQuery and Cloud KMS
+/// REST emulators.
+#[tokio::test]
+async fn admin_walk_on_bigquery_and_cloud_kms_emulators() {
+    let bq = BigQueryEmulator::start();
+    let kms = KmsEmulator::start();
+    let key_name = kms.create_key("cloudact", "org-secrets").await;
+    let dir = tempfile::tempdir().unwrap();
+    let env: HashMap<&str, String> = [
+        ("WAREHOUSE", "bigquery".to_string()),
+        ("GCP_PROJECT_ID", bq.project.clone()),
+        ("BIGQUERY_BASE_URL", bq.base_url.clone()),
+        ("KMS", "gcp".to_string()),
+        ("KMS_KEY_NAME", key_name),
+        ("KMS_ENDPOINT", kms.endpoint.clone()),
+    ]
+    .into_iter()
+    .collect();
+    walk(dir.path(), env, false).await;
+    assert!(
+        !dir.path().join("warehouse/organizations.sqlite3").exists(),
+        "nothing went to the embedded warehouse"
+    );
+    assert!(!dir.path().join("kms").exists(), "no local key file was created");
+}
+
+async fn walk(dir: &std::path::Path, mut env: HashMap<&'static str, String>, embedded: bool) {
+    env.insert("AUTH_CACHE_TTL_SECONDS", "1".to_string());
+    let api = Service::start("api-service", dir, &env);
+    let pipe = Service::start("pipeline-service", dir, &env);
     println!(
         "ready after: api-service {:?}, pipeline-service {:?}",
         api.ready_after, pipe.ready_after
@@ -137,8 +167,11 @@ async fn admin_walk_across_both_services() {
     assert!(pipe.terminate().success(), "pipeline-service exits cleanly on SIGTERM");
 
     // No plaintext key anywhere: data files, key file, logs.
-    let files = all_files(dir.path());
-    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "sqlite3")));
+    let files = all_files(dir);
+    assert_eq!(
+        files.iter().any(|f| f.extension().is_some_and(|e| e == "sqlite3")),
+        embedded
+    );
     let logs: String = files
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "log"))
@@ -151,7 +184,8 @@ async fn admin_walk_across_both_services() {
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         for key in [&acme_key, &new_key, &globex_key] {
-            let secret = key.rsplit('_').next().unwrap().as_bytes();
+            let secret = key.split_once("_api_").unwrap().1.as_bytes();
+            assert_eq!(secret.len(), 22);
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret),
                 "{} contains a plaintext key",

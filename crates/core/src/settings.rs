@@ -247,8 +247,22 @@ impl Settings {
         if self.kms == KmsKind::Local {
             problems.push("KMS=local (a key file on disk) is not allowed in production; set KMS=gcp".to_string());
         }
-        if self.kms == KmsKind::Gcp && self.kms_key_name.is_none() {
-            problems.push("KMS=gcp needs KMS_KEY_NAME or KMS_PROJECT_ID/KMS_LOCATION/KMS_KEYRING/KMS_KEY".to_string());
+        if self.kms_key_name.is_none() {
+            problems.push(
+                "Cloud KMS key missing: set KMS_KEY_NAME or KMS_PROJECT_ID/KMS_LOCATION/KMS_KEYRING/KMS_KEY"
+                    .to_string(),
+            );
+        }
+        if self.warehouse != WarehouseKind::BigQuery {
+            problems.push(
+                "WAREHOUSE=embedded (SQLite files) is not allowed in production; set WAREHOUSE=bigquery".to_string(),
+            );
+        }
+        if self.gcp_project_id.is_none() {
+            problems.push("GCP_PROJECT_ID is not set (the BigQuery project)".to_string());
+        }
+        if self.bigquery_base_url.is_some() || self.kms_endpoint.is_some() {
+            problems.push("BIGQUERY_BASE_URL / KMS_ENDPOINT point at emulators and are for tests only".to_string());
         }
         problems
     }
@@ -292,11 +306,32 @@ mod tests {
         )
         .unwrap();
         let problems = s.production_problems();
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 7, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("WAREHOUSE=embedded")));
+        assert!(problems.iter().any(|p| p.contains("GCP_PROJECT_ID")));
+        assert!(problems.iter().any(|p| p.contains("KMS_KEY_NAME")));
         assert!(problems.iter().any(|p| p.contains("shorter than 32")));
         assert!(problems.iter().any(|p| p.contains("DISABLE_AUTH")));
         assert!(problems.iter().any(|p| p.contains("RATE_LIMIT_ENABLED")));
         assert!(problems.iter().any(|p| p.contains("KMS=local")));
+    }
+
+    #[test]
+    fn a_complete_production_setup_passes() {
+        let s = Settings::from_map(
+            &env(&[
+                ("ENVIRONMENT", "production"),
+                ("CA_ROOT_API_KEY", "a-production-root-key-with-40-characters!"),
+                ("WAREHOUSE", "bigquery"),
+                ("KMS", "gcp"),
+                ("GCP_PROJECT_ID", "cloudact-prod"),
+                ("KMS_KEY_NAME", "projects/p/locations/us/keyRings/r/cryptoKeys/k"),
+            ]),
+            8000,
+        )
+        .unwrap();
+        assert_eq!(s.production_problems(), Vec::<String>::new());
+        assert_eq!(s.org_dataset("acme"), "acme_prod");
     }
 
     #[test]

@@ -8,10 +8,14 @@ use std::{
 };
 
 use cloudact_core::{
-    kms::{local::LocalKms, Kms},
+    kms::{gcp::GcpKms, local::LocalKms, Kms},
     meta::OrgStore,
     settings::{KmsKind, Settings, WarehouseKind},
-    warehouse::{embedded::EmbeddedWarehouse, Warehouse},
+    warehouse::{
+        bigquery::{BigQueryConfig, BigQueryWarehouse},
+        embedded::EmbeddedWarehouse,
+        Warehouse,
+    },
 };
 use cloudact_pipeline::{processors::register_all, Catalog, Executor, Registry, Services};
 
@@ -40,7 +44,7 @@ pub struct StartupError(pub Vec<String>);
 
 impl AppContext {
     /// Opens the configured backends and loads and validates every pipeline spec.
-    pub fn build(service_name: &'static str, settings: Settings) -> Result<Arc<Self>, StartupError> {
+    pub async fn build(service_name: &'static str, settings: Settings) -> Result<Arc<Self>, StartupError> {
         let mut problems = settings.production_problems();
         let warehouse: Option<Arc<dyn Warehouse>> = match settings.warehouse {
             WarehouseKind::Embedded => match EmbeddedWarehouse::open(&settings.data_dir) {
@@ -50,10 +54,26 @@ impl AppContext {
                     None
                 }
             },
-            WarehouseKind::BigQuery => {
-                problems.push("WAREHOUSE=bigquery is not available in this build yet; use WAREHOUSE=embedded".into());
-                None
-            }
+            WarehouseKind::BigQuery => match &settings.gcp_project_id {
+                None => {
+                    problems.push("WAREHOUSE=bigquery needs GCP_PROJECT_ID".into());
+                    None
+                }
+                Some(project) => {
+                    let config = BigQueryConfig {
+                        project: project.clone(),
+                        location: settings.bigquery_location.clone(),
+                        base_url: settings.bigquery_base_url.clone(),
+                    };
+                    match BigQueryWarehouse::connect(config).await {
+                        Ok(w) => Some(Arc::new(w)),
+                        Err(e) => {
+                            problems.push(format!("BigQuery: {e}"));
+                            None
+                        }
+                    }
+                }
+            },
         };
         let kms: Option<Arc<dyn Kms>> = match settings.kms {
             KmsKind::Local => match LocalKms::open(&settings.data_dir) {
@@ -63,10 +83,20 @@ impl AppContext {
                     None
                 }
             },
-            KmsKind::Gcp => {
-                problems.push("KMS=gcp is not available in this build yet; use KMS=local".into());
-                None
-            }
+            KmsKind::Gcp => match &settings.kms_key_name {
+                None => {
+                    problems
+                        .push("KMS=gcp needs KMS_KEY_NAME or KMS_PROJECT_ID/KMS_LOCATION/KMS_KEYRING/KMS_KEY".into());
+                    None
+                }
+                Some(key) => match GcpKms::connect(key, settings.kms_endpoint.as_deref()).await {
+                    Ok(k) => Some(Arc::new(k)),
+                    Err(e) => {
+                        problems.push(format!("Cloud KMS: {e}"));
+                        None
+                    }
+                },
+            },
         };
         let mut registry = Registry::default();
         register_all(&mut registry);

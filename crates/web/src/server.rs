@@ -94,13 +94,40 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// `<binary> healthcheck`: exits 0 when `/health/live` on `127.0.0.1:$PORT` answers 200
+/// (for Docker's HEALTHCHECK; the runtime image has no curl).
+pub async fn healthcheck(default_port: u16) -> std::process::ExitCode {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(default_port);
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        stream
+            .write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = [0u8; 12];
+        stream.read_exact(&mut buf).await.ok()?;
+        Some(&buf[9..12] == b"200")
+    };
+    match tokio::time::timeout(Duration::from_secs(3), probe).await {
+        Ok(Some(true)) => std::process::ExitCode::SUCCESS,
+        _ => std::process::ExitCode::FAILURE,
+    }
+}
+
 /// The whole `main` of a service: settings (exit 2 when unreadable), context (exit 1 with
-/// every problem listed), bind, serve until SIGTERM.
+/// every problem listed), bind, serve until SIGTERM. `<binary> healthcheck` probes instead.
 pub async fn run_service(
     service_name: &'static str,
     default_port: u16,
     build_router: impl FnOnce(Arc<AppContext>) -> Router,
 ) -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return healthcheck(default_port).await;
+    }
     let settings = match Settings::from_env(default_port) {
         Ok(s) => s,
         Err(e) => {
@@ -109,7 +136,7 @@ pub async fn run_service(
         }
     };
     init_logging(settings.log_format);
-    let ctx = match AppContext::build(service_name, settings) {
+    let ctx = match AppContext::build(service_name, settings).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{service_name}: {e}");

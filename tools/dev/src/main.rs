@@ -67,8 +67,8 @@ async fn main() -> ExitCode {
     };
     server::init_logging(api_settings.log_format);
     let (api_ctx, pipe_ctx) = match (
-        AppContext::build("api-service", api_settings),
-        AppContext::build("pipeline-service", pipe_settings),
+        AppContext::build("api-service", api_settings).await,
+        AppContext::build("pipeline-service", pipe_settings).await,
     ) {
         (Ok(a), Ok(p)) => (a, p),
         (Err(e), _) | (_, Err(e)) => {

@@ -5,6 +5,7 @@
 //! Callers pass associated data (AAD) that binds a ciphertext to where it belongs (for
 //! example `org_api_key:{org}`), so a ciphertext copied to another org's row fails to decrypt.
 
+pub mod gcp;
 pub mod local;
 
 use async_trait::async_trait;

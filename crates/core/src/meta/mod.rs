@@ -286,7 +286,7 @@ impl OrgStore {
              daily_limit, monthly_limit, concurrent_limit, seat_limit, providers_limit, max_concurrent_reached, \
              last_updated, created_at) \
              SELECT @id, @org, @date, 0, 0, 0, 0, 0, @daily, @monthly, @concurrent, @seats, @providers, 0, @now, @now \
-             WHERE NOT EXISTS (SELECT 1 FROM {{org_usage_quotas}} WHERE org_slug = @org AND usage_date = @date)",
+             FROM (SELECT 1 AS one) AS single_row WHERE NOT EXISTS (SELECT 1 FROM {{org_usage_quotas}} WHERE org_slug = @org AND usage_date = @date)",
             Params::new()
                 .with("id", format!("{org_slug}_{}", date.format("%Y%m%d")))
                 .with("org", org_slug)
@@ -309,7 +309,7 @@ impl OrgStore {
                 "INSERT INTO {{org_profiles}} (org_slug, company_name, admin_email, org_dataset_id, status, \
                  subscription_plan, created_at, updated_at) \
                  SELECT @org, @company, @email, @dataset, @status, @plan, @now, @now \
-                 WHERE NOT EXISTS (SELECT 1 FROM {{org_profiles}} WHERE org_slug = @org)",
+                 FROM (SELECT 1 AS one) AS single_row WHERE NOT EXISTS (SELECT 1 FROM {{org_profiles}} WHERE org_slug = @org)",
                 Params::new()
                     .with("org", &org.org_slug)
                     .with("company", &org.company_name)

@@ -14,11 +14,25 @@ use super::{
     schema::parse_schema_json, Params, PartitionKey, Row, Statement, TableDef, Value, Warehouse, WarehouseError,
 };
 
+/// Known defects of a protocol peer that are not ours. Each is named after the peer and the
+/// defect; a check affected by one asserts the peer's known-wrong behaviour explicitly (so
+/// it notices when the peer is fixed) and keeps the real assertion for every other backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quirks {
+    /// bqemulator 1.4.0 stores a BYTES query parameter's base64 text instead of decoding it.
+    pub bqemulator_bytes_params_not_decoded: bool,
+}
+
 /// Runs every check of the suite.
 pub async fn run_all(wh: Arc<dyn Warehouse>, prefix: &str) {
+    run_all_with(wh, prefix, Quirks::default()).await
+}
+
+/// Runs every check of the suite, allowing for a peer's named defects.
+pub async fn run_all_with(wh: Arc<dyn Warehouse>, prefix: &str, quirks: Quirks) {
     dataset_lifecycle(&*wh, &format!("{prefix}_ds")).await;
     tables_are_created_once(&*wh, &format!("{prefix}_tables")).await;
-    values_round_trip(&*wh, &format!("{prefix}_values")).await;
+    values_round_trip(&*wh, &format!("{prefix}_values"), quirks).await;
     bad_rows_are_refused_whole(&*wh, &format!("{prefix}_badrows")).await;
     queries_bind_named_params(&*wh, &format!("{prefix}_params")).await;
     replace_partition_is_idempotent(&*wh, &format!("{prefix}_replace")).await;
@@ -134,7 +148,7 @@ pub async fn tables_are_created_once(wh: &dyn Warehouse, ds: &str) {
     wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
-pub async fn values_round_trip(wh: &dyn Warehouse, ds: &str) {
+pub async fn values_round_trip(wh: &dyn Warehouse, ds: &str, quirks: Quirks) {
     fresh(wh, ds).await;
     wh.create_table(ds, &sample_table("usage"))
         .await
@@ -175,7 +189,15 @@ pub async fn values_round_trip(wh: &dyn Warehouse, ds: &str) {
     assert_eq!(r.float("ratio"), Some(0.25));
     assert_eq!(r.numeric("cost"), Some(cost), "NUMERIC keeps every digit");
     assert_eq!(r.boolean("active"), Some(true));
-    assert_eq!(r.bytes("blob"), Some(vec![0u8, 1, 2, 255]));
+    if quirks.bqemulator_bytes_params_not_decoded {
+        assert_eq!(
+            r.bytes("blob"),
+            Some(b"AAEC/w==".to_vec()),
+            "bqemulator defect: BYTES parameter stored as its base64 text"
+        );
+    } else {
+        assert_eq!(r.bytes("blob"), Some(vec![0u8, 1, 2, 255]));
+    }
     assert_eq!(r.timestamp("seen_at"), Some(ts), "TIMESTAMP keeps microseconds");
     assert_eq!(r.date("usage_date"), Some(day(2)));
     assert_eq!(r.json("details"), Some(json!({"k": [1, 2, {"x": "y"}]})));
@@ -340,7 +362,7 @@ pub async fn atomic_batches_roll_back(wh: &dyn Warehouse, ds: &str) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let insert = "INSERT INTO {{usage}} (org_slug, usage_date, model, tokens) \
-                  SELECT @org, @d, @m, 1 WHERE NOT EXISTS (SELECT 1 FROM {{usage}} WHERE org_slug = @org)";
+                  SELECT @org, @d, @m, 1 FROM (SELECT 1 AS one) AS single_row WHERE NOT EXISTS (SELECT 1 FROM {{usage}} WHERE org_slug = @org)";
     let stmt =
         |m: &str| Statement::new(insert, Params::new().with("org", "acme").with("d", day(1)).with("m", m)).expecting(1);
     let counts = wh

@@ -9,6 +9,7 @@
 //! subset both engines share: plain SELECT/INSERT/UPDATE/DELETE, comparisons, `COUNT`/`SUM`,
 //! `COALESCE`, `ORDER BY`, `LIMIT`/`OFFSET`; pass times and dates in as parameters.
 
+pub mod bigquery;
 pub mod embedded;
 pub mod schema;
 pub mod value;

@@ -1,0 +1,802 @@
+//! BigQuery warehouse (`WAREHOUSE=bigquery`).
+//!
+//! Dataset and table management go through `gcp-bigquery-client`; queries and DML go through
+//! the documented `jobs.query` / `jobs.getQueryResults` REST calls with the same authenticator,
+//! because the crate's `QueryRequest` has no `createSession`/`sessionInfo`, which multi-statement
+//! transactions need (BigQuery runs a transaction across several queries of one session; every
+//! query keeps its own bound parameters).
+//!
+//! Write paths, by table: **every table is written with parameterised DML `INSERT`**, batched
+//! (many rows per statement, several statements in one transaction when a batch is large).
+//! Streaming inserts are not used anywhere: every table here may later see `UPDATE` or `DELETE`
+//! (quota counters, run status, idempotent day loads, and org deletion purges even the audit
+//! log), and BigQuery refuses DML on rows still in the streaming buffer.
+//!
+//! Errors: a 200 response with a non-empty `errors` is an error; 404/409/403/429/5xx map to
+//! typed errors; transient ones (429, 5xx, `rateLimitExceeded`, `backendError`, and the
+//! concurrent-DML serialisation failure) are retried with exponential backoff and jitter, each
+//! logical call carrying one `requestId` so a retried request is not applied twice.
+
+mod auth;
+pub mod convert;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use gcp_bigquery_client::{
+    auth::Authenticator,
+    error::BQError,
+    model::{dataset::Dataset, table::Table},
+    Client,
+};
+use serde_json::{json, Value as J};
+
+pub use auth::{FixedToken, GoogleToken};
+use convert::{decode_cell, query_param, ApiField};
+
+use super::{
+    check_name, check_partition_rows, qualify_tables, FieldSchema, Params, PartitionKey, ReplaceOutcome, Row,
+    Statement, TableDef, Warehouse, WarehouseError,
+};
+
+/// Most query parameters BigQuery accepts in one query is 10 000; stay below.
+const MAX_PARAMS_PER_STATEMENT: usize = 9_000;
+const SCHEMA_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct BigQueryConfig {
+    pub project: String,
+    pub location: String,
+    /// `…/bigquery/v2`; None = Google's.
+    pub base_url: Option<String>,
+}
+
+/// BigQuery-backed [`Warehouse`].
+pub struct BigQueryWarehouse {
+    project: String,
+    location: String,
+    base_url: String,
+    client: Client,
+    http: reqwest::Client,
+    auth: Arc<dyn Authenticator>,
+    schemas: RwLock<HashMap<(String, String), (TableDef, Instant)>>,
+    retry: ExponentialBuilder,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl BigQueryWarehouse {
+    /// Connects with Application Default Credentials, or with a fixed token when
+    /// `base_url` points at an emulator.
+    pub async fn connect(config: BigQueryConfig) -> Result<Self, WarehouseError> {
+        let auth: Arc<dyn Authenticator> = match &config.base_url {
+            Some(_) => Arc::new(FixedToken("emulator".to_string())),
+            None => Arc::new(GoogleToken::from_environment().await?),
+        };
+        Self::with_authenticator(config, auth).await
+    }
+
+    pub async fn with_authenticator(
+        config: BigQueryConfig,
+        auth: Arc<dyn Authenticator>,
+    ) -> Result<Self, WarehouseError> {
+        check_project(&config.project)?;
+        let base_url = config
+            .base_url
+            .clone()
+            .unwrap_or_else(|| "https://bigquery.googleapis.com/bigquery/v2".to_string())
+            .trim_end_matches('/')
+            .to_string();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(60))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| WarehouseError::Backend(format!("HTTP client: {e}")))?;
+        let client = gcp_bigquery_client::client_builder::ClientBuilder::new()
+            .with_v2_base_url(base_url.clone())
+            .build_from_authenticator(auth.clone())
+            .await
+            .map_err(|e| WarehouseError::Backend(format!("BigQuery client: {e}")))?;
+        Ok(BigQueryWarehouse {
+            project: config.project,
+            location: config.location,
+            base_url,
+            client,
+            http,
+            auth,
+            schemas: RwLock::new(HashMap::new()),
+            retry: ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(20))
+                .with_max_times(6)
+                .with_jitter(),
+            requests: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// HTTP requests sent to BigQuery so far (for measurements and tests).
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn qualify(&self, dataset: &str, sql: &str) -> Result<String, WarehouseError> {
+        check_name(dataset)?;
+        qualify_tables(sql, |t| format!("`{}.{dataset}.{t}`", self.project))
+    }
+
+    async fn table_def(&self, dataset: &str, table: &str) -> Result<TableDef, WarehouseError> {
+        let key = (dataset.to_string(), table.to_string());
+        if let Ok(cache) = self.schemas.read() {
+            if let Some((def, at)) = cache.get(&key) {
+                if at.elapsed() < SCHEMA_CACHE_TTL {
+                    return Ok(def.clone());
+                }
+            }
+        }
+        let fields = self.table_schema(dataset, table).await?;
+        let def = TableDef {
+            name: table.to_string(),
+            description: None,
+            fields,
+            partition_field: None,
+            clustering: vec![],
+        };
+        if let Ok(mut cache) = self.schemas.write() {
+            cache.insert(key, (def.clone(), Instant::now()));
+        }
+        Ok(def)
+    }
+
+    fn forget_schema(&self, dataset: &str, table: Option<&str>) {
+        if let Ok(mut cache) = self.schemas.write() {
+            cache.retain(|(d, t), _| !(d == dataset && table.is_none_or(|x| x == t)));
+        }
+    }
+
+    /// One `jobs.query` call (plus `getQueryResults` pages), retried when transient.
+    async fn run(&self, sql: &str, params: Vec<J>, session: Session<'_>) -> Result<QueryOutcome, WarehouseError> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        (|| async { self.run_once(sql, &params, session, &request_id).await })
+            .retry(self.retry)
+            .when(WarehouseError::is_transient)
+            .notify(|e, wait| tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "BigQuery call failed; retrying"))
+            .await
+    }
+
+    async fn run_once(
+        &self,
+        sql: &str,
+        params: &[J],
+        session: Session<'_>,
+        request_id: &str,
+    ) -> Result<QueryOutcome, WarehouseError> {
+        let mut body = json!({
+            "query": sql,
+            "useLegacySql": false,
+            "parameterMode": "NAMED",
+            "queryParameters": params,
+            "location": self.location,
+            "timeoutMs": 60_000,
+            "requestId": request_id,
+            "formatOptions": {"useInt64Timestamp": true},
+        });
+        match session {
+            Session::None => {}
+            Session::Create => body["createSession"] = json!(true),
+            Session::Id(id) => body["connectionProperties"] = json!([{"key": "session_id", "value": id}]),
+        }
+        let url = format!("{}/projects/{}/queries", self.base_url, self.project);
+        let mut page = self.send(self.http.post(&url).json(&body)).await?;
+        let job_id = page["jobReference"]["jobId"].as_str().unwrap_or_default().to_string();
+        let location = page["jobReference"]["location"]
+            .as_str()
+            .unwrap_or(&self.location)
+            .to_string();
+        let mut outcome = QueryOutcome {
+            rows: Vec::new(),
+            affected: page["numDmlAffectedRows"].as_str().and_then(|n| n.parse().ok()),
+            session_id: page["sessionInfo"]["sessionId"].as_str().map(str::to_string),
+        };
+        loop {
+            check_errors(&page)?;
+            if page["jobComplete"] == json!(false) {
+                page = self.results_page(&job_id, &location, None).await?;
+                continue;
+            }
+            if outcome.affected.is_none() {
+                outcome.affected = page["numDmlAffectedRows"].as_str().and_then(|n| n.parse().ok());
+            }
+            let fields: Vec<ApiField> = serde_json::from_value(page["schema"]["fields"].clone()).unwrap_or_default();
+            for r in page["rows"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let cells = r["f"].as_array().map(Vec::as_slice).unwrap_or_default();
+                let mut row = Row::new();
+                for (f, c) in fields.iter().zip(cells) {
+                    row.0.insert(f.name.clone(), decode_cell(f, c)?);
+                }
+                outcome.rows.push(row);
+            }
+            match page["pageToken"].as_str() {
+                Some(token) if !token.is_empty() => {
+                    let token = token.to_string();
+                    page = self.results_page(&job_id, &location, Some(&token)).await?;
+                }
+                _ => return Ok(outcome),
+            }
+        }
+    }
+
+    async fn results_page(&self, job_id: &str, location: &str, token: Option<&str>) -> Result<J, WarehouseError> {
+        let url = format!("{}/projects/{}/queries/{job_id}", self.base_url, self.project);
+        let mut query = vec![
+            ("location", location.to_string()),
+            ("timeoutMs", "60000".to_string()),
+            ("formatOptions.useInt64Timestamp", "true".to_string()),
+        ];
+        if let Some(t) = token {
+            query.push(("pageToken", t.to_string()));
+        }
+        self.send(self.http.get(&url).query(&query)).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<J, WarehouseError> {
+        self.count();
+        let token = self
+            .auth
+            .access_token()
+            .await
+            .map_err(|e| WarehouseError::Backend(format!("BigQuery credentials: {e}")))?;
+        let resp = req.bearer_auth(token).send().await.map_err(|e| {
+            if e.is_timeout() || e.is_connect() {
+                WarehouseError::Unavailable(format!("BigQuery unreachable: {e}"))
+            } else {
+                WarehouseError::Backend(format!("BigQuery request failed: {e}"))
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| WarehouseError::Unavailable(format!("BigQuery response: {e}")))?;
+        let body: J = serde_json::from_str(&text).unwrap_or_else(|_| json!({"error": {"message": text}}));
+        if status >= 300 {
+            let message = body["error"]["message"].as_str().unwrap_or("unknown error").to_string();
+            let reason = body["error"]["errors"][0]["reason"].as_str().unwrap_or("").to_string();
+            return Err(classify(status, &reason, &message));
+        }
+        Ok(body)
+    }
+
+    async fn execute_in(
+        &self,
+        dataset: &str,
+        sql: &str,
+        params: &Params,
+        session: Session<'_>,
+    ) -> Result<u64, WarehouseError> {
+        let sql = self.qualify(dataset, sql)?;
+        let p: Vec<J> = params.0.iter().map(|(k, v)| query_param(k, v, None)).collect();
+        Ok(self.run(&sql, p, session).await?.affected.unwrap_or(0))
+    }
+
+    /// Runs `body` inside a BigQuery transaction (a session spanning several queries):
+    /// committed when it returns Ok, rolled back otherwise.
+    async fn transaction<T>(
+        &self,
+        body: impl for<'s> FnOnce(&'s Self, &'s str) -> futures::future::BoxFuture<'s, Result<T, WarehouseError>>,
+    ) -> Result<T, WarehouseError> {
+        let begun = self.run("BEGIN TRANSACTION", vec![], Session::Create).await?;
+        let session = begun
+            .session_id
+            .ok_or_else(|| WarehouseError::Backend("BigQuery returned no session for the transaction".to_string()))?;
+        let result = body(self, &session).await;
+        let end = match &result {
+            Ok(_) => self
+                .run("COMMIT TRANSACTION", vec![], Session::Id(&session))
+                .await
+                .map(|_| ()),
+            Err(_) => self
+                .run("ROLLBACK TRANSACTION", vec![], Session::Id(&session))
+                .await
+                .map(|_| ()),
+        };
+        let _ = self.run("CALL BQ.ABORT_SESSION()", vec![], Session::Id(&session)).await;
+        match (result, end) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// Multi-row INSERT statements for `rows`, each within the parameter limit.
+    fn insert_statements(&self, dataset: &str, def: &TableDef, rows: &[Row]) -> Vec<(String, Vec<J>)> {
+        let mut columns: Vec<&str> = Vec::new();
+        for r in rows {
+            for c in r.columns() {
+                if !columns.contains(&c.as_str()) {
+                    columns.push(c);
+                }
+            }
+        }
+        let per_statement = (MAX_PARAMS_PER_STATEMENT / columns.len().max(1)).max(1);
+        let target = format!("`{}.{dataset}.{}`", self.project, def.name);
+        let col_list = columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+        rows.chunks(per_statement)
+            .enumerate()
+            .map(|(chunk_no, chunk)| {
+                let mut params = Vec::with_capacity(chunk.len() * columns.len());
+                let mut tuples = Vec::with_capacity(chunk.len());
+                for (i, row) in chunk.iter().enumerate() {
+                    let mut marks = Vec::with_capacity(columns.len());
+                    for (c, col) in columns.iter().enumerate() {
+                        let name = format!("r{chunk_no}_{i}_{c}");
+                        let value = row.get(col).cloned().unwrap_or(super::Value::Null);
+                        params.push(query_param(&name, &value, def.field(col)));
+                        marks.push(format!("@{name}"));
+                    }
+                    tuples.push(format!("({})", marks.join(", ")));
+                }
+                (
+                    format!("INSERT INTO {target} ({col_list}) VALUES {}", tuples.join(", ")),
+                    params,
+                )
+            })
+            .collect()
+    }
+}
+
+/// How a query relates to a session.
+#[derive(Clone, Copy)]
+enum Session<'a> {
+    None,
+    Create,
+    Id(&'a str),
+}
+
+struct QueryOutcome {
+    rows: Vec<Row>,
+    affected: Option<u64>,
+    session_id: Option<String>,
+}
+
+fn check_project(project: &str) -> Result<(), WarehouseError> {
+    let ok = !project.is_empty()
+        && project
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(WarehouseError::InvalidName(project.to_string()))
+    }
+}
+
+/// A 200 response can still carry errors: treat any as a failure.
+fn check_errors(body: &J) -> Result<(), WarehouseError> {
+    let errors = body["errors"].as_array().filter(|e| !e.is_empty());
+    let Some(errors) = errors else { return Ok(()) };
+    let first = &errors[0];
+    let message = first["message"].as_str().unwrap_or("query failed").to_string();
+    let reason = first["reason"].as_str().unwrap_or("");
+    Err(classify(200, reason, &message))
+}
+
+/// Maps a BigQuery failure to a typed error. Transient: HTTP 429/5xx, `rateLimitExceeded`,
+/// `backendError`, `internalError`, and the serialisation failure concurrent DML on one table
+/// can produce ("Could not serialize access to table … due to concurrent update"): those are
+/// retried, and the quota and run-status updates stay exact because each attempt is one
+/// conditional statement that either applied or did not.
+pub fn classify(status: u16, reason: &str, message: &str) -> WarehouseError {
+    let lower = message.to_ascii_lowercase();
+    let transient_reason = matches!(
+        reason,
+        "rateLimitExceeded" | "backendError" | "internalError" | "jobBackendError"
+    );
+    if status == 429
+        || status >= 500
+        || transient_reason
+        || lower.contains("could not serialize access")
+        || lower.contains("due to concurrent update")
+        || lower.contains("transaction is aborted due to concurrent")
+    {
+        return WarehouseError::Unavailable(message.to_string());
+    }
+    let not_found = status == 404 || reason == "notFound" || lower.contains("not found");
+    if not_found && lower.contains("dataset") {
+        return WarehouseError::DatasetNotFound(extract_name(message));
+    }
+    if not_found && lower.contains("table") {
+        return WarehouseError::TableNotFound {
+            dataset: String::new(),
+            table: extract_name(message),
+        };
+    }
+    match status {
+        409 => WarehouseError::Backend(format!("already exists: {message}")),
+        403 => WarehouseError::Backend(format!("permission denied: {message}")),
+        404 => WarehouseError::Backend(format!("not found: {message}")),
+        _ => WarehouseError::Query(message.to_string()),
+    }
+}
+
+fn extract_name(message: &str) -> String {
+    message
+        .split([' ', ':'])
+        .rfind(|w| w.contains('.') || w.contains('_'))
+        .map(|w| w.trim_matches(|c: char| c == '`' || c == ',').to_string())
+        .unwrap_or_else(|| message.to_string())
+}
+
+fn bq_error(e: BQError) -> WarehouseError {
+    match e {
+        BQError::ResponseError { error } => {
+            let reason = error
+                .error
+                .errors
+                .first()
+                .and_then(|m| m.get("reason"))
+                .cloned()
+                .unwrap_or_default();
+            classify(error.error.code as u16, &reason, &error.error.message)
+        }
+        BQError::RequestError(e) if e.is_timeout() || e.is_connect() => WarehouseError::Unavailable(e.to_string()),
+        other => WarehouseError::Backend(other.to_string()),
+    }
+}
+
+fn is_status(e: &BQError, code: i64) -> bool {
+    matches!(e, BQError::ResponseError { error } if error.error.code == code)
+}
+
+#[async_trait]
+impl Warehouse for BigQueryWarehouse {
+    fn backend_name(&self) -> &'static str {
+        "bigquery"
+    }
+
+    async fn ping(&self) -> Result<(), WarehouseError> {
+        self.run("SELECT 1 AS ok", vec![], Session::None).await.map(|_| ())
+    }
+
+    async fn create_dataset(&self, dataset: &str, location: &str) -> Result<bool, WarehouseError> {
+        check_name(dataset)?;
+        let ds = Dataset::new(&self.project, dataset).location(location);
+        self.count();
+        match self.client.dataset().create(ds).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 409) => Ok(false),
+            Err(e) => Err(bq_error(e)),
+        }
+    }
+
+    async fn dataset_exists(&self, dataset: &str) -> Result<bool, WarehouseError> {
+        check_name(dataset)?;
+        self.count();
+        match self.client.dataset().get(&self.project, dataset).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(bq_error(e)),
+        }
+    }
+
+    async fn delete_dataset(&self, dataset: &str) -> Result<bool, WarehouseError> {
+        check_name(dataset)?;
+        self.forget_schema(dataset, None);
+        self.count();
+        match self.client.dataset().delete(&self.project, dataset, true).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(bq_error(e)),
+        }
+    }
+
+    async fn create_table(&self, dataset: &str, table: &TableDef) -> Result<bool, WarehouseError> {
+        check_name(dataset)?;
+        table.validate()?;
+        let mut spec = json!({
+            "tableReference": {"projectId": self.project, "datasetId": dataset, "tableId": table.name},
+            "schema": {"fields": table.fields},
+            "description": table.description,
+        });
+        if let Some(p) = &table.partition_field {
+            spec["timePartitioning"] = json!({"type": "DAY", "field": p});
+        }
+        if !table.clustering.is_empty() {
+            spec["clustering"] = json!({"fields": table.clustering});
+        }
+        let model: Table =
+            serde_json::from_value(spec).map_err(|e| WarehouseError::Schema(format!("table {}: {e}", table.name)))?;
+        self.forget_schema(dataset, Some(&table.name));
+        self.count();
+        match self.client.table().create(model).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 409) => Ok(false),
+            Err(e) => Err(bq_error(e)),
+        }
+    }
+
+    async fn table_exists(&self, dataset: &str, table: &str) -> Result<bool, WarehouseError> {
+        check_name(dataset)?;
+        check_name(table)?;
+        self.count();
+        match self.client.table().get(&self.project, dataset, table, None).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(bq_error(e)),
+        }
+    }
+
+    async fn drop_table(&self, dataset: &str, table: &str) -> Result<bool, WarehouseError> {
+        check_name(dataset)?;
+        check_name(table)?;
+        self.forget_schema(dataset, Some(table));
+        self.count();
+        match self.client.table().delete(&self.project, dataset, table).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(bq_error(e)),
+        }
+    }
+
+    async fn table_schema(&self, dataset: &str, table: &str) -> Result<Vec<FieldSchema>, WarehouseError> {
+        check_name(dataset)?;
+        check_name(table)?;
+        self.count();
+        let model = self
+            .client
+            .table()
+            .get(&self.project, dataset, table, None)
+            .await
+            .map_err(|e| {
+                if is_status(&e, 404) {
+                    WarehouseError::TableNotFound {
+                        dataset: dataset.to_string(),
+                        table: table.to_string(),
+                    }
+                } else {
+                    bq_error(e)
+                }
+            })?;
+        let fields_json = serde_json::to_value(&model.schema).map_err(|e| WarehouseError::Backend(e.to_string()))?;
+        let fields: Vec<ApiField> = serde_json::from_value(fields_json["fields"].clone()).unwrap_or_default();
+        fields.iter().map(ApiField::to_field).collect()
+    }
+
+    async fn insert_rows(&self, dataset: &str, table: &str, rows: &[Row]) -> Result<u64, WarehouseError> {
+        check_name(table)?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        if !self.dataset_exists(dataset).await? {
+            return Err(WarehouseError::DatasetNotFound(dataset.to_string()));
+        }
+        let def = self.table_def(dataset, table).await?;
+        for row in rows {
+            def.check_row(row)?;
+        }
+        let statements = self.insert_statements(dataset, &def, rows);
+        if statements.len() == 1 {
+            let (sql, params) = &statements[0];
+            return Ok(self
+                .run(sql, params.clone(), Session::None)
+                .await?
+                .affected
+                .unwrap_or(rows.len() as u64));
+        }
+        self.transaction(|wh, session| {
+            Box::pin(async move {
+                let mut n = 0;
+                for (sql, params) in &statements {
+                    n += wh
+                        .run(sql, params.clone(), Session::Id(session))
+                        .await?
+                        .affected
+                        .unwrap_or(0);
+                }
+                Ok(n)
+            })
+        })
+        .await
+    }
+
+    async fn replace_partition(
+        &self,
+        dataset: &str,
+        table: &str,
+        key: &PartitionKey,
+        rows: &[Row],
+    ) -> Result<ReplaceOutcome, WarehouseError> {
+        check_name(table)?;
+        check_name(&key.org_column)?;
+        check_name(&key.date_column)?;
+        check_partition_rows(table, key, rows)?;
+        let def = self.table_def(dataset, table).await?;
+        for column in [&key.org_column, &key.date_column] {
+            if !def.has_column(column) {
+                return Err(WarehouseError::Schema(format!("table {table} has no column {column}")));
+            }
+        }
+        for row in rows {
+            def.check_row(row)?;
+        }
+        let delete = format!(
+            "DELETE FROM `{}.{dataset}.{table}` WHERE `{}` = @org AND DATE(`{}`) = @day",
+            self.project, key.org_column, key.date_column
+        );
+        let delete_params = vec![
+            query_param("org", &key.org_slug.as_str().into(), None),
+            query_param("day", &key.date.into(), None),
+        ];
+        let inserts = self.insert_statements(dataset, &def, rows);
+        self.transaction(|wh, session| {
+            Box::pin(async move {
+                let deleted = wh
+                    .run(&delete, delete_params, Session::Id(session))
+                    .await?
+                    .affected
+                    .unwrap_or(0);
+                let mut inserted = 0;
+                for (sql, params) in &inserts {
+                    inserted += wh
+                        .run(sql, params.clone(), Session::Id(session))
+                        .await?
+                        .affected
+                        .unwrap_or(0);
+                }
+                Ok(ReplaceOutcome { deleted, inserted })
+            })
+        })
+        .await
+    }
+
+    async fn query(&self, dataset: &str, sql: &str, params: &Params) -> Result<Vec<Row>, WarehouseError> {
+        let sql = self.qualify(dataset, sql)?;
+        let missing = missing_params(&sql, params);
+        if let Some(m) = missing {
+            return Err(WarehouseError::MissingParam(m));
+        }
+        let p: Vec<J> = params.0.iter().map(|(k, v)| query_param(k, v, None)).collect();
+        let outcome = self
+            .run(&sql, p, Session::None)
+            .await
+            .map_err(|e| with_dataset(e, dataset))?;
+        Ok(outcome.rows)
+    }
+
+    async fn execute(&self, dataset: &str, sql: &str, params: &Params) -> Result<u64, WarehouseError> {
+        if let Some(m) = missing_params(sql, params) {
+            return Err(WarehouseError::MissingParam(m));
+        }
+        self.execute_in(dataset, sql, params, Session::None)
+            .await
+            .map_err(|e| with_dataset(e, dataset))
+    }
+
+    async fn execute_atomic(&self, dataset: &str, statements: &[Statement]) -> Result<Vec<u64>, WarehouseError> {
+        for s in statements {
+            if let Some(m) = missing_params(&s.sql, &s.params) {
+                return Err(WarehouseError::MissingParam(m));
+            }
+            self.qualify(dataset, &s.sql)?;
+        }
+        let dataset_name = dataset.to_string();
+        let statements = statements.to_vec();
+        self.transaction(|wh, session| {
+            Box::pin(async move {
+                let mut counts = Vec::with_capacity(statements.len());
+                for (index, s) in statements.iter().enumerate() {
+                    let n = wh
+                        .execute_in(&dataset_name, &s.sql, &s.params, Session::Id(session))
+                        .await?;
+                    if let Some(expected) = s.expect_rows {
+                        if n != expected {
+                            return Err(WarehouseError::Conflict {
+                                index,
+                                expected,
+                                actual: n,
+                            });
+                        }
+                    }
+                    counts.push(n);
+                }
+                Ok(counts)
+            })
+        })
+        .await
+        .map_err(|e| with_dataset(e, dataset))
+    }
+}
+
+/// `@name` parameters used in the SQL but not given (checked before sending, as SQLite does).
+fn missing_params(sql: &str, params: &Params) -> Option<String> {
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'@' && bytes.get(i + 1) != Some(&b'@') && (i == 0 || bytes[i - 1] != b'@') {
+            let start = i + 1;
+            let mut end = start;
+            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+                end += 1;
+            }
+            let name = &sql[start..end];
+            if !name.is_empty() && !params.0.contains_key(name) {
+                return Some(name.to_string());
+            }
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+fn with_dataset(e: WarehouseError, dataset: &str) -> WarehouseError {
+    match e {
+        WarehouseError::TableNotFound { table, .. } => WarehouseError::TableNotFound {
+            dataset: dataset.to_string(),
+            table: table.rsplit('.').next().unwrap_or(&table).to_string(),
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_update_serialisation_errors_are_retried() {
+        for (status, reason, message) in [
+            (
+                400,
+                "invalidQuery",
+                "Could not serialize access to table p:d.org_usage_quotas due to concurrent update",
+            ),
+            (
+                200,
+                "",
+                "Transaction is aborted due to concurrent update against table p.d.t",
+            ),
+            (429, "rateLimitExceeded", "Exceeded rate limits"),
+            (503, "backendError", "Service unavailable"),
+            (500, "", "internal"),
+            (403, "rateLimitExceeded", "Quota exceeded: too many DML statements"),
+        ] {
+            assert!(
+                classify(status, reason, message).is_transient(),
+                "{status} {reason} {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_errors_are_typed_and_not_retried() {
+        assert!(matches!(
+            classify(404, "notFound", "Not found: Dataset p:acme_local"),
+            WarehouseError::DatasetNotFound(_)
+        ));
+        assert!(matches!(
+            classify(404, "notFound", "Not found: Table p:d.t"),
+            WarehouseError::TableNotFound { .. }
+        ));
+        let e = classify(400, "invalidQuery", "Syntax error: Unexpected identifier");
+        assert!(matches!(e, WarehouseError::Query(_)) && !e.is_transient());
+        assert!(!classify(403, "accessDenied", "Access Denied").is_transient());
+        assert!(!classify(409, "duplicate", "Already Exists").is_transient());
+    }
+
+    #[test]
+    fn missing_params_are_found_and_system_variables_ignored() {
+        let p = Params::new().with("a", 1i64);
+        assert_eq!(missing_params("SELECT @a, @b", &p), Some("b".to_string()));
+        assert_eq!(missing_params("SELECT @a, @@row_count", &p), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! The warehouse conformance suite, unchanged, against the BigQuery backend talking to a
+//! local BigQuery REST emulator (`bqemulator`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on unexpected values
+
+use std::sync::Arc;
+
+use cloudact_core::warehouse::{
+    bigquery::{BigQueryConfig, BigQueryWarehouse},
+    conformance::{self, Quirks},
+    Warehouse,
+};
+use cloudact_e2e::BigQueryEmulator;
+
+async fn warehouse(emu: &BigQueryEmulator) -> Arc<dyn Warehouse> {
+    let config = BigQueryConfig {
+        project: emu.project.clone(),
+        location: "US".into(),
+        base_url: Some(emu.base_url.clone()),
+    };
+    Arc::new(BigQueryWarehouse::connect(config).await.unwrap())
+}
+
+#[tokio::test]
+async fn conformance_suite_on_the_bigquery_emulator() {
+    let emu = BigQueryEmulator::start();
+    let wh = warehouse(&emu).await;
+    conformance::run_all_with(
+        wh,
+        "bq",
+        Quirks {
+            bqemulator_bytes_params_not_decoded: true,
+        },
+    )
+    .await;
+}
+
+/// A large day load, twice: a rerun replaces rather than duplicates. Prints requests and wall
+/// time (never asserted). `LOAD_ROWS` sets the size (default 2 500; the benchmark in
+/// `bench/README.md` uses 10 000).
+#[tokio::test]
+async fn large_day_load_and_rerun() {
+    use chrono::NaiveDate;
+    use cloudact_core::warehouse::{conformance::sample_table, Params, PartitionKey, Row};
+    let emu = BigQueryEmulator::start();
+    let config = BigQueryConfig {
+        project: emu.project.clone(),
+        location: "US".into(),
+        base_url: Some(emu.base_url.clone()),
+    };
+    let wh = BigQueryWarehouse::connect(config).await.unwrap();
+    wh.create_dataset("load_test", "US").await.unwrap();
+    wh.create_table("load_test", &sample_table("usage")).await.unwrap();
+    let day = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+    let n_rows: i64 = std::env::var("LOAD_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_500);
+    let rows: Vec<Row> = (0..n_rows)
+        .map(|i| {
+            Row::new()
+                .with("org_slug", "acme")
+                .with("usage_date", day)
+                .with("model", format!("m{}", i % 7))
+                .with("tokens", i)
+        })
+        .collect();
+    let key = PartitionKey {
+        org_column: "org_slug".into(),
+        org_slug: "acme".into(),
+        date_column: "usage_date".into(),
+        date: day,
+    };
+    for run in 1..=2 {
+        let before = wh.requests_sent();
+        let started = std::time::Instant::now();
+        let outcome = wh.replace_partition("load_test", "usage", &key, &rows).await.unwrap();
+        println!(
+            "load {run}: {} rows in {:?}, {} BigQuery requests ({} rows per INSERT statement at most)",
+            outcome.inserted,
+            started.elapsed(),
+            wh.requests_sent() - before,
+            9_000 / 4
+        );
+        assert_eq!(outcome.inserted, n_rows as u64);
+        assert_eq!(outcome.deleted, if run == 1 { 0 } else { n_rows as u64 });
+    }
+    let n = wh
+        .query(
+            "load_test",
+            "SELECT COUNT(*) AS n, SUM(tokens) AS s FROM {{usage}}",
+            &Params::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n[0].int("n"), Some(n_rows), "a rerun replaced the day");
+    assert_eq!(n[0].int("s"), Some((0..n_rows).sum()));
+}
+
+/// An org-key authentication costs one BigQuery query on a cache miss and none on a hit.
+#[tokio::test]
+async fn auth_cache_hit_costs_no_bigquery_request() {
+    use chrono::Utc;
+    use cloudact_core::{
+        auth::hash_key,
+        config::TableList,
+        meta::{NewApiKey, NewOrg, OrgStore, Plan, SubscriptionStatus, CENTRAL_DATASET},
+    };
+    let emu = BigQueryEmulator::start();
+    let config = BigQueryConfig {
+        project: emu.project.clone(),
+        location: "US".into(),
+        base_url: Some(emu.base_url.clone()),
+    };
+    let wh = Arc::new(BigQueryWarehouse::connect(config).await.unwrap());
+    let tables = TableList::load(&cloudact_e2e::configs_dir(), "setup/bootstrap/tables.yml").unwrap();
+    wh.create_dataset(CENTRAL_DATASET, "US").await.unwrap();
+    for t in &tables.tables {
+        wh.create_table(CENTRAL_DATASET, &t.def).await.unwrap();
+    }
+    let store = OrgStore::new(wh.clone());
+    let key = "acme_api_AAAAAAAAAAAAAAAAAAAAAA";
+    let org = NewOrg {
+        org_slug: "acme".into(),
+        company_name: "Acme".into(),
+        admin_email: "a@acme.example".into(),
+        org_dataset_id: "acme_local".into(),
+        plan: Plan::Starter,
+        status: SubscriptionStatus::Trial,
+        trial_end_date: None,
+        key: NewApiKey {
+            org_api_key_id: "k1".into(),
+            hash: hash_key(key),
+            ciphertext: vec![1, 2, 3],
+            fingerprint: "AAAA".into(),
+        },
+        idempotency: None,
+    };
+    store.create_org(&org, Utc::now()).await.unwrap();
+    store.activate_org("acme", Utc::now()).await.unwrap();
+    let mut env = std::collections::HashMap::new();
+    env.insert("AUTH_CACHE_TTL_SECONDS".to_string(), "30".to_string());
+    let settings = cloudact_core::settings::Settings::from_map(&env, 8001).unwrap();
+    let auth = cloudact_web::auth::AuthService::new(&settings, store);
+    let before = wh.requests_sent();
+    let owner = auth.resolve_key(key).await.unwrap().unwrap();
+    assert_eq!(owner.org_slug, "acme");
+    assert_eq!(owner.subscription_status.as_deref(), Some("TRIAL"));
+    let miss = wh.requests_sent() - before;
+    let before = wh.requests_sent();
+    for _ in 0..100 {
+        auth.resolve_key(key).await.unwrap().unwrap();
+    }
+    let hits = wh.requests_sent() - before;
+    println!("org-key authentication: {miss} BigQuery request(s) on a cache miss, {hits} for 100 cache hits");
+    assert_eq!(miss, 1);
+    assert_eq!(hits, 0);
+}
