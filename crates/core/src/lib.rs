@@ -2,6 +2,7 @@
 //! backends, and the loader for `configs/`. No HTTP here.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod kms;
 pub mod meta;

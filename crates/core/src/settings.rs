@@ -75,6 +75,12 @@ pub struct Settings {
     /// How long another process may keep honouring a revoked key (lookup cache TTL).
     pub auth_cache_ttl: Duration,
     pub log_format: LogFormat,
+    /// Pipeline runs executing at once in one pipeline-service process.
+    pub max_concurrent_runs: usize,
+    /// How often a process refreshes the heartbeat of its runs (and sweeps stale ones).
+    pub run_heartbeat: Duration,
+    /// A PENDING/RUNNING run whose heartbeat is older than this is failed by the sweeper.
+    pub run_stale_after: Duration,
 }
 
 /// Log output format.
@@ -141,6 +147,9 @@ impl Settings {
             number("RATE_LIMIT_GLOBAL_REQUESTS_PER_MINUTE", 10_000, 1, 100_000_000) as u32;
         let port = number("PORT", u64::from(default_port), 0, 65_535) as u16;
         let auth_cache_ttl = Duration::from_secs(number("AUTH_CACHE_TTL_SECONDS", 30, 0, 3_600));
+        let max_concurrent_runs = number("MAX_CONCURRENT_RUNS", 8, 1, 1_000) as usize;
+        let run_heartbeat = Duration::from_secs(number("RUN_HEARTBEAT_SECONDS", 10, 1, 600));
+        let run_stale_after = Duration::from_secs(number("RUN_STALE_SECONDS", 60, 2, 86_400));
 
         let host = match get("HOST") {
             None => IpAddr::from([0, 0, 0, 0]),
@@ -221,6 +230,9 @@ impl Settings {
             api_service_url: get("API_SERVICE_URL").unwrap_or_else(|| "http://localhost:8000".to_string()),
             auth_cache_ttl,
             log_format,
+            max_concurrent_runs,
+            run_heartbeat,
+            run_stale_after,
         })
     }
 

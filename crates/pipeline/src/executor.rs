@@ -5,13 +5,14 @@
 //! shape already carries what those need.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap},
     panic::AssertUnwindSafe,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use futures::FutureExt;
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::{stream::FuturesUnordered, FutureExt, StreamExt};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
@@ -23,13 +24,34 @@ use crate::{
     variables,
 };
 
+/// Told about each finished step while a run goes on (run logging uses it).
+#[async_trait::async_trait]
+pub trait RunObserver: Send + Sync {
+    async fn step_finished(&self, run_id: &str, step_index: usize, report: &StepReport);
+}
+
 /// What to run a pipeline for.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunRequest {
+    /// Use this run id (the run row already exists) instead of a fresh one.
+    pub run_id: Option<String>,
     pub org_slug: Option<String>,
     /// Extra variables (override spec variables of the same name).
     pub variables: BTreeMap<String, String>,
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// Days to run, in order: the whole step DAG runs once per day with `{date}` set to it
+    /// (and `{start_date}`/`{end_date}` to the range). Empty: one pass with the variables as given.
+    pub dates: Vec<NaiveDate>,
+    pub observer: Option<Arc<dyn RunObserver>>,
+}
+
+impl std::fmt::Debug for RunRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRequest")
+            .field("org_slug", &self.org_slug)
+            .field("dates", &self.dates)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,6 +61,17 @@ pub enum RunStatus {
     Failed,
     Timeout,
     Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Completed => "COMPLETED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Timeout => "TIMEOUT",
+            RunStatus::Cancelled => "CANCELLED",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,13 +84,28 @@ pub enum StepStatus {
     Cancelled,
 }
 
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Completed => "COMPLETED",
+            StepStatus::Failed => "FAILED",
+            StepStatus::Timeout => "TIMEOUT",
+            StepStatus::Skipped => "SKIPPED",
+            StepStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
     pub step_id: String,
     pub ps_type: String,
+    /// The day this pass ran for (date-range runs).
+    pub date: Option<NaiveDate>,
     pub status: StepStatus,
     pub attempts: u32,
     pub rows_processed: u64,
+    pub started_at: DateTime<Utc>,
     pub duration_ms: u64,
     pub output: serde_json::Value,
     pub error: Option<String>,
@@ -106,16 +154,23 @@ impl Executor {
         &self.services
     }
 
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Runs `spec` to the end (or its timeout / cancellation) and reports every step.
     pub async fn run(&self, spec: &PipelineSpec, request: RunRequest, cancel: CancellationToken) -> RunReport {
-        let run_id = uuid::Uuid::new_v4().to_string();
+        let run_id = request
+            .run_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let span = tracing::info_span!("pipeline_run", run_id = %run_id, pipeline_id = %spec.pipeline_id,
             org_slug = request.org_slug.as_deref().unwrap_or("-"));
         let started = Instant::now();
         let limit = Duration::from_secs(u64::from(spec.timeout_minutes) * 60);
         let run_cancel = cancel.child_token();
-        let mut steps = Vec::new();
-        let outcome = tokio::time::timeout(limit, self.run_steps(spec, &request, &run_id, &run_cancel, &mut steps))
+        let steps = tokio::sync::Mutex::new(Vec::new());
+        let outcome = tokio::time::timeout(limit, self.run_days(spec, &request, &run_id, &run_cancel, &steps))
             .instrument(span.clone())
             .await;
         let (status, error) = match outcome {
@@ -134,25 +189,21 @@ impl Executor {
             pipeline_id: spec.pipeline_id.clone(),
             status,
             duration_ms: started.elapsed().as_millis() as u64,
-            steps,
+            steps: steps.into_inner(),
             error,
         };
         span.in_scope(|| info!(status = ?report.status, duration_ms = report.duration_ms, "pipeline run finished"));
         report
     }
 
-    async fn run_steps(
+    async fn run_days(
         &self,
         spec: &PipelineSpec,
         request: &RunRequest,
         run_id: &str,
         cancel: &CancellationToken,
-        reports: &mut Vec<StepReport>,
+        reports: &tokio::sync::Mutex<Vec<StepReport>>,
     ) -> (RunStatus, Option<String>) {
-        let order = match spec.execution_order() {
-            Ok(o) => o,
-            Err(e) => return (RunStatus::Failed, Some(e)),
-        };
         let mut vars: BTreeMap<String, String> = spec.variables.clone();
         vars.extend(request.variables.clone());
         vars.insert("run_id".to_string(), run_id.to_string());
@@ -166,45 +217,129 @@ impl Executor {
             vars.entry("dataset".to_string())
                 .or_insert_with(|| self.services.settings.org_dataset(org));
         }
-        // Resolve every step's config before running any: an unresolved placeholder fails
-        // the run with nothing done.
-        let mut configs = Vec::with_capacity(spec.steps.len());
-        for step in &spec.steps {
-            match variables::substitute(&step.config, &vars) {
-                Ok(c) => configs.push(c),
-                Err(e) => return (RunStatus::Failed, Some(format!("step {}: {e}", step.step_id))),
+        if let (Some(first), Some(last)) = (request.dates.first(), request.dates.last()) {
+            vars.insert("start_date".to_string(), first.to_string());
+            vars.insert("end_date".to_string(), last.to_string());
+        }
+        let days: Vec<Option<NaiveDate>> = if request.dates.is_empty() {
+            vec![None]
+        } else {
+            request.dates.iter().copied().map(Some).collect()
+        };
+        // Resolve every step's config for every day before running any: an unresolved
+        // placeholder fails the run with nothing done.
+        let mut passes = Vec::with_capacity(days.len());
+        for day in &days {
+            let mut day_vars = vars.clone();
+            if let Some(d) = day {
+                day_vars.insert("date".to_string(), d.to_string());
+            }
+            let mut configs = Vec::with_capacity(spec.steps.len());
+            for step in &spec.steps {
+                match variables::substitute(&step.config, &day_vars) {
+                    Ok(c) => configs.push(c),
+                    Err(e) => return (RunStatus::Failed, Some(format!("step {}: {e}", step.step_id))),
+                }
+            }
+            passes.push((*day, day_vars, configs));
+        }
+        for (day, day_vars, configs) in passes {
+            let (status, error) = self
+                .run_dag(spec, &configs, request, &day_vars, day, run_id, cancel, reports)
+                .await;
+            if status != RunStatus::Completed {
+                let error = match (day, error) {
+                    (Some(d), Some(e)) => Some(format!("{d}: {e}")),
+                    (_, e) => e,
+                };
+                return (status, error);
             }
         }
-        let mut failed: HashSet<String> = HashSet::new();
+        (RunStatus::Completed, None)
+    }
+
+    /// One pass over the step DAG: every step whose dependencies completed starts at once;
+    /// a failed step (after its retries) skips its dependents, and with `on_failure: stop`
+    /// nothing new starts after it.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_dag(
+        &self,
+        spec: &PipelineSpec,
+        configs: &[serde_json::Value],
+        request: &RunRequest,
+        vars: &BTreeMap<String, String>,
+        day: Option<NaiveDate>,
+        run_id: &str,
+        cancel: &CancellationToken,
+        reports: &tokio::sync::Mutex<Vec<StepReport>>,
+    ) -> (RunStatus, Option<String>) {
+        let n = spec.steps.len();
+        let index: HashMap<&str, usize> = spec
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.step_id.as_str(), i))
+            .collect();
+        let mut state: Vec<Option<StepStatus>> = vec![None; n];
+        let mut launched = vec![false; n];
         let mut stop = false;
-        let mut first_error = None;
-        for i in order {
-            let step = &spec.steps[i];
-            let blocked = step.depends_on.iter().any(|d| failed.contains(d));
-            if stop || blocked || cancel.is_cancelled() {
-                let status = if cancel.is_cancelled() {
-                    StepStatus::Cancelled
-                } else {
-                    StepStatus::Skipped
-                };
-                failed.insert(step.step_id.clone());
-                reports.push(StepReport {
-                    step_id: step.step_id.clone(),
-                    ps_type: step.ps_type.clone(),
-                    status,
-                    attempts: 0,
-                    rows_processed: 0,
-                    duration_ms: 0,
-                    output: serde_json::Value::Null,
-                    error: None,
-                });
-                continue;
+        let mut first_error: Option<String> = None;
+        let mut running = FuturesUnordered::new();
+        loop {
+            // Settle steps that can no longer run, start the ones that can.
+            let mut progressed = true;
+            while progressed {
+                progressed = false;
+                for i in 0..n {
+                    if launched[i] {
+                        continue;
+                    }
+                    let step = &spec.steps[i];
+                    let deps: Vec<Option<StepStatus>> = step
+                        .depends_on
+                        .iter()
+                        .filter_map(|d| index.get(d.as_str()))
+                        .map(|&j| state[j])
+                        .collect();
+                    let blocked = deps.iter().any(|d| matches!(d, Some(s) if *s != StepStatus::Completed));
+                    let ready = deps.iter().all(|d| *d == Some(StepStatus::Completed));
+                    if blocked || ((stop || cancel.is_cancelled()) && ready) {
+                        let status = if cancel.is_cancelled() {
+                            StepStatus::Cancelled
+                        } else {
+                            StepStatus::Skipped
+                        };
+                        launched[i] = true;
+                        state[i] = Some(status);
+                        progressed = true;
+                        let report = StepReport {
+                            step_id: step.step_id.clone(),
+                            ps_type: step.ps_type.clone(),
+                            date: day,
+                            status,
+                            attempts: 0,
+                            rows_processed: 0,
+                            started_at: Utc::now(),
+                            duration_ms: 0,
+                            output: serde_json::Value::Null,
+                            error: None,
+                        };
+                        if let Some(o) = &request.observer {
+                            o.step_finished(run_id, i, &report).await;
+                        }
+                        reports.lock().await.push(report);
+                    } else if ready {
+                        launched[i] = true;
+                        progressed = true;
+                        let fut = self.run_step(spec, i, &configs[i], request, vars, day, run_id, cancel);
+                        running.push(async move { (i, fut.await) });
+                    }
+                }
             }
-            let report = self
-                .run_step(spec, i, &configs[i], request, &vars, run_id, cancel)
-                .await;
+            let Some((i, report)) = running.next().await else { break };
+            let step = &spec.steps[i];
+            state[i] = Some(report.status);
             if report.status != StepStatus::Completed {
-                failed.insert(step.step_id.clone());
                 if first_error.is_none() {
                     first_error = Some(format!(
                         "step {} failed: {}",
@@ -216,7 +351,10 @@ impl Executor {
                     stop = true;
                 }
             }
-            reports.push(report);
+            if let Some(o) = &request.observer {
+                o.step_finished(run_id, i, &report).await;
+            }
+            reports.lock().await.push(report);
         }
         if cancel.is_cancelled() {
             (RunStatus::Cancelled, Some("run was cancelled".to_string()))
@@ -235,11 +373,13 @@ impl Executor {
         config: &serde_json::Value,
         request: &RunRequest,
         vars: &BTreeMap<String, String>,
+        day: Option<NaiveDate>,
         run_id: &str,
         cancel: &CancellationToken,
     ) -> StepReport {
         let step = &spec.steps[index];
         let span = tracing::info_span!("pipeline_step", step_id = %step.step_id, ps_type = %step.ps_type);
+        let started_at = Utc::now();
         let started = Instant::now();
         let timeout = Duration::from_secs(u64::from(step.timeout_minutes.unwrap_or(spec.timeout_minutes)) * 60);
         let mut attempts = 0;
@@ -311,9 +451,11 @@ impl Executor {
         StepReport {
             step_id: step.step_id.clone(),
             ps_type: step.ps_type.clone(),
+            date: day,
             status,
             attempts,
             rows_processed: rows,
+            started_at,
             duration_ms,
             output,
             error,
@@ -353,6 +495,8 @@ mod tests {
     use crate::registry::{Processor, ProcessorDef, StepOutput};
 
     static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
+    static BARRIER: std::sync::LazyLock<tokio::sync::Barrier> =
+        std::sync::LazyLock::new(|| tokio::sync::Barrier::new(2));
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -388,6 +532,13 @@ mod tests {
                             output: serde_json::json!("recovered"),
                         })
                     }
+                }
+                "barrier" => {
+                    // Both barrier steps must be running at the same time to pass.
+                    tokio::time::timeout(Duration::from_secs(10), BARRIER.wait())
+                        .await
+                        .map_err(|_| ProcessorError::Failed("the other step never ran concurrently".into()))?;
+                    Ok(StepOutput::default())
                 }
                 "sleep" => {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -457,7 +608,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_is_a_step_failure_and_stop_skips_the_rest() {
         let (_d, ex) = executor();
-        let s = spec("pipeline_id: p\nsteps:\n  - {step_id: a, ps_type: test.behave, config: {mode: panic}}\n  - {step_id: b, ps_type: test.behave}\n");
+        let s = spec("pipeline_id: p\nsteps:\n  - {step_id: a, ps_type: test.behave, config: {mode: panic}}\n  - {step_id: b, ps_type: test.behave, depends_on: [a]}\n");
         let r = ex.run(&s, RunRequest::default(), CancellationToken::new()).await;
         assert_eq!(r.status, RunStatus::Failed);
         assert_eq!(r.step("a").unwrap().status, StepStatus::Failed);
@@ -479,6 +630,55 @@ mod tests {
         assert_eq!(r.status, RunStatus::Failed);
         assert_eq!(r.step("b").unwrap().status, StepStatus::Skipped);
         assert_eq!(r.step("c").unwrap().status, StepStatus::Completed);
+    }
+
+    #[tokio::test]
+    async fn independent_steps_run_concurrently_and_dependents_wait() {
+        let (_d, ex) = executor();
+        let s = spec("pipeline_id: p\nsteps:\n  - {step_id: left, ps_type: test.behave, config: {mode: barrier}}\n  - {step_id: right, ps_type: test.behave, config: {mode: barrier}}\n  - {step_id: join, ps_type: test.behave, depends_on: [left, right], config: {echo: done}}\n");
+        let r = ex.run(&s, RunRequest::default(), CancellationToken::new()).await;
+        assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+        assert_eq!(r.steps.last().unwrap().step_id, "join", "the dependent step ran last");
+    }
+
+    #[tokio::test]
+    async fn a_date_range_runs_the_dag_once_per_day() {
+        let (_d, ex) = executor();
+        let s = spec("pipeline_id: p\nsteps:\n  - {step_id: a, ps_type: test.behave, config: {echo: '{date} in {start_date}..{end_date}'}}\n");
+        let dates: Vec<chrono::NaiveDate> = ["2026-01-30", "2026-01-31", "2026-02-01"]
+            .iter()
+            .map(|d| d.parse().unwrap())
+            .collect();
+        let r = ex
+            .run(
+                &s,
+                RunRequest {
+                    dates,
+                    ..Default::default()
+                },
+                CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(r.status, RunStatus::Completed);
+        let outputs: Vec<_> = r.steps.iter().map(|s| s.output.as_str().unwrap().to_string()).collect();
+        assert_eq!(
+            outputs,
+            vec![
+                "2026-01-30 in 2026-01-30..2026-02-01",
+                "2026-01-31 in 2026-01-30..2026-02-01",
+                "2026-02-01 in 2026-01-30..2026-02-01",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_timeout_fails_only_that_run() {
+        let (_d, ex) = executor();
+        let mut s = spec("pipeline_id: p\nsteps:\n  - {step_id: a, ps_type: test.behave, config: {mode: sleep}}\n");
+        s.timeout_minutes = 1;
+        tokio::time::pause();
+        let r = ex.run(&s, RunRequest::default(), CancellationToken::new()).await;
+        assert!(matches!(r.status, RunStatus::Timeout | RunStatus::Failed), "{r:?}");
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ pub mod context;
 pub mod executor;
 pub mod processors;
 pub mod registry;
+pub mod runs;
 pub mod spec;
 pub mod variables;
 

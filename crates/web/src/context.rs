@@ -7,6 +7,7 @@ use std::{
     time::Instant,
 };
 
+use cloudact_core::clock::{Clock, SystemClock};
 use cloudact_core::{
     kms::{gcp::GcpKms, local::LocalKms, Kms},
     meta::OrgStore,
@@ -17,7 +18,11 @@ use cloudact_core::{
         Warehouse,
     },
 };
-use cloudact_pipeline::{processors::register_all, Catalog, Executor, Registry, Services};
+use cloudact_pipeline::{
+    processors::register_all,
+    runs::{RunService, RunSettings},
+    CancellationToken, Catalog, Executor, Registry, Services,
+};
 
 use crate::{auth::AuthService, rate_limit::RateLimits};
 
@@ -33,6 +38,10 @@ pub struct AppContext {
     pub limits: RateLimits,
     pub catalog: Arc<Catalog>,
     pub executor: Executor,
+    pub runs: Arc<RunService>,
+    pub clock: Arc<dyn Clock>,
+    /// Cancelled when the process begins to shut down (background loops stop).
+    pub shutdown: CancellationToken,
     pub shutting_down: AtomicBool,
     pub started_at: Instant,
 }
@@ -45,6 +54,15 @@ pub struct StartupError(pub Vec<String>);
 impl AppContext {
     /// Opens the configured backends and loads and validates every pipeline spec.
     pub async fn build(service_name: &'static str, settings: Settings) -> Result<Arc<Self>, StartupError> {
+        Self::build_with_clock(service_name, settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`AppContext::build`], with an injected clock (tests move the day with it).
+    pub async fn build_with_clock(
+        service_name: &'static str,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StartupError> {
         let mut problems = settings.production_problems();
         let warehouse: Option<Arc<dyn Warehouse>> = match settings.warehouse {
             WarehouseKind::Embedded => match EmbeddedWarehouse::open(&settings.data_dir) {
@@ -117,12 +135,22 @@ impl AppContext {
             kms: kms.clone(),
             settings: settings.clone(),
         };
+        let executor = Executor::new(Arc::new(registry), services);
+        let run_settings = RunSettings {
+            max_concurrent_runs: settings.max_concurrent_runs,
+            heartbeat_every: settings.run_heartbeat,
+            stale_after: settings.run_stale_after,
+        };
+        let runs = RunService::new(executor.clone(), store.clone(), clock.clone(), run_settings);
         Ok(Arc::new(AppContext {
             service_name,
             version: env!("CARGO_PKG_VERSION"),
             auth: AuthService::new(&settings, store.clone()),
             limits: RateLimits::new(&settings),
-            executor: Executor::new(Arc::new(registry), services),
+            executor,
+            runs,
+            clock,
+            shutdown: CancellationToken::new(),
             catalog: Arc::new(catalog),
             store,
             warehouse,

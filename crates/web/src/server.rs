@@ -64,6 +64,7 @@ impl Server {
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 ctx.shutting_down.store(true, Ordering::Relaxed);
+                ctx.shutdown.cancel();
                 tracing::info!("shutdown signal received; draining in-flight requests");
             })
             .await;

@@ -1,24 +1,50 @@
 //! The pipeline-service route table (all under `/api/v1`) and its OpenAPI document.
 
 mod organizations;
+mod pipelines;
 
 use std::sync::Arc;
 
-use axum::{routing::get, Router};
+use axum::{
+    routing::{get, post},
+    Router,
+};
 use cloudact_web::{docs, health, layers, AppContext};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "CloudAct Pipeline Service", description = "Pipeline runs, integrations, pricing and cost queries."),
-    paths(health::health, health::live, health::ready, organizations::whoami),
-    tags((name = "organizations"), (name = "health"))
+    paths(
+        health::health, health::live, health::ready, organizations::whoami,
+        pipelines::run_with_domain, pipelines::run_short, pipelines::list_runs, pipelines::get_run,
+        pipelines::cancel_run, pipelines::retry_run, pipelines::catalogue,
+    ),
+    tags((name = "pipelines"), (name = "organizations"), (name = "health"))
 )]
 pub struct ApiDoc;
 
-/// Builds the whole pipeline-service app: routes, docs, shared middleware.
+/// Builds the whole pipeline-service app: routes, docs, shared middleware. Also starts the
+/// run heartbeat/sweeper loop (it stops when the server shuts down).
 pub fn router(ctx: Arc<AppContext>) -> Router {
-    let api = Router::new().route("/organizations/{org_slug}/whoami", get(organizations::whoami));
+    ctx.runs.start_background(ctx.shutdown.clone());
+    let api = Router::new()
+        .route("/organizations/{org_slug}/whoami", get(organizations::whoami))
+        .route("/pipelines", get(pipelines::catalogue))
+        .route(
+            "/pipelines/run/{org_slug}/{provider}/{pipeline}",
+            post(pipelines::run_short),
+        )
+        .route(
+            "/pipelines/run/{org_slug}/{provider}/{domain}/{pipeline}",
+            post(pipelines::run_with_domain),
+        )
+        .route("/pipelines/runs", get(pipelines::list_runs))
+        .route(
+            "/pipelines/runs/{run_id}",
+            get(pipelines::get_run).delete(pipelines::cancel_run),
+        )
+        .route("/pipelines/runs/{run_id}/retry", post(pipelines::retry_run));
     let app = Router::new().nest("/api/v1", api).merge(health::routes());
     let app = docs::mount(app, &ctx, ApiDoc::openapi());
     layers::apply(app, ctx)

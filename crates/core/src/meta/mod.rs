@@ -3,6 +3,7 @@
 //! filtered by the org it is given; SQL stays in the subset both warehouse backends share.
 
 pub mod plans;
+pub mod runs;
 
 use std::sync::Arc;
 
@@ -279,7 +280,7 @@ impl OrgStore {
         .expecting(1)
     }
 
-    fn quota_insert(org_slug: &str, date: NaiveDate, limits: &PlanLimits, now: DateTime<Utc>) -> Statement {
+    pub(crate) fn quota_insert(org_slug: &str, date: NaiveDate, limits: &PlanLimits, now: DateTime<Utc>) -> Statement {
         Statement::new(
             "INSERT INTO {{org_usage_quotas}} (usage_id, org_slug, usage_date, pipelines_run_today, \
              pipelines_succeeded_today, pipelines_failed_today, pipelines_run_month, concurrent_pipelines_running, \

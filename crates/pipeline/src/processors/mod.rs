@@ -1,5 +1,6 @@
 //! Every processor type, and the one function that registers them all.
 
+pub mod example;
 pub mod setup;
 
 use crate::registry::Registry;
@@ -9,4 +10,6 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<setup::bootstrap::BootstrapProcessor>();
     registry.register::<setup::dryrun::DryrunProcessor>();
     registry.register::<setup::onboarding::OnboardingProcessor>();
+    registry.register::<example::synthetic_usage::SyntheticUsageProcessor>();
+    registry.register::<example::price_usage::PriceUsageProcessor>();
 }
