@@ -156,3 +156,111 @@ async fn auth_cache_hit_costs_no_bigquery_request() {
     assert_eq!(miss, 1);
     assert_eq!(hits, 0);
 }
+
+/// Run admission, dedupe, quota refusal and finishing on BigQuery, as on the embedded backend.
+#[tokio::test]
+async fn run_admission_and_quotas_on_bigquery() {
+    use chrono::Utc;
+    use cloudact_core::{
+        config::TableList,
+        meta::{
+            runs::{Admission, NewRun, QuotaLimit},
+            NewApiKey, NewOrg, OrgStore, Plan, PlanLimits, SubscriptionStatus, CENTRAL_DATASET,
+        },
+    };
+    let emu = BigQueryEmulator::start();
+    let wh = warehouse(&emu).await;
+    let tables = TableList::load(&cloudact_e2e::configs_dir(), "setup/bootstrap/tables.yml").unwrap();
+    wh.create_dataset(CENTRAL_DATASET, "US").await.unwrap();
+    for t in &tables.tables {
+        wh.create_table(CENTRAL_DATASET, &t.def).await.unwrap();
+    }
+    let store = OrgStore::new(wh.clone());
+    let org = NewOrg {
+        org_slug: "acme".into(),
+        company_name: "Acme".into(),
+        admin_email: "a@acme.example".into(),
+        org_dataset_id: "acme_local".into(),
+        plan: Plan::Starter,
+        status: SubscriptionStatus::Active,
+        trial_end_date: None,
+        key: NewApiKey {
+            org_api_key_id: "k1".into(),
+            hash: "h".into(),
+            ciphertext: vec![1],
+            fingerprint: "AAAA".into(),
+        },
+        idempotency: None,
+    };
+    store.create_org(&org, Utc::now()).await.unwrap();
+    let limits = PlanLimits {
+        daily_limit: 2,
+        monthly_limit: 100,
+        concurrent_limit: 5,
+        seat_limit: 1,
+        providers_limit: 1,
+    };
+    let run = |id: &str, day: &str| NewRun {
+        pipeline_logging_id: id.into(),
+        org_slug: "acme".into(),
+        pipeline_id: "p".into(),
+        trigger_type: "api".into(),
+        trigger_by: None,
+        user_id: None,
+        org_api_key_id: None,
+        start_date: day.parse().unwrap(),
+        end_date: day.parse().unwrap(),
+        parameters: serde_json::json!({}),
+        retry_of: None,
+        runner_id: "r1".into(),
+    };
+    let now = Utc::now();
+    assert_eq!(
+        store.admit_run(&run("a", "2026-01-01"), &limits, now).await.unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(
+        store.admit_run(&run("b", "2026-01-01"), &limits, now).await.unwrap(),
+        Admission::Duplicate("a".into())
+    );
+    assert_eq!(
+        store.admit_run(&run("c", "2026-01-02"), &limits, now).await.unwrap(),
+        Admission::Admitted
+    );
+    assert!(matches!(
+        store.admit_run(&run("d", "2026-01-03"), &limits, now).await.unwrap(),
+        Admission::Refused {
+            limit: QuotaLimit::Daily,
+            allowed: 2,
+            used: 2
+        }
+    ));
+    assert!(store.mark_running("a", "r1", now).await.unwrap());
+    assert!(store
+        .finish_run("acme", "a", "COMPLETED", true, None, serde_json::json!({}), now)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .finish_run("acme", "a", "FAILED", false, None, serde_json::json!({}), now)
+            .await
+            .unwrap(),
+        "only once"
+    );
+    let q = store.quota_row("acme", now.date_naive()).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            q.int("pipelines_run_today"),
+            q.int("concurrent_pipelines_running"),
+            q.int("pipelines_succeeded_today")
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    let swept = store
+        .sweep_stale_runs(now + chrono::Duration::seconds(120), now)
+        .await
+        .unwrap();
+    assert_eq!(swept.len(), 1, "run c had no live runner");
+    let q = store.quota_row("acme", now.date_naive()).await.unwrap().unwrap();
+    assert_eq!(q.int("concurrent_pipelines_running"), Some(0));
+}

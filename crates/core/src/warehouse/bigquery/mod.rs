@@ -27,7 +27,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use gcp_bigquery_client::{
     auth::Authenticator,
     error::BQError,
@@ -68,6 +68,7 @@ pub struct BigQueryWarehouse {
     schemas: RwLock<HashMap<(String, String), (TableDef, Instant)>>,
     retry: ExponentialBuilder,
     requests: std::sync::atomic::AtomicU64,
+    tx_lock: tokio::sync::Mutex<()>,
 }
 
 impl BigQueryWarehouse {
@@ -116,6 +117,7 @@ impl BigQueryWarehouse {
                 .with_max_times(6)
                 .with_jitter(),
             requests: std::sync::atomic::AtomicU64::new(0),
+            tx_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -165,6 +167,10 @@ impl BigQueryWarehouse {
     /// One `jobs.query` call (plus `getQueryResults` pages), retried when transient.
     async fn run(&self, sql: &str, params: Vec<J>, session: Session<'_>) -> Result<QueryOutcome, WarehouseError> {
         let request_id = uuid::Uuid::new_v4().to_string();
+        if let Session::Id(_) = session {
+            // Inside a transaction: the whole transaction is retried, not one query.
+            return self.run_once(sql, &params, session, &request_id).await;
+        }
         (|| async { self.run_once(sql, &params, session, &request_id).await })
             .retry(self.retry)
             .when(WarehouseError::is_transient)
@@ -288,10 +294,33 @@ impl BigQueryWarehouse {
     }
 
     /// Runs `body` inside a BigQuery transaction (a session spanning several queries):
-    /// committed when it returns Ok, rolled back otherwise.
+    /// committed when it returns Ok, rolled back otherwise. A transaction aborted by a
+    /// concurrent one (a transient error) is retried whole, with backoff. Transactions of this
+    /// process are serialised, which avoids most such aborts (and the emulator needs it).
     async fn transaction<T>(
         &self,
-        body: impl for<'s> FnOnce(&'s Self, &'s str) -> futures::future::BoxFuture<'s, Result<T, WarehouseError>>,
+        body: impl for<'s> Fn(&'s Self, &'s str) -> futures::future::BoxFuture<'s, Result<T, WarehouseError>>,
+    ) -> Result<T, WarehouseError> {
+        let _serial = self.tx_lock.lock().await;
+        let mut delays = self.retry.build();
+        loop {
+            let attempt = self.transaction_once(&body).await;
+            match attempt {
+                Err(e) if e.is_transient() => match delays.next() {
+                    Some(wait) => {
+                        tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "BigQuery transaction aborted; retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => return Err(e),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    async fn transaction_once<T>(
+        &self,
+        body: &impl for<'s> Fn(&'s Self, &'s str) -> futures::future::BoxFuture<'s, Result<T, WarehouseError>>,
     ) -> Result<T, WarehouseError> {
         let begun = self.run("BEGIN TRANSACTION", vec![], Session::Create).await?;
         let session = begun
@@ -300,20 +329,27 @@ impl BigQueryWarehouse {
         let result = body(self, &session).await;
         let end = match &result {
             Ok(_) => self
-                .run("COMMIT TRANSACTION", vec![], Session::Id(&session))
+                .run_in_session("COMMIT TRANSACTION", vec![], &session)
                 .await
                 .map(|_| ()),
             Err(_) => self
-                .run("ROLLBACK TRANSACTION", vec![], Session::Id(&session))
+                .run_in_session("ROLLBACK TRANSACTION", vec![], &session)
                 .await
                 .map(|_| ()),
         };
-        let _ = self.run("CALL BQ.ABORT_SESSION()", vec![], Session::Id(&session)).await;
+        let _ = self.run_in_session("CALL BQ.ABORT_SESSION()", vec![], &session).await;
         match (result, end) {
             (Ok(v), Ok(())) => Ok(v),
             (Ok(_), Err(e)) => Err(e),
             (Err(e), _) => Err(e),
         }
+    }
+
+    /// One query inside a transaction's session: not retried on its own (the whole
+    /// transaction is).
+    async fn run_in_session(&self, sql: &str, params: Vec<J>, session: &str) -> Result<QueryOutcome, WarehouseError> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        self.run_once(sql, &params, Session::Id(session), &request_id).await
     }
 
     /// Multi-row INSERT statements for `rows`, each within the parameter limit.
@@ -406,6 +442,9 @@ pub fn classify(status: u16, reason: &str, message: &str) -> WarehouseError {
         || lower.contains("could not serialize access")
         || lower.contains("due to concurrent update")
         || lower.contains("transaction is aborted due to concurrent")
+        // bqemulator runs every session on one connection: a second BEGIN while another
+        // session's transaction is open fails this way; it clears like a concurrent abort.
+        || lower.contains("cannot start a transaction within a transaction")
     {
         return WarehouseError::Unavailable(message.to_string());
     }
@@ -591,7 +630,8 @@ impl Warehouse for BigQueryWarehouse {
                 .affected
                 .unwrap_or(rows.len() as u64));
         }
-        self.transaction(|wh, session| {
+        self.transaction(move |wh, session| {
+            let statements = statements.clone();
             Box::pin(async move {
                 let mut n = 0;
                 for (sql, params) in &statements {
@@ -636,7 +676,8 @@ impl Warehouse for BigQueryWarehouse {
             query_param("day", &key.date.into(), None),
         ];
         let inserts = self.insert_statements(dataset, &def, rows);
-        self.transaction(|wh, session| {
+        self.transaction(move |wh, session| {
+            let (delete, delete_params, inserts) = (delete.clone(), delete_params.clone(), inserts.clone());
             Box::pin(async move {
                 let deleted = wh
                     .run(&delete, delete_params, Session::Id(session))
@@ -689,7 +730,8 @@ impl Warehouse for BigQueryWarehouse {
         }
         let dataset_name = dataset.to_string();
         let statements = statements.to_vec();
-        self.transaction(|wh, session| {
+        self.transaction(move |wh, session| {
+            let (dataset_name, statements) = (dataset_name.clone(), statements.clone());
             Box::pin(async move {
                 let mut counts = Vec::with_capacity(statements.len());
                 for (index, s) in statements.iter().enumerate() {

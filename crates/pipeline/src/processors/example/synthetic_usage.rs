@@ -87,6 +87,11 @@ impl Processor for SyntheticUsageProcessor {
             .clone()
             .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
         let day = parse_day(&c.date)?;
+        // Demo knob: `parameters.pause_ms` (≤ 5000) slows each day down, to watch progress,
+        // cancellation and crash recovery.
+        if let Some(ms) = ctx.params.get("pause_ms").and_then(serde_json::Value::as_u64) {
+            tokio::time::sleep(std::time::Duration::from_millis(ms.min(5_000))).await;
+        }
         ensure_table(ctx, &c.dataset, &c.table, &c.schema).await?;
         let mut stream = Stream::new(&[&org, &c.date, &c.seed]);
         let now = Utc::now();
