@@ -582,7 +582,7 @@ async fn fifty_concurrent_requests_admit_exactly_the_plan_then_the_next_day_agai
         .unwrap()
         .unwrap();
     assert_eq!(next.int("pipelines_run_today"), Some(1));
-    assert_eq!(next.int("pipelines_run_month").is_some(), true);
+    assert_eq!(next.int("pipelines_run_month"), Some(7), "the month so far: 6 yesterday + 1 today");
 }
 
 #[tokio::test]
@@ -783,4 +783,62 @@ async fn runs_of_a_dead_process_are_swept() {
         "its slot was released"
     );
     assert_eq!(quota.int("pipelines_failed_today"), Some(1));
+}
+
+#[tokio::test]
+async fn processors_get_the_decrypted_credential_of_their_own_org_only() {
+    use cloudact_core::warehouse::Row;
+    use cloudact_pipeline::{context::credential_aad, StepContext};
+    let app = spawn().await;
+    let ctx = app.server.ctx.clone();
+    org(&ctx, "vault_a").await;
+    org(&ctx, "vault_b").await;
+    let secret = "sk-admin-test-0123456789";
+    let ciphertext = ctx
+        .kms
+        .encrypt(secret.as_bytes(), credential_aad("vault_a", "openai").as_bytes())
+        .await
+        .unwrap();
+    let row = |org: &str, ct: Vec<u8>| {
+        Row::new()
+            .with("credential_id", uuid::Uuid::new_v4().to_string())
+            .with("org_slug", org)
+            .with("provider", "OPENAI")
+            .with("encrypted_credential", ct)
+            .with("credential_type", "api_key")
+            .with("validation_status", "VALID")
+            .with("is_active", true)
+            .with("created_at", Utc::now())
+    };
+    // vault_b's row holds a copy of vault_a's ciphertext: it must not decrypt there.
+    ctx.warehouse
+        .insert_rows(
+            "organizations",
+            "org_integration_credentials",
+            &[row("vault_a", ciphertext.clone()), row("vault_b", ciphertext)],
+        )
+        .await
+        .unwrap();
+    let step = |org: &str| {
+        StepContext::new(
+            ctx.executor.services().clone(),
+            Some(org.to_string()),
+            "run".into(),
+            "p".into(),
+            "s".into(),
+            Default::default(),
+            Default::default(),
+            CancellationToken::new(),
+        )
+    };
+    let got = step("vault_a").credential("openai").await.unwrap();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&got), secret);
+    assert!(
+        step("vault_b").credential("openai").await.is_err(),
+        "a copied ciphertext does not decrypt for another org"
+    );
+    assert!(
+        step("vault_a").credential("anthropic").await.is_err(),
+        "no such credential"
+    );
 }

@@ -7,10 +7,7 @@ use axum::{
     Json,
 };
 use chrono::{DateTime, Utc};
-use cloudact_core::{
-    auth::{generate_org_api_key, hash_key, key_fingerprint},
-    meta::{AuditEntry, NewApiKey, ORG_ACTIVE},
-};
+use cloudact_core::meta::{AuditEntry, NewApiKey, ORG_ACTIVE};
 use cloudact_web::{layers::current_request_id, ApiError, AppContext, Caller};
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -51,20 +48,7 @@ pub async fn rotate(
             ),
         ));
     }
-    let key = generate_org_api_key(&org_slug);
-    let ciphertext = ctx
-        .kms
-        .encrypt(
-            key.expose_secret().as_bytes(),
-            format!("org_api_key:{org_slug}").as_bytes(),
-        )
-        .await?;
-    let stored = NewApiKey {
-        org_api_key_id: uuid::Uuid::new_v4().to_string(),
-        hash: hash_key(key.expose_secret()),
-        ciphertext,
-        fingerprint: key_fingerprint(key.expose_secret()),
-    };
+    let (key, stored) = NewApiKey::mint(&*ctx.kms, &org_slug).await?;
     let now = Utc::now();
     let revoked = ctx.store.replace_key(&org_slug, &stored, now).await?;
     ctx.auth.invalidate_org(&org_slug);

@@ -9,7 +9,6 @@ use axum::{
 };
 use chrono::{Duration, Utc};
 use cloudact_core::{
-    auth::{generate_org_api_key, hash_key, key_fingerprint},
     config::TableList,
     meta::{
         AuditEntry, IdempotencyRecord, NewApiKey, NewOrg, Plan, SubscriptionChange, SubscriptionStatus, ORG_ACTIVE,
@@ -238,25 +237,6 @@ fn hex_digest(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Mints a key and returns (plaintext, what to store).
-async fn mint_key(ctx: &AppContext, org_slug: &str) -> Result<(secrecy::SecretString, NewApiKey), ApiError> {
-    let key = generate_org_api_key(org_slug);
-    let ciphertext = ctx
-        .kms
-        .encrypt(
-            key.expose_secret().as_bytes(),
-            format!("org_api_key:{org_slug}").as_bytes(),
-        )
-        .await?;
-    let stored = NewApiKey {
-        org_api_key_id: uuid::Uuid::new_v4().to_string(),
-        hash: hash_key(key.expose_secret()),
-        ciphertext,
-        fingerprint: key_fingerprint(key.expose_secret()),
-    };
-    Ok((key, stored))
-}
-
 /// Onboards an org: profile, key, subscription, today's quota row and its dataset, all or nothing.
 #[utoipa::path(post, path = "/api/v1/organizations/onboard", tag = "organizations", request_body = OrgRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "replays within 24 h return the stored result (without the key)")),
@@ -376,7 +356,7 @@ async fn create(
     location: &str,
 ) -> Result<OnboardResponse, ApiError> {
     let now = Utc::now();
-    let (key, stored_key) = mint_key(ctx, &req.org_slug).await?;
+    let (key, stored_key) = NewApiKey::mint(&*ctx.kms, &req.org_slug).await?;
     let new_org = NewOrg {
         org_slug: req.org_slug.clone(),
         company_name: req.company_name.trim().to_string(),
@@ -475,7 +455,7 @@ async fn resync(
                 .with("org", &req.org_slug),
         )
         .await?;
-    let (key, stored_key) = mint_key(ctx, &req.org_slug).await?;
+    let (key, stored_key) = NewApiKey::mint(&*ctx.kms, &req.org_slug).await?;
     ctx.store.replace_key(&req.org_slug, &stored_key, now).await?;
     ctx.auth.invalidate_org(&req.org_slug);
     let (run_id, dataset_created, tables_created) = run_onboarding_pipeline(ctx, &req.org_slug, dataset_id, location)

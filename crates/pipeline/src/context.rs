@@ -19,6 +19,8 @@ pub struct Services {
     pub warehouse: Arc<dyn Warehouse>,
     pub kms: Arc<dyn Kms>,
     pub settings: Arc<Settings>,
+    /// Shared HTTP client for provider calls (rustls, connect and request timeouts set).
+    pub http: reqwest::Client,
 }
 
 impl Services {
@@ -87,6 +89,46 @@ impl StepContext {
         self.params.get(name).and_then(serde_json::Value::as_str)
     }
 
+    /// The org's active credential for `provider`, decrypted (KMS, bound to org and
+    /// provider by its associated data). Only on request; never logged.
+    pub async fn credential(&self, provider: &str) -> Result<secrecy::SecretString, crate::registry::ProcessorError> {
+        use crate::registry::ProcessorError;
+        use cloudact_core::{meta::CENTRAL_DATASET, warehouse::Params};
+        let org = self
+            .org_slug
+            .as_deref()
+            .ok_or_else(|| ProcessorError::Invalid("credentials need an org".into()))?;
+        let provider = provider.to_ascii_uppercase();
+        let rows = self
+            .warehouse()
+            .query(
+                CENTRAL_DATASET,
+                "SELECT encrypted_credential FROM {{org_integration_credentials}} WHERE org_slug = @org \
+                 AND provider = @provider AND is_active = @active ORDER BY created_at DESC LIMIT 1",
+                &Params::new()
+                    .with("org", org)
+                    .with("provider", provider.as_str())
+                    .with("active", true),
+            )
+            .await?;
+        let ciphertext = rows
+            .first()
+            .and_then(|r| r.bytes("encrypted_credential"))
+            .ok_or_else(|| {
+                ProcessorError::Invalid(format!("no active {provider} credential for organization {org}"))
+            })?;
+        let aad = credential_aad(org, &provider);
+        let plain = self
+            .services
+            .kms
+            .decrypt(&ciphertext, aad.as_bytes())
+            .await
+            .map_err(|e| ProcessorError::Failed(format!("cannot decrypt the {provider} credential: {e}")))?;
+        let text = String::from_utf8(secrecy::ExposeSecret::expose_secret(&plain).clone())
+            .map_err(|_| ProcessorError::Failed(format!("the {provider} credential is not UTF-8")))?;
+        Ok(secrecy::SecretString::from(text))
+    }
+
     /// Adds to the step's processed-row count.
     pub fn add_rows(&self, n: u64) {
         self.rows.fetch_add(n, Ordering::Relaxed);
@@ -95,4 +137,10 @@ impl StepContext {
     pub fn rows(&self) -> u64 {
         self.rows.load(Ordering::Relaxed)
     }
+}
+
+/// Associated data binding a stored provider credential to its org and provider: a
+/// ciphertext copied into another org's row does not decrypt.
+pub fn credential_aad(org_slug: &str, provider: &str) -> String {
+    format!("credential:{org_slug}:{}", provider.to_ascii_uppercase())
 }

@@ -565,6 +565,7 @@ mod tests {
             warehouse: Arc::new(EmbeddedWarehouse::open(dir.path()).unwrap()),
             kms: Arc::new(LocalKms::open(dir.path()).unwrap()),
             settings: Arc::new(Settings::from_map(&env, 8001).unwrap()),
+            http: reqwest::Client::new(),
         };
         (
             dir,

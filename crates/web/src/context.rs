@@ -130,10 +130,20 @@ impl AppContext {
         };
         let settings = Arc::new(settings);
         let store = OrgStore::new(warehouse.clone());
+        let http = match reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(120))
+            .user_agent(concat!("cloudact/", env!("CARGO_PKG_VERSION")))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => return Err(StartupError(vec![format!("HTTP client: {e}")])),
+        };
         let services = Services {
             warehouse: warehouse.clone(),
             kms: kms.clone(),
             settings: settings.clone(),
+            http,
         };
         let executor = Executor::new(Arc::new(registry), services);
         let run_settings = RunSettings {

@@ -81,6 +81,31 @@ pub struct NewApiKey {
     pub fingerprint: String,
 }
 
+impl NewApiKey {
+    /// Mints a key for `org_slug`: returns the plaintext (to show once) and what to store —
+    /// its SHA-256, its KMS ciphertext bound to the org (`org_api_key:{org}`), its fingerprint.
+    pub async fn mint(
+        kms: &dyn crate::kms::Kms,
+        org_slug: &str,
+    ) -> Result<(secrecy::SecretString, NewApiKey), crate::kms::KmsError> {
+        use secrecy::ExposeSecret;
+        let key = crate::auth::generate_org_api_key(org_slug);
+        let ciphertext = kms
+            .encrypt(
+                key.expose_secret().as_bytes(),
+                format!("org_api_key:{org_slug}").as_bytes(),
+            )
+            .await?;
+        let stored = NewApiKey {
+            org_api_key_id: uuid::Uuid::new_v4().to_string(),
+            hash: crate::auth::hash_key(key.expose_secret()),
+            ciphertext,
+            fingerprint: crate::auth::key_fingerprint(key.expose_secret()),
+        };
+        Ok((key, stored))
+    }
+}
+
 /// One row of `org_subscriptions`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {

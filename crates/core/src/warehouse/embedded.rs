@@ -28,7 +28,7 @@ use rusqlite::{
 };
 
 use super::{
-    check_name, check_partition_rows, qualify_tables, FieldMode, FieldSchema, FieldType, Params, PartitionKey,
+    check_name, check_partition_load, qualify_tables, FieldMode, FieldSchema, FieldType, Params, PartitionKey,
     ReplaceOutcome, Row, Statement, TableDef, Value, Warehouse, WarehouseError,
 };
 
@@ -287,21 +287,14 @@ impl Warehouse for EmbeddedWarehouse {
         key: &PartitionKey,
         rows: &[Row],
     ) -> Result<ReplaceOutcome, WarehouseError> {
-        check_name(table)?;
-        check_name(&key.org_column)?;
-        check_name(&key.date_column)?;
-        check_partition_rows(table, key, rows)?;
+        check_partition_load(table, key, rows)?;
         let (dataset_name, table, key, rows) = (dataset.to_string(), table.to_string(), key.clone(), rows.to_vec());
         self.with_conn(dataset, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
             let def = load_def(&tx, &dataset_name, &table)?;
-            for column in [&key.org_column, &key.date_column] {
-                if !def.has_column(column) {
-                    return Err(WarehouseError::Schema(format!("table {table} has no column {column}")));
-                }
-            }
+            def.check_partition_columns(&key)?;
             let deleted = tx
                 .execute(
                     &format!(

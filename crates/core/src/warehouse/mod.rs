@@ -180,8 +180,12 @@ pub fn qualify_tables(sql: &str, qualify: impl Fn(&str) -> String) -> Result<Str
     }
 }
 
-/// Checks that every row of a partition load belongs to the partition it replaces.
-pub fn check_partition_rows(table: &str, key: &PartitionKey, rows: &[Row]) -> Result<(), WarehouseError> {
+/// Checks a partition load before it touches a backend: the table and key column names, and
+/// that every row belongs to the partition it replaces.
+pub fn check_partition_load(table: &str, key: &PartitionKey, rows: &[Row]) -> Result<(), WarehouseError> {
+    check_name(table)?;
+    check_name(&key.org_column)?;
+    check_name(&key.date_column)?;
     for row in rows {
         let org_ok = row.string(&key.org_column).as_deref() == Some(key.org_slug.as_str());
         let date_ok = row.date(&key.date_column) == Some(key.date);

@@ -121,6 +121,19 @@ impl TableDef {
         Ok(())
     }
 
+    /// Checks that the table has the org and date columns a partition load names.
+    pub fn check_partition_columns(&self, key: &super::PartitionKey) -> Result<(), WarehouseError> {
+        for column in [&key.org_column, &key.date_column] {
+            if !self.has_column(column) {
+                return Err(WarehouseError::Schema(format!(
+                    "table {} has no column {column}",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks one row against the schema before it is sent: no unknown columns, REQUIRED
     /// columns present and non-null, and each value of a type the column can hold.
     pub fn check_row(&self, row: &Row) -> Result<(), WarehouseError> {

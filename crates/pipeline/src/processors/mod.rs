@@ -12,4 +12,5 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<setup::onboarding::OnboardingProcessor>();
     registry.register::<example::synthetic_usage::SyntheticUsageProcessor>();
     registry.register::<example::price_usage::PriceUsageProcessor>();
+    registry.register::<example::noop::NoopProcessor>();
 }

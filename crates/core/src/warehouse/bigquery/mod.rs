@@ -40,7 +40,7 @@ pub use auth::{FixedToken, GoogleToken};
 use convert::{decode_cell, query_param, ApiField};
 
 use super::{
-    check_name, check_partition_rows, qualify_tables, FieldSchema, Params, PartitionKey, ReplaceOutcome, Row,
+    check_name, check_partition_load, qualify_tables, FieldSchema, Params, PartitionKey, ReplaceOutcome, Row,
     Statement, TableDef, Warehouse, WarehouseError,
 };
 
@@ -654,16 +654,9 @@ impl Warehouse for BigQueryWarehouse {
         key: &PartitionKey,
         rows: &[Row],
     ) -> Result<ReplaceOutcome, WarehouseError> {
-        check_name(table)?;
-        check_name(&key.org_column)?;
-        check_name(&key.date_column)?;
-        check_partition_rows(table, key, rows)?;
+        check_partition_load(table, key, rows)?;
         let def = self.table_def(dataset, table).await?;
-        for column in [&key.org_column, &key.date_column] {
-            if !def.has_column(column) {
-                return Err(WarehouseError::Schema(format!("table {table} has no column {column}")));
-            }
-        }
+        def.check_partition_columns(key)?;
         for row in rows {
             def.check_row(row)?;
         }

@@ -2,6 +2,7 @@
 //! pricing it with the org's pricing table. Clearly examples; production pipelines use real
 //! provider data.
 
+pub mod noop;
 pub mod price_usage;
 pub mod synthetic_usage;
 
