@@ -582,7 +582,11 @@ async fn fifty_concurrent_requests_admit_exactly_the_plan_then_the_next_day_agai
         .unwrap()
         .unwrap();
     assert_eq!(next.int("pipelines_run_today"), Some(1));
-    assert_eq!(next.int("pipelines_run_month"), Some(7), "the month so far: 6 yesterday + 1 today");
+    assert_eq!(
+        next.int("pipelines_run_month"),
+        Some(7),
+        "the month so far: 6 yesterday + 1 today"
+    );
 }
 
 #[tokio::test]
@@ -840,5 +844,49 @@ async fn processors_get_the_decrypted_credential_of_their_own_org_only() {
     assert!(
         step("vault_a").credential("anthropic").await.is_err(),
         "no such credential"
+    );
+}
+
+#[tokio::test]
+async fn request_parameters_override_spec_variables() {
+    let app = spawn().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "seeded").await;
+    let sum = || async {
+        let rows = ctx
+            .warehouse
+            .query(
+                "seeded_local",
+                "SELECT SUM(input_tokens) AS s FROM {{example_usage_daily}}",
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        rows[0].int("s").unwrap()
+    };
+    let mut sums = Vec::new();
+    for params in [
+        serde_json::json!({}),
+        serde_json::json!({"seed": "7"}),
+        serde_json::json!({"seed": "42"}),
+    ] {
+        let (s, b, _) = app
+            .post_run(
+                &key,
+                &example("seeded"),
+                serde_json::json!({"date": "2026-03-03", "parameters": params}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        assert_eq!(
+            app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await["status"],
+            "COMPLETED"
+        );
+        sums.push(sum().await);
+    }
+    assert_ne!(sums[0], sums[1], "seed 7 generates other usage");
+    assert_eq!(
+        sums[0], sums[2],
+        "the default seed is 42, and the same seed gives the same day"
     );
 }

@@ -184,16 +184,130 @@ impl Executor {
                 )
             }
         };
+        let mut steps = steps.into_inner();
+        steps.extend(
+            self.notify(spec, &request, &run_id, status, error.as_deref())
+                .instrument(span.clone())
+                .await,
+        );
         let report = RunReport {
             run_id,
             pipeline_id: spec.pipeline_id.clone(),
             status,
             duration_ms: started.elapsed().as_millis() as u64,
-            steps: steps.into_inner(),
+            steps,
             error,
         };
         span.in_scope(|| info!(status = ?report.status, duration_ms = report.duration_ms, "pipeline run finished"));
         report
+    }
+
+    /// Runs the notification steps the outcome triggers. Their failures are reported as
+    /// step reports (and logged) but never change the run's status.
+    async fn notify(
+        &self,
+        spec: &PipelineSpec,
+        request: &RunRequest,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Vec<StepReport> {
+        let n = &spec.notifications;
+        let triggered: Vec<(&str, &crate::spec::NotificationSpec)> = n
+            .always
+            .iter()
+            .map(|x| ("always", x))
+            .chain(
+                n.on_success
+                    .iter()
+                    .filter(|_| status == RunStatus::Completed)
+                    .map(|x| ("on_success", x)),
+            )
+            .chain(
+                n.on_failure
+                    .iter()
+                    .filter(|_| status != RunStatus::Completed)
+                    .map(|x| ("on_failure", x)),
+            )
+            .collect();
+        let mut reports = Vec::new();
+        if triggered.is_empty() {
+            return reports;
+        }
+        let mut vars: BTreeMap<String, String> = spec.variables.clone();
+        vars.extend(request.variables.clone());
+        vars.insert("run_id".into(), run_id.to_string());
+        vars.insert("pipeline_id".into(), spec.pipeline_id.clone());
+        vars.insert(
+            "env".into(),
+            self.services.settings.environment.dataset_suffix().to_string(),
+        );
+        vars.insert("run_status".into(), status.as_str().to_string());
+        vars.insert("run_error".into(), error.unwrap_or("").to_string());
+        if let Some(org) = &request.org_slug {
+            vars.insert("org_slug".into(), org.clone());
+            vars.entry("dataset".into())
+                .or_insert_with(|| self.services.settings.org_dataset(org));
+        }
+        if let (Some(first), Some(last)) = (request.dates.first(), request.dates.last()) {
+            vars.insert("start_date".into(), first.to_string());
+            vars.insert("end_date".into(), last.to_string());
+            vars.insert("date".into(), last.to_string());
+        }
+        for (i, (trigger, note)) in triggered.into_iter().enumerate() {
+            let started_at = Utc::now();
+            let clock = Instant::now();
+            let ctx = StepContext::new(
+                self.services.clone(),
+                request.org_slug.clone(),
+                run_id.to_string(),
+                spec.pipeline_id.clone(),
+                format!("notify_{trigger}_{i}"),
+                vars.clone(),
+                request.params.clone(),
+                CancellationToken::new(),
+            );
+            let outcome = match variables::substitute(&note.config, &vars) {
+                Err(e) => Err(e),
+                Ok(config) => match self.registry.build(&note.ps_type, &config) {
+                    Err(e) => Err(e),
+                    Ok(p) => match tokio::time::timeout(
+                        Duration::from_secs(60),
+                        AssertUnwindSafe(p.run(&ctx)).catch_unwind(),
+                    )
+                    .await
+                    {
+                        Err(_) => Err("notification timed out after 60 s".to_string()),
+                        Ok(Err(panic)) => Err(format!("notification panicked: {}", panic_message(&panic))),
+                        Ok(Ok(r)) => r.map(|o| o.output).map_err(|e| e.to_string()),
+                    },
+                },
+            };
+            if let Err(e) = &outcome {
+                warn!(trigger, ps_type = %note.ps_type, error = %e, "notification failed; the run's status is unchanged");
+            }
+            let report = StepReport {
+                step_id: format!("notify_{trigger}_{i}"),
+                ps_type: note.ps_type.clone(),
+                date: None,
+                status: if outcome.is_ok() {
+                    StepStatus::Completed
+                } else {
+                    StepStatus::Failed
+                },
+                attempts: 1,
+                rows_processed: 0,
+                started_at,
+                duration_ms: clock.elapsed().as_millis() as u64,
+                output: outcome.as_ref().cloned().unwrap_or(serde_json::Value::Null),
+                error: outcome.err(),
+            };
+            if let Some(o) = &request.observer {
+                o.step_finished(run_id, spec.steps.len() + i, &report).await;
+            }
+            reports.push(report);
+        }
+        reports
     }
 
     async fn run_days(
@@ -680,6 +794,46 @@ mod tests {
         tokio::time::pause();
         let r = ex.run(&s, RunRequest::default(), CancellationToken::new()).await;
         assert!(matches!(r.status, RunStatus::Timeout | RunStatus::Failed), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn notifications_follow_the_outcome_and_never_fail_the_run() {
+        let (_d, ex) = executor();
+        let yaml = "pipeline_id: p\nsteps:\n  - {step_id: a, ps_type: test.behave, config: {mode: MODE}}\nnotifications:\n  on_failure: [{ps_type: test.behave, config: {echo: 'failed: {run_status}'}}]\n  on_success: [{ps_type: test.behave, config: {mode: fail}}]\n  always: [{ps_type: test.behave, config: {echo: '{run_status} {pipeline_id}'}}]\n";
+        let ok = ex
+            .run(
+                &spec(&yaml.replace("MODE", "ok")),
+                RunRequest::default(),
+                CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(
+            ok.status,
+            RunStatus::Completed,
+            "a failed on_success notification does not fail the run"
+        );
+        let notes: Vec<_> = ok.steps.iter().filter(|s| s.step_id.starts_with("notify_")).collect();
+        assert_eq!(notes.len(), 2);
+        assert_eq!(notes[0].output, serde_json::json!("COMPLETED p"));
+        assert_eq!(notes[1].status, StepStatus::Failed);
+        let bad = ex
+            .run(
+                &spec(&yaml.replace("MODE", "fail")),
+                RunRequest::default(),
+                CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(bad.status, RunStatus::Failed);
+        let outputs: Vec<_> = bad
+            .steps
+            .iter()
+            .filter(|s| s.step_id.starts_with("notify_"))
+            .map(|s| s.output.clone())
+            .collect();
+        assert_eq!(
+            outputs,
+            vec![serde_json::json!("FAILED p"), serde_json::json!("failed: FAILED")]
+        );
     }
 
     #[tokio::test]

@@ -295,7 +295,20 @@ impl RunService {
         }
         let this = self.clone();
         let spec = entry.spec.clone();
+        // Request parameters named like spec variables override them (as strings).
+        let variables = spec
+            .variables
+            .keys()
+            .filter_map(|k| {
+                let v = req.parameters.get(k)?;
+                Some((
+                    k.clone(),
+                    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()),
+                ))
+            })
+            .collect();
         let run = RunRequest {
+            variables,
             run_id: Some(run_id.clone()),
             org_slug: Some(req.org_slug.clone()),
             params: req.parameters.clone(),
@@ -305,7 +318,6 @@ impl RunService {
                 org_slug: req.org_slug.clone(),
                 user_id: req.user_id.clone(),
             })),
-            ..Default::default()
         };
         tokio::spawn(async move { this.execute(spec, run, token).await });
         Ok(Submitted::Started(run_id))

@@ -30,6 +30,38 @@ pub struct PipelineSpec {
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
     pub steps: Vec<StepSpec>,
+    /// Steps run after the pipeline, by outcome. A notification failure is logged and never
+    /// changes the run's status.
+    #[serde(default)]
+    pub notifications: Notifications,
+}
+
+/// Notification steps by trigger.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notifications {
+    #[serde(default)]
+    pub on_failure: Vec<NotificationSpec>,
+    #[serde(default)]
+    pub on_success: Vec<NotificationSpec>,
+    #[serde(default)]
+    pub always: Vec<NotificationSpec>,
+}
+
+impl Notifications {
+    pub fn all(&self) -> impl Iterator<Item = &NotificationSpec> {
+        self.on_failure.iter().chain(&self.on_success).chain(&self.always)
+    }
+}
+
+/// One notification: a processor and its config (placeholders allowed, plus `{run_status}`
+/// and `{run_error}`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSpec {
+    pub ps_type: String,
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
 }
 
 /// One step: which processor, its own config, dependencies, timeout, failure policy, retries.
@@ -85,6 +117,9 @@ pub const BUILTIN_VARIABLES: [&str; 8] = [
     "pipeline_id",
     "env",
 ];
+
+/// Variables only notification configs may use.
+pub const NOTIFICATION_VARIABLES: [&str; 2] = ["run_status", "run_error"];
 
 pub const MAX_PIPELINE_TIMEOUT_MINUTES: u32 = 1440;
 pub const MAX_STEP_TIMEOUT_MINUTES: u32 = 720;
@@ -154,6 +189,18 @@ impl PipelineSpec {
             }
             if let Err(e) = registry.build(&step.ps_type, &step.config) {
                 problems.push(format!("{at}: {e}"));
+            }
+        }
+        for (i, n) in self.notifications.all().enumerate() {
+            for p in variables::placeholders(&n.config) {
+                if !known.contains(&p) && !NOTIFICATION_VARIABLES.contains(&p.as_str()) {
+                    problems.push(format!(
+                        "notification {i}: config uses {{{p}}}, which no variable defines"
+                    ));
+                }
+            }
+            if let Err(e) = registry.build(&n.ps_type, &n.config) {
+                problems.push(format!("notification {i}: {e}"));
             }
         }
         for step in &self.steps {
