@@ -263,3 +263,81 @@ mod tests {
         assert!(TableList::load(dir.path(), "tables.yml").is_err());
     }
 }
+
+/// `configs/system/providers.yml`: how each provider's credential looks and is validated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderRegistry {
+    pub providers: Vec<ProviderEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderEntry {
+    /// Canonical stored name (`OPENAI`, `ANTHROPIC`, `DEEPSEEK`, `GCP_SA`).
+    pub name: String,
+    /// Lower-case names accepted in URLs.
+    pub aliases: Vec<String>,
+    /// `API_KEY` or `SERVICE_ACCOUNT_JSON`.
+    pub credential_type: String,
+    #[serde(default)]
+    pub key_prefixes: Vec<String>,
+    #[serde(default)]
+    pub admin_key_prefix: Option<String>,
+    pub base_url: String,
+    pub base_url_env: String,
+    pub validation_timeout_seconds: u64,
+}
+
+impl ProviderRegistry {
+    pub fn load(configs_dir: &Path) -> Result<Self, ConfigError> {
+        let path = configs_dir.join("system/providers.yml");
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::at(&path, e))?;
+        serde_saphyr::from_str(&text).map_err(|e| ConfigError::at(&path, e))
+    }
+
+    /// The provider a URL segment names (case-sensitive lower-case alias).
+    pub fn by_alias(&self, alias: &str) -> Option<&ProviderEntry> {
+        self.providers.iter().find(|p| p.aliases.iter().any(|a| a == alias))
+    }
+
+    /// Every alias, for error messages.
+    pub fn aliases(&self) -> Vec<&str> {
+        self.providers
+            .iter()
+            .flat_map(|p| p.aliases.iter().map(String::as_str))
+            .collect()
+    }
+}
+
+impl ProviderRegistry {
+    /// Applies base-URL overrides (variable name → URL, from the settings).
+    pub fn with_overrides(mut self, overrides: &std::collections::HashMap<String, String>) -> Self {
+        for p in &mut self.providers {
+            if let Some(url) = overrides.get(&p.base_url_env) {
+                p.base_url = url.clone();
+            }
+        }
+        self
+    }
+}
+
+impl ProviderEntry {
+    /// The base URL to call (the real service unless overridden in the settings).
+    pub fn effective_base_url(&self) -> String {
+        self.base_url.trim_end_matches('/').to_string()
+    }
+}
+
+#[cfg(test)]
+mod provider_tests {
+    use super::*;
+
+    #[test]
+    fn shipped_provider_registry_loads() {
+        let r = ProviderRegistry::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")).unwrap();
+        assert_eq!(r.by_alias("claude").map(|p| p.name.as_str()), Some("ANTHROPIC"));
+        assert_eq!(r.by_alias("gcp_sa").map(|p| p.name.as_str()), Some("GCP_SA"));
+        assert!(r.by_alias("OPENAI").is_none(), "aliases are lower case");
+    }
+}

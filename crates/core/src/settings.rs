@@ -81,6 +81,10 @@ pub struct Settings {
     pub run_heartbeat: Duration,
     /// A PENDING/RUNNING run whose heartbeat is older than this is failed by the sweeper.
     pub run_stale_after: Duration,
+    /// Provider base-URL overrides (`OPENAI_BASE_URL`, … — tests and demos only): variable → URL.
+    pub provider_base_urls: HashMap<String, String>,
+    /// Overrides every provider's validation timeout (`PROVIDER_VALIDATION_TIMEOUT_SECONDS`).
+    pub provider_validation_timeout: Option<Duration>,
 }
 
 /// Log output format.
@@ -148,6 +152,8 @@ impl Settings {
         let port = number("PORT", u64::from(default_port), 0, 65_535) as u16;
         let auth_cache_ttl = Duration::from_secs(number("AUTH_CACHE_TTL_SECONDS", 30, 0, 3_600));
         let max_concurrent_runs = number("MAX_CONCURRENT_RUNS", 8, 1, 1_000) as usize;
+        let provider_validation_timeout = get("PROVIDER_VALIDATION_TIMEOUT_SECONDS")
+            .map(|_| Duration::from_secs(number("PROVIDER_VALIDATION_TIMEOUT_SECONDS", 15, 1, 300)));
         let run_heartbeat = Duration::from_secs(number("RUN_HEARTBEAT_SECONDS", 10, 1, 600));
         let run_stale_after = Duration::from_secs(number("RUN_STALE_SECONDS", 60, 2, 86_400));
 
@@ -233,6 +239,12 @@ impl Settings {
             max_concurrent_runs,
             run_heartbeat,
             run_stale_after,
+            provider_base_urls: env
+                .iter()
+                .filter(|(k, v)| k.ends_with("_BASE_URL") && k.as_str() != "BIGQUERY_BASE_URL" && !v.trim().is_empty())
+                .map(|(k, v)| (k.clone(), v.trim().to_string()))
+                .collect(),
+            provider_validation_timeout,
         })
     }
 
@@ -273,8 +285,11 @@ impl Settings {
         if self.gcp_project_id.is_none() {
             problems.push("GCP_PROJECT_ID is not set (the BigQuery project)".to_string());
         }
-        if self.bigquery_base_url.is_some() || self.kms_endpoint.is_some() {
-            problems.push("BIGQUERY_BASE_URL / KMS_ENDPOINT point at emulators and are for tests only".to_string());
+        if self.bigquery_base_url.is_some() || self.kms_endpoint.is_some() || !self.provider_base_urls.is_empty() {
+            problems.push(
+                "BIGQUERY_BASE_URL / KMS_ENDPOINT / *_BASE_URL point at emulators or the sandbox and are for tests only"
+                    .to_string(),
+            );
         }
         problems
     }

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod context;
 pub mod executor;
 pub mod processors;
+pub mod providers;
 pub mod registry;
 pub mod runs;
 pub mod spec;

@@ -37,6 +37,7 @@ pub struct AppContext {
     pub auth: AuthService,
     pub limits: RateLimits,
     pub catalog: Arc<Catalog>,
+    pub providers: Arc<cloudact_core::config::ProviderRegistry>,
     pub executor: Executor,
     pub runs: Arc<RunService>,
     pub clock: Arc<dyn Clock>,
@@ -125,7 +126,24 @@ impl AppContext {
                 None
             }
         };
-        let (Some(warehouse), Some(kms), Some(catalog), true) = (warehouse, kms, catalog, problems.is_empty()) else {
+        let providers = match cloudact_core::config::ProviderRegistry::load(&settings.configs_dir) {
+            Ok(p) => {
+                let mut p = p.with_overrides(&settings.provider_base_urls);
+                if let Some(t) = settings.provider_validation_timeout {
+                    for entry in &mut p.providers {
+                        entry.validation_timeout_seconds = t.as_secs();
+                    }
+                }
+                Some(p)
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        };
+        let (Some(warehouse), Some(kms), Some(catalog), Some(providers), true) =
+            (warehouse, kms, catalog, providers, problems.is_empty())
+        else {
             return Err(StartupError(problems));
         };
         let settings = Arc::new(settings);
@@ -162,6 +180,7 @@ impl AppContext {
             clock,
             shutdown: CancellationToken::new(),
             catalog: Arc::new(catalog),
+            providers: Arc::new(providers),
             store,
             warehouse,
             kms,

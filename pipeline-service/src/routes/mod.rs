@@ -1,5 +1,6 @@
 //! The pipeline-service route table (all under `/api/v1`) and its OpenAPI document.
 
+mod integrations;
 mod organizations;
 mod pipelines;
 
@@ -19,8 +20,10 @@ use utoipa::OpenApi;
         health::health, health::live, health::ready, organizations::whoami,
         pipelines::run_with_domain, pipelines::run_short, pipelines::list_runs, pipelines::get_run,
         pipelines::cancel_run, pipelines::retry_run, pipelines::catalogue,
+        integrations::setup, integrations::revalidate, integrations::list, integrations::get_one,
+        integrations::update, integrations::remove,
     ),
-    tags((name = "pipelines"), (name = "organizations"), (name = "health"))
+    tags((name = "pipelines"), (name = "integrations"), (name = "organizations"), (name = "health"))
 )]
 pub struct ApiDoc;
 
@@ -44,7 +47,19 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
             "/pipelines/runs/{run_id}",
             get(pipelines::get_run).delete(pipelines::cancel_run),
         )
-        .route("/pipelines/runs/{run_id}/retry", post(pipelines::retry_run));
+        .route("/pipelines/runs/{run_id}/retry", post(pipelines::retry_run))
+        .route("/integrations/{org_slug}", get(integrations::list))
+        .route(
+            "/integrations/{org_slug}/{provider}",
+            get(integrations::get_one)
+                .put(integrations::update)
+                .delete(integrations::remove),
+        )
+        .route("/integrations/{org_slug}/{provider}/setup", post(integrations::setup))
+        .route(
+            "/integrations/{org_slug}/{provider}/validate",
+            post(integrations::revalidate),
+        );
     let app = Router::new().nest("/api/v1", api).merge(health::routes());
     let app = docs::mount(app, &ctx, ApiDoc::openapi());
     layers::apply(app, ctx)

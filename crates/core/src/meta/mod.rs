@@ -2,6 +2,7 @@
 //! subscriptions, usage quotas, idempotency records and the audit log. Every query here is
 //! filtered by the org it is given; SQL stays in the subset both warehouse backends share.
 
+pub mod integrations;
 pub mod plans;
 pub mod runs;
 

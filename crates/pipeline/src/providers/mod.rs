@@ -1,0 +1,3 @@
+//! Provider HTTP clients. `validate.rs`: the cheap live check of a credential.
+
+pub mod validate;

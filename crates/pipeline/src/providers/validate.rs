@@ -1,0 +1,113 @@
+//! Live credential validation against the provider's own API (base URL from
+//! `configs/system/providers.yml`, overridable by environment for tests and demos):
+//! OpenAI `GET /v1/models` (admin keys: a one-bucket usage call, since admin keys may lack the
+//! model scope), Anthropic `GET /v1/organizations/me` (admin keys) or `GET /v1/models`,
+//! DeepSeek `GET /models`. 2xx → VALID; 401/403 → INVALID with the provider's reason; a
+//! timeout, 429 or 5xx cannot judge the key → PENDING with the reason (re-validate later).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use cloudact_core::config::ProviderEntry;
+
+/// Outcome of a validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validation {
+    Valid,
+    Invalid(String),
+    /// Not judged (skipped, or the provider could not answer).
+    Pending(String),
+}
+
+impl Validation {
+    pub fn status(&self) -> &'static str {
+        match self {
+            Validation::Valid => "VALID",
+            Validation::Invalid(_) => "INVALID",
+            Validation::Pending(_) => "PENDING",
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Validation::Valid => None,
+            Validation::Invalid(e) | Validation::Pending(e) => Some(e),
+        }
+    }
+}
+
+/// The provider's own error message from a JSON error body (OpenAI and Anthropic shapes).
+fn provider_message(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    v["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| body.chars().take(200).collect())
+}
+
+/// Checks an API key against its provider.
+pub async fn validate_api_key(http: &reqwest::Client, provider: &ProviderEntry, key: &str) -> Validation {
+    let base = provider.effective_base_url();
+    let is_admin = provider.admin_key_prefix.as_deref().is_some_and(|p| key.starts_with(p));
+    let request = match provider.name.as_str() {
+        "OPENAI" if is_admin => {
+            let start = (Utc::now() - chrono::Duration::days(1)).timestamp();
+            http.get(format!("{base}/v1/organization/usage/completions"))
+                .query(&[("start_time", start.to_string()), ("limit", "1".to_string())])
+                .bearer_auth(key)
+        }
+        "OPENAI" => http.get(format!("{base}/v1/models")).bearer_auth(key),
+        "ANTHROPIC" => {
+            let path = if is_admin { "/v1/organizations/me" } else { "/v1/models" };
+            http.get(format!("{base}{path}"))
+                .header("x-api-key", key)
+                .header("anthropic-version", "2023-06-01")
+        }
+        "DEEPSEEK" => http.get(format!("{base}/models")).bearer_auth(key),
+        other => return Validation::Pending(format!("no live API-key check for provider {other}")),
+    };
+    let timeout = Duration::from_secs(provider.validation_timeout_seconds);
+    let response = match request.timeout(timeout).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            return Validation::Pending(format!(
+                "{} did not answer within {} s; re-validate later",
+                provider.name,
+                timeout.as_secs()
+            ))
+        }
+        Err(e) => {
+            return Validation::Pending(format!(
+                "{} could not be reached ({e}); re-validate later",
+                provider.name
+            ))
+        }
+    };
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    match status {
+        200..=299 => {
+            // A 200 whose body is not JSON is not a real answer.
+            if serde_json::from_str::<serde_json::Value>(&body).is_ok() {
+                Validation::Valid
+            } else {
+                Validation::Pending(format!(
+                    "{} answered with a malformed body; re-validate later",
+                    provider.name
+                ))
+            }
+        }
+        401 => Validation::Invalid(format!(
+            "{} rejected the key: {}",
+            provider.name,
+            provider_message(&body)
+        )),
+        403 => Validation::Invalid(format!(
+            "the key lacks required permissions: {}",
+            provider_message(&body)
+        )),
+        429 => Validation::Pending(format!("{} rate-limited the check; re-validate later", provider.name)),
+        s if s >= 500 => Validation::Pending(format!("{} returned {s}; re-validate later", provider.name)),
+        s => Validation::Invalid(format!("{} answered {s}: {}", provider.name, provider_message(&body))),
+    }
+}

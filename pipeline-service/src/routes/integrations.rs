@@ -1,0 +1,492 @@
+//! Integrations (org key; path org must match): store, validate, describe and remove the
+//! org's provider credentials. A credential is KMS-encrypted with associated data binding it
+//! to the org and provider, validated live against the provider, and never returned — only
+//! its status and a fingerprint (last 4 characters).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{
+    extract::{Path, State},
+    http::HeaderMap,
+    Json,
+};
+use chrono::Utc;
+use cloudact_core::{auth::key_fingerprint, config::ProviderEntry, meta::integrations::NewCredential, warehouse::Row};
+use cloudact_pipeline::{
+    context::credential_aad,
+    providers::validate::{validate_api_key, Validation},
+};
+use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetupBody {
+    /// The API key, or the service-account JSON for `gcp` (10 to 50 000 characters).
+    #[schema(value_type = String)]
+    pub credential: SecretString,
+    /// 3 to 200 characters.
+    pub credential_name: Option<String>,
+    /// Free-form object (≤ 16 KiB); for `gcp`, `billing_export_table` = `project.dataset.table`.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    /// Store as PENDING without calling the provider.
+    #[serde(default)]
+    pub skip_validation: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    #[schema(value_type = Option<String>)]
+    pub credential: Option<SecretString>,
+    pub credential_name: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub skip_validation: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SetupResponse {
+    pub success: bool,
+    pub provider: String,
+    pub credential_id: String,
+    pub validation_status: String,
+    pub validation_error: Option<String>,
+    pub credential_fingerprint: String,
+    pub message: String,
+}
+
+fn provider<'a>(ctx: &'a AppContext, alias: &str) -> Result<&'a ProviderEntry, ApiError> {
+    ctx.providers.by_alias(alias).ok_or_else(|| {
+        ApiError::not_found(
+            "UNKNOWN_PROVIDER",
+            format!(
+                "unknown provider {alias:?}; use one of {}",
+                ctx.providers.aliases().join(", ")
+            ),
+        )
+    })
+}
+
+fn user_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-user-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128 && !v.chars().any(char::is_control))
+        .map(str::to_string)
+}
+
+fn bounded_metadata(m: Option<serde_json::Map<String, Value>>) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let m = m.unwrap_or_default();
+    if serde_json::to_vec(&m).map(|v| v.len()).unwrap_or(usize::MAX) > 16_384 {
+        return Err(ApiError::unprocessable(
+            "METADATA_TOO_LARGE",
+            "metadata must be at most 16 KiB of JSON",
+        ));
+    }
+    Ok(m)
+}
+
+/// Checks a billing-export table name: `project.dataset.table`.
+fn check_billing_table(name: &str) -> Result<(), ApiError> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let project_ok = parts.first().is_some_and(|p| {
+        (6..=30).contains(&p.len())
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    });
+    let ident_ok =
+        |s: &str| !s.is_empty() && s.len() <= 1024 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if parts.len() == 3 && project_ok && ident_ok(parts[1]) && ident_ok(parts[2]) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "INVALID_BILLING_TABLE",
+            "metadata.billing_export_table must be project.dataset.table (e.g. my-proj.billing.gcp_billing_export_v1_0123)",
+        ))
+    }
+}
+
+/// Format checks before anything is stored; returns (fingerprint, metadata to store).
+fn check_format(
+    p: &ProviderEntry,
+    credential: &str,
+    mut metadata: serde_json::Map<String, Value>,
+) -> Result<(String, serde_json::Map<String, Value>), ApiError> {
+    let len = credential.chars().count();
+    if !(10..=50_000).contains(&len) {
+        return Err(ApiError::unprocessable(
+            "INVALID_CREDENTIAL",
+            "credential must be 10 to 50 000 characters",
+        ));
+    }
+    if p.credential_type == "SERVICE_ACCOUNT_JSON" {
+        let sa: Value = serde_json::from_str(credential).map_err(|e| {
+            ApiError::bad_request("INVALID_SERVICE_ACCOUNT", format!("credential is not valid JSON: {e}"))
+        })?;
+        if sa["type"] != "service_account" {
+            return Err(ApiError::bad_request(
+                "INVALID_SERVICE_ACCOUNT",
+                "credential.type must be \"service_account\"",
+            ));
+        }
+        let missing: Vec<&str> = ["project_id", "private_key", "client_email"]
+            .into_iter()
+            .filter(|f| sa[*f].as_str().is_none_or(str::is_empty))
+            .collect();
+        if !missing.is_empty() {
+            return Err(ApiError::bad_request(
+                "INVALID_SERVICE_ACCOUNT",
+                format!("service-account JSON is missing: {}", missing.join(", ")),
+            ));
+        }
+        let table = metadata
+            .get("billing_export_table")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "INVALID_BILLING_TABLE",
+                    "metadata.billing_export_table is required for gcp",
+                )
+            })?;
+        check_billing_table(table)?;
+        metadata.insert("project_id".into(), sa["project_id"].clone());
+        metadata.insert("client_email".into(), sa["client_email"].clone());
+        let fp = key_fingerprint(
+            sa["private_key_id"]
+                .as_str()
+                .unwrap_or(sa["client_email"].as_str().unwrap_or("")),
+        );
+        return Ok((fp, metadata));
+    }
+    if !p.key_prefixes.iter().any(|pre| credential.starts_with(pre.as_str()))
+        || credential.chars().any(char::is_whitespace)
+    {
+        return Err(ApiError::bad_request(
+            "INVALID_CREDENTIAL_FORMAT",
+            format!("{} keys start with {}", p.name, p.key_prefixes.join(" or ")),
+        ));
+    }
+    Ok((key_fingerprint(credential), metadata))
+}
+
+async fn validate(ctx: &AppContext, p: &ProviderEntry, credential: &str) -> Validation {
+    if p.credential_type == "SERVICE_ACCOUNT_JSON" {
+        return Validation::Pending(
+            "live validation of service accounts (token exchange and a LIMIT 0 read of the billing table) is not available yet"
+                .to_string(),
+        );
+    }
+    validate_api_key(&ctx.executor.services().http, p, credential).await
+}
+
+/// What a setup or a credential replacement stores.
+struct Incoming<'a> {
+    credential: &'a SecretString,
+    name: Option<String>,
+    metadata: Option<serde_json::Map<String, Value>>,
+    skip_validation: bool,
+    user: Option<String>,
+}
+
+async fn store(
+    ctx: &AppContext,
+    org: &OrgAuth,
+    p: &ProviderEntry,
+    input: Incoming<'_>,
+) -> Result<SetupResponse, ApiError> {
+    let Incoming {
+        credential,
+        name,
+        metadata,
+        skip_validation,
+        user,
+    } = input;
+    let raw = credential.expose_secret();
+    let (fingerprint, metadata) = check_format(p, raw, bounded_metadata(metadata)?)?;
+    let name = name.unwrap_or_else(|| format!("{} credential", p.name));
+    if !(3..=200).contains(&name.chars().count()) {
+        return Err(ApiError::unprocessable(
+            "INVALID_NAME",
+            "credential_name must be 3 to 200 characters",
+        ));
+    }
+    let validation = if skip_validation {
+        Validation::Pending("validation skipped on request".to_string())
+    } else {
+        validate(ctx, p, raw).await
+    };
+    let ciphertext = ctx
+        .kms
+        .encrypt(raw.as_bytes(), credential_aad(&org.org_slug, &p.name).as_bytes())
+        .await?;
+    let credential_id = uuid::Uuid::new_v4().to_string();
+    let record = NewCredential {
+        credential_id: credential_id.clone(),
+        org_slug: org.org_slug.clone(),
+        provider: p.name.clone(),
+        credential_name: name,
+        ciphertext,
+        credential_type: p.credential_type.clone(),
+        fingerprint: fingerprint.clone(),
+        validation_status: validation.status().to_string(),
+        last_error: validation.error().map(str::to_string),
+        metadata: Value::Object(metadata),
+        user_id: user,
+    };
+    ctx.store.store_credential(&record, Utc::now()).await?;
+    tracing::info!(org_slug = %org.org_slug, provider = %p.name, status = validation.status(), "credential stored");
+    Ok(SetupResponse {
+        success: validation == Validation::Valid,
+        provider: p.name.clone(),
+        credential_id,
+        validation_status: validation.status().to_string(),
+        validation_error: validation.error().map(str::to_string),
+        credential_fingerprint: fingerprint,
+        message: match &validation {
+            Validation::Valid => format!("{} credential stored and validated", p.name),
+            Validation::Invalid(_) => format!("{} credential stored but the provider rejected it", p.name),
+            Validation::Pending(_) => format!("{} credential stored; not validated yet", p.name),
+        },
+    })
+}
+
+/// Stores (replacing) the org's credential for a provider, validated live.
+#[utoipa::path(post, path = "/api/v1/integrations/{org_slug}/{provider}/setup", tag = "integrations",
+    params(("org_slug" = String, Path), ("provider" = String, Path, description = "openai, anthropic (claude), deepseek, gcp (gcp_sa)")),
+    request_body = SetupBody, security(("api_key" = [])),
+    responses((status = 200, body = SetupResponse), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)))]
+pub async fn setup(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    headers: HeaderMap,
+    Path((org_slug, alias)): Path<(String, String)>,
+    ApiJson(body): ApiJson<SetupBody>,
+) -> Result<Json<SetupResponse>, ApiError> {
+    org.require_org(&org_slug)?;
+    let p = provider(&ctx, &alias)?;
+    store(
+        &ctx,
+        &org,
+        p,
+        Incoming {
+            credential: &body.credential,
+            name: body.credential_name,
+            metadata: body.metadata,
+            skip_validation: body.skip_validation,
+            user: user_id(&headers),
+        },
+    )
+    .await
+    .map(Json)
+}
+
+/// Re-validates the active credential, whatever its current status.
+#[utoipa::path(post, path = "/api/v1/integrations/{org_slug}/{provider}/validate", tag = "integrations",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), security(("api_key" = [])),
+    responses((status = 200), (status = 401), (status = 403), (status = 404)))]
+pub async fn revalidate(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let p = provider(&ctx, &alias)?;
+    let Some(row) = ctx.store.active_credential(&org.org_slug, &p.name).await? else {
+        return Ok(Json(
+            json!({"success": false, "provider": p.name, "validation_status": "NOT_CONFIGURED",
+                              "validation_error": "Integration not configured", "message": "set the integration up first"}),
+        ));
+    };
+    let id = row.string("credential_id").unwrap_or_default();
+    let ciphertext = row.bytes("encrypted_credential").unwrap_or_default();
+    let plain = ctx
+        .kms
+        .decrypt(&ciphertext, credential_aad(&org.org_slug, &p.name).as_bytes())
+        .await?;
+    let credential = String::from_utf8(plain.expose_secret().clone()).map_err(ApiError::internal)?;
+    let validation = validate(&ctx, p, &credential).await;
+    ctx.store
+        .record_validation(&id, &org.org_slug, validation.status(), validation.error(), Utc::now())
+        .await?;
+    Ok(Json(json!({
+        "success": validation == Validation::Valid,
+        "provider": p.name,
+        "credential_id": id,
+        "validation_status": validation.status(),
+        "validation_error": validation.error(),
+        "message": format!("{} credential re-validated", p.name),
+    })))
+}
+
+fn describe(provider: &str, row: Option<&Row>) -> Value {
+    match row {
+        None => json!({"provider": provider, "status": "NOT_CONFIGURED", "credential_name": null,
+                       "credential_fingerprint": null, "last_validated_at": null, "last_error": null, "created_at": null}),
+        Some(r) => {
+            let pick = |c: &str| r.get(c).map(|v| v.to_json()).unwrap_or(Value::Null);
+            json!({"provider": provider, "status": pick("validation_status"), "credential_name": pick("credential_name"),
+                   "credential_fingerprint": pick("credential_fingerprint"), "credential_type": pick("credential_type"),
+                   "metadata": pick("metadata"), "last_validated_at": pick("last_validated_at"),
+                   "last_error": pick("last_error"), "created_at": pick("created_at"), "updated_at": pick("updated_at")})
+        }
+    }
+}
+
+/// Every provider's status for the org (NOT_CONFIGURED included).
+#[utoipa::path(get, path = "/api/v1/integrations/{org_slug}", tag = "integrations", params(("org_slug" = String, Path)),
+    security(("api_key" = [])), responses((status = 200), (status = 401), (status = 403)))]
+pub async fn list(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path(org_slug): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let rows = ctx.store.active_credentials(&org.org_slug).await?;
+    let mut integrations = BTreeMap::new();
+    for p in &ctx.providers.providers {
+        let row = rows
+            .iter()
+            .find(|r| r.string("provider").as_deref() == Some(p.name.as_str()));
+        integrations.insert(p.name.clone(), describe(&p.name, row));
+    }
+    let configured: Vec<&String> = integrations
+        .iter()
+        .filter(|(_, v)| v["status"] != "NOT_CONFIGURED")
+        .map(|(k, _)| k)
+        .collect();
+    let all_valid = !configured.is_empty()
+        && integrations
+            .values()
+            .filter(|v| v["status"] != "NOT_CONFIGURED")
+            .all(|v| v["status"] == "VALID");
+    Ok(Json(
+        json!({"org_slug": org.org_slug, "integrations": integrations, "providers_configured": configured, "all_valid": all_valid}),
+    ))
+}
+
+/// One provider's status for the org.
+#[utoipa::path(get, path = "/api/v1/integrations/{org_slug}/{provider}", tag = "integrations",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), security(("api_key" = [])),
+    responses((status = 200), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_one(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let p = provider(&ctx, &alias)?;
+    let row = ctx.store.active_credential(&org.org_slug, &p.name).await?;
+    Ok(Json(describe(&p.name, row.as_ref())))
+}
+
+/// Renames / re-describes the active credential, or replaces it when a new one is given.
+#[utoipa::path(put, path = "/api/v1/integrations/{org_slug}/{provider}", tag = "integrations",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), request_body = UpdateBody, security(("api_key" = [])),
+    responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)))]
+pub async fn update(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    headers: HeaderMap,
+    Path((org_slug, alias)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UpdateBody>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let p = provider(&ctx, &alias)?;
+    let current = ctx.store.active_credential(&org.org_slug, &p.name).await?;
+    if let Some(credential) = &body.credential {
+        let name = body
+            .credential_name
+            .clone()
+            .or_else(|| current.as_ref().and_then(|r| r.string("credential_name")));
+        let metadata = body.metadata.clone().or_else(|| {
+            current
+                .as_ref()
+                .and_then(|r| r.json("metadata"))
+                .and_then(|m| m.as_object().cloned())
+        });
+        let out = store(
+            &ctx,
+            &org,
+            p,
+            Incoming {
+                credential,
+                name,
+                metadata,
+                skip_validation: body.skip_validation,
+                user: user_id(&headers),
+            },
+        )
+        .await?;
+        return Ok(Json(serde_json::to_value(out).map_err(ApiError::internal)?));
+    }
+    let row = current
+        .ok_or_else(|| ApiError::not_found("INTEGRATION_NOT_CONFIGURED", format!("{} is not configured", p.name)))?;
+    let name = body
+        .credential_name
+        .or_else(|| row.string("credential_name"))
+        .unwrap_or_default();
+    if !(3..=200).contains(&name.chars().count()) {
+        return Err(ApiError::unprocessable(
+            "INVALID_NAME",
+            "credential_name must be 3 to 200 characters",
+        ));
+    }
+    let mut metadata = match body.metadata {
+        Some(m) => bounded_metadata(Some(m))?,
+        None => row
+            .json("metadata")
+            .and_then(|m| m.as_object().cloned())
+            .unwrap_or_default(),
+    };
+    if p.credential_type == "SERVICE_ACCOUNT_JSON" {
+        let table = metadata
+            .get("billing_export_table")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        check_billing_table(&table)?;
+        for keep in ["project_id", "client_email"] {
+            if let Some(v) = row.json("metadata").and_then(|m| m.get(keep).cloned()) {
+                metadata.insert(keep.into(), v);
+            }
+        }
+    }
+    let id = row.string("credential_id").unwrap_or_default();
+    ctx.store
+        .update_credential_info(
+            &id,
+            &org.org_slug,
+            &name,
+            Value::Object(metadata),
+            user_id(&headers).as_deref(),
+            Utc::now(),
+        )
+        .await?;
+    let updated = ctx.store.active_credential(&org.org_slug, &p.name).await?;
+    Ok(Json(describe(&p.name, updated.as_ref())))
+}
+
+/// Removes (deactivates) the org's credential for a provider.
+#[utoipa::path(delete, path = "/api/v1/integrations/{org_slug}/{provider}", tag = "integrations",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), security(("api_key" = [])),
+    responses((status = 200), (status = 401), (status = 403), (status = 404)))]
+pub async fn remove(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let p = provider(&ctx, &alias)?;
+    let n = ctx
+        .store
+        .deactivate_credential(&org.org_slug, &p.name, Utc::now())
+        .await?;
+    Ok(Json(json!({"success": true, "provider": p.name, "removed": n > 0,
+                   "message": if n > 0 { "integration removed" } else { "nothing was configured" }})))
+}

@@ -1,0 +1,685 @@
+//! **Sandbox provider server — a test and demo tool.** It speaks the documented HTTP APIs of
+//! OpenAI (models, Admin Usage API for completions, Costs API), Anthropic (models,
+//! organizations/me, usage_report/messages, cost_report) and DeepSeek (models, user/balance)
+//! with deterministic data derived from a seed, so tests and the README demo exercise real
+//! HTTP without the real providers. Production never talks to it.
+//!
+//! Keys are checked like the real services check them, with each provider's error body:
+//! OpenAI and DeepSeek want `Authorization: Bearer sk-…`; the OpenAI usage/costs endpoints want
+//! an admin key `sk-admin-…`; Anthropic wants `x-api-key: sk-ant-…` plus `anthropic-version`,
+//! and its organization endpoints an admin key `sk-ant-admin…`. A key containing `invalid` is
+//! rejected (401); an admin key containing `noscope` lacks the model scope (403 on models).
+//!
+//! Fault knobs, by key substring or by the `x-sandbox-fault` header: `fault429` (429 with
+//! `Retry-After: 1`), `fault500` (500), `slow` (answers after 3 s), `truncated` (a cut-off
+//! JSON body), `malformed` (valid JSON of the wrong shape).
+
+#![allow(clippy::result_large_err)] // handler helpers hand back a ready response as their error
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    extract::{Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+#[derive(Clone, Copy)]
+struct Sandbox {
+    seed: u64,
+}
+
+/// The sandbox app.
+pub fn router(seed: u64) -> Router {
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/organization/usage/completions", get(openai_usage))
+        .route("/v1/organization/costs", get(openai_costs))
+        .route("/v1/organizations/me", get(anthropic_me))
+        .route("/v1/organizations/usage_report/messages", get(anthropic_usage))
+        .route("/v1/organizations/cost_report", get(anthropic_costs))
+        .route("/models", get(deepseek_models))
+        .route("/user/balance", get(deepseek_balance))
+        .with_state(Sandbox { seed })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    OpenAi,
+    Anthropic,
+    DeepSeek,
+}
+
+fn error(provider: Provider, status: StatusCode, message: &str) -> Response {
+    let body = match provider {
+        Provider::OpenAi | Provider::DeepSeek => {
+            let kind = if status == StatusCode::UNAUTHORIZED {
+                "invalid_request_error"
+            } else {
+                "api_error"
+            };
+            json!({"error": {"message": message, "type": kind, "param": null, "code": status.canonical_reason()}})
+        }
+        Provider::Anthropic => {
+            let kind = match status {
+                StatusCode::UNAUTHORIZED => "authentication_error",
+                StatusCode::FORBIDDEN => "permission_error",
+                StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+                StatusCode::BAD_REQUEST => "invalid_request_error",
+                _ => "api_error",
+            };
+            json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The presented key, checked for the provider's scheme; `Err` is the provider's error reply.
+fn key(provider: Provider, headers: &HeaderMap) -> Result<String, Response> {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let presented = match provider {
+        Provider::Anthropic => {
+            if h("anthropic-version").is_none() {
+                return Err(error(
+                    provider,
+                    StatusCode::BAD_REQUEST,
+                    "anthropic-version: header is required",
+                ));
+            }
+            h("x-api-key")
+        }
+        _ => h("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string)),
+    };
+    let Some(k) = presented else {
+        return Err(error(
+            provider,
+            StatusCode::UNAUTHORIZED,
+            "You didn't provide an API key.",
+        ));
+    };
+    let prefix = if provider == Provider::Anthropic {
+        "sk-ant-"
+    } else {
+        "sk-"
+    };
+    if !k.starts_with(prefix) || k.contains("invalid") {
+        return Err(error(provider, StatusCode::UNAUTHORIZED, "Incorrect API key provided."));
+    }
+    Ok(k)
+}
+
+/// Applies the fault knobs; `Some` is the faulty reply.
+async fn fault(provider: Provider, key: &str, headers: &HeaderMap) -> Option<Response> {
+    let knob = headers
+        .get("x-sandbox-fault")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let has = |k: &str| key.contains(k) || knob == k.trim_start_matches("fault");
+    if has("slow") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    if has("fault429") {
+        let mut r = error(
+            provider,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit reached; retry after 1 second.",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return Some(r);
+    }
+    if has("fault500") {
+        return Some(error(
+            provider,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server had an error processing your request.",
+        ));
+    }
+    if has("truncated") {
+        return Some(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    "{\"object\":\"page\",\"data\":[{\"object\":\"bucket\",\"start_ti",
+                ))
+                .unwrap_or_default(),
+        );
+    }
+    if has("malformed") {
+        return Some((StatusCode::OK, Json(json!({"object": "page", "data": "not-a-list"}))).into_response());
+    }
+    None
+}
+
+/// A deterministic number in `0..below` from the seed and the given parts.
+fn pick(seed: u64, parts: &[&str], below: u64) -> u64 {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let out = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&out[..8]);
+    u64::from_le_bytes(b) % below.max(1)
+}
+
+const OPENAI_MODELS: [&str; 3] = ["gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "o3-mini-2025-01-31"];
+const OPENAI_PROJECTS: [&str; 2] = ["proj_sandbox_web", "proj_sandbox_batch"];
+const ANTHROPIC_MODELS: [&str; 2] = ["claude-3-5-sonnet-20241022", "claude-3-5-haiku-20241022"];
+
+async fn models(State(s): State<Sandbox>, headers: HeaderMap) -> Response {
+    if headers.contains_key("x-api-key") || headers.contains_key("anthropic-version") {
+        let k = match key(Provider::Anthropic, &headers) {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        if let Some(r) = fault(Provider::Anthropic, &k, &headers).await {
+            return r;
+        }
+        let data: Vec<Value> = ANTHROPIC_MODELS
+            .iter()
+            .map(|m| json!({"type": "model", "id": m, "display_name": m, "created_at": "2024-10-22T00:00:00Z"}))
+            .collect();
+        return Json(
+            json!({"data": data, "has_more": false, "first_id": ANTHROPIC_MODELS[0], "last_id": ANTHROPIC_MODELS[1]}),
+        )
+        .into_response();
+    }
+    let k = match key(Provider::OpenAi, &headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    if let Some(r) = fault(Provider::OpenAi, &k, &headers).await {
+        return r;
+    }
+    if k.starts_with("sk-admin-") && k.contains("noscope") {
+        return error(
+            Provider::OpenAi,
+            StatusCode::FORBIDDEN,
+            "Missing scopes: api.model.read",
+        );
+    }
+    let _ = s.seed;
+    let data: Vec<Value> = OPENAI_MODELS
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "system"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// Parses repeated query keys (`group_by=model&group_by=batch` and `group_by[]=model`).
+fn multi(query: &[(String, String)], name: &str) -> Vec<String> {
+    let bracket = format!("{name}[]");
+    query
+        .iter()
+        .filter(|(k, _)| k == name || *k == bracket)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+fn one<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Day buckets for a window: (first day, number of days, page offset, page size).
+fn window(start: NaiveDate, end: NaiveDate, limit: usize, page: usize) -> (Vec<NaiveDate>, bool, Option<String>) {
+    let days: Vec<NaiveDate> = start.iter_days().take_while(|d| *d < end).collect();
+    let page_days: Vec<NaiveDate> = days.iter().skip(page * limit).take(limit).copied().collect();
+    let has_more = days.len() > (page + 1) * limit;
+    (page_days, has_more, has_more.then(|| format!("page_{}", page + 1)))
+}
+
+fn parse_page(p: Option<&str>) -> usize {
+    p.and_then(|p| p.strip_prefix("page_"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn unix_day(secs: i64) -> Option<NaiveDate> {
+    DateTime::<Utc>::from_timestamp(secs, 0).map(|t| t.date_naive())
+}
+
+fn day_start(d: NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0)
+}
+
+async fn openai_admin(headers: &HeaderMap) -> Result<(), Response> {
+    let k = key(Provider::OpenAi, headers)?;
+    if !k.starts_with("sk-admin-") {
+        return Err(error(
+            Provider::OpenAi,
+            StatusCode::UNAUTHORIZED,
+            "This endpoint requires an admin API key (sk-admin-…).",
+        ));
+    }
+    if let Some(r) = fault(Provider::OpenAi, &k, headers).await {
+        return Err(r);
+    }
+    Ok(())
+}
+
+/// Common parsing of the OpenAI usage/costs window.
+fn openai_window(
+    query: &[(String, String)],
+    max_limit: usize,
+) -> Result<(Vec<NaiveDate>, bool, Option<String>), Response> {
+    let bad = |m: &str| error(Provider::OpenAi, StatusCode::BAD_REQUEST, m);
+    let start = one(query, "start_time")
+        .and_then(|s| s.parse::<i64>().ok())
+        .and_then(unix_day)
+        .ok_or_else(|| bad("start_time is required (Unix seconds)"))?;
+    let end = match one(query, "end_time") {
+        Some(e) => e
+            .parse::<i64>()
+            .ok()
+            .and_then(unix_day)
+            .ok_or_else(|| bad("end_time must be Unix seconds"))?,
+        None => start + chrono::Duration::days(7),
+    };
+    if one(query, "bucket_width").is_some_and(|b| b != "1d") {
+        return Err(bad("the sandbox serves bucket_width=1d only"));
+    }
+    let limit: usize = one(query, "limit").map(|l| l.parse().unwrap_or(0)).unwrap_or(7);
+    if limit == 0 || limit > max_limit {
+        return Err(bad(&format!("limit must be between 1 and {max_limit}")));
+    }
+    Ok(window(start, end, limit, parse_page(one(query, "page"))))
+}
+
+async fn openai_usage(
+    State(s): State<Sandbox>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Err(r) = openai_admin(&headers).await {
+        return r;
+    }
+    let (days, has_more, next) = match openai_window(&query, 31) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let group = multi(&query, "group_by");
+    let g = |f: &str| group.iter().any(|x| x == f);
+    let data: Vec<Value> = days
+        .iter()
+        .map(|d| {
+            let day = d.to_string();
+            let mut results = Vec::new();
+            for model in OPENAI_MODELS {
+                for project in OPENAI_PROJECTS {
+                    for batch in [false, true] {
+                        let parts = [day.as_str(), model, project, if batch { "b" } else { "n" }];
+                        let requests = 10 + pick(s.seed, &parts, 500);
+                        let input = requests * (100 + pick(s.seed, &[&parts[..], &["i"]].concat(), 2000));
+                        let cached = input * pick(s.seed, &[&parts[..], &["c"]].concat(), 40) / 100;
+                        let write = input * pick(s.seed, &[&parts[..], &["w"]].concat(), 10) / 100;
+                        let output = requests * (20 + pick(s.seed, &[&parts[..], &["o"]].concat(), 600));
+                        results.push(json!({
+                            "object": "organization.usage.completions.result",
+                            "input_tokens": input, "output_tokens": output, "num_model_requests": requests,
+                            "input_cached_tokens": cached, "input_cache_write_tokens": write,
+                            "input_uncached_tokens": input - cached - write,
+                            "input_audio_tokens": 0, "output_audio_tokens": 0,
+                            "project_id": if g("project_id") { json!(project) } else { Value::Null },
+                            "user_id": null, "api_key_id": null,
+                            "model": if g("model") { json!(model) } else { Value::Null },
+                            "batch": if g("batch") { json!(batch) } else { Value::Null },
+                            "service_tier": if g("service_tier") { json!(if batch { "batch" } else { "default" }) } else { Value::Null },
+                        }));
+                    }
+                }
+            }
+            json!({"object": "bucket", "start_time": day_start(*d), "end_time": day_start(*d) + 86_400, "results": results})
+        })
+        .collect();
+    Json(json!({"object": "page", "data": data, "has_more": has_more, "next_page": next})).into_response()
+}
+
+async fn openai_costs(
+    State(s): State<Sandbox>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Err(r) = openai_admin(&headers).await {
+        return r;
+    }
+    let (days, has_more, next) = match openai_window(&query, 180) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let data: Vec<Value> = days
+        .iter()
+        .map(|d| {
+            let day = d.to_string();
+            let results: Vec<Value> = OPENAI_PROJECTS
+                .iter()
+                .flat_map(|p| {
+                    ["input_tokens", "output_tokens"].into_iter().map(move |li| (p, li))
+                })
+                .map(|(p, li)| {
+                    let cents = pick(s.seed, &[day.as_str(), p, li, "cost"], 100_000);
+                    json!({"object": "organization.costs.result",
+                           "amount": {"value": cents as f64 / 100.0, "currency": "usd"},
+                           "line_item": li, "project_id": p, "quantity": null, "quantity_unit": null})
+                })
+                .collect();
+            json!({"object": "bucket", "start_time": day_start(*d), "end_time": day_start(*d) + 86_400, "results": results})
+        })
+        .collect();
+    Json(json!({"object": "page", "data": data, "has_more": has_more, "next_page": next})).into_response()
+}
+
+async fn anthropic_admin(headers: &HeaderMap) -> Result<(), Response> {
+    let k = key(Provider::Anthropic, headers)?;
+    if !k.starts_with("sk-ant-admin") {
+        return Err(error(
+            Provider::Anthropic,
+            StatusCode::FORBIDDEN,
+            "This endpoint requires an Admin API key.",
+        ));
+    }
+    if let Some(r) = fault(Provider::Anthropic, &k, headers).await {
+        return Err(r);
+    }
+    Ok(())
+}
+
+async fn anthropic_me(headers: HeaderMap) -> Response {
+    if let Err(r) = anthropic_admin(&headers).await {
+        return r;
+    }
+    Json(json!({"id": "11111111-2222-4333-8444-555555555555", "type": "organization", "name": "Sandbox Org"}))
+        .into_response()
+}
+
+fn anthropic_window(query: &[(String, String)]) -> Result<(Vec<NaiveDate>, bool, Option<String>), Response> {
+    let bad = |m: &str| error(Provider::Anthropic, StatusCode::BAD_REQUEST, m);
+    let parse = |v: &str| {
+        DateTime::parse_from_rfc3339(v)
+            .ok()
+            .map(|t| t.with_timezone(&Utc).date_naive())
+    };
+    let start = one(query, "starting_at")
+        .and_then(parse)
+        .ok_or_else(|| bad("starting_at is required (RFC 3339)"))?;
+    let end = match one(query, "ending_at") {
+        Some(e) => parse(e).ok_or_else(|| bad("ending_at must be RFC 3339"))?,
+        None => start + chrono::Duration::days(7),
+    };
+    let limit: usize = one(query, "limit").map(|l| l.parse().unwrap_or(0)).unwrap_or(7);
+    if limit == 0 || limit > 31 {
+        return Err(bad("limit must be between 1 and 31"));
+    }
+    Ok(window(start, end, limit, parse_page(one(query, "page"))))
+}
+
+async fn anthropic_usage(
+    State(s): State<Sandbox>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Err(r) = anthropic_admin(&headers).await {
+        return r;
+    }
+    let (days, has_more, next) = match anthropic_window(&query) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let group = multi(&query, "group_by");
+    let g = |f: &str| group.iter().any(|x| x == f);
+    let data: Vec<Value> = days
+        .iter()
+        .map(|d| {
+            let day = d.to_string();
+            let results: Vec<Value> = ANTHROPIC_MODELS
+                .iter()
+                .flat_map(|m| ["standard", "batch"].into_iter().map(move |t| (m, t)))
+                .map(|(m, tier)| {
+                    let p = |k: &str, n: u64| pick(s.seed, &[day.as_str(), m, tier, k], n);
+                    json!({
+                        "uncached_input_tokens": 1_000 + p("u", 500_000),
+                        "cache_creation": {"ephemeral_1h_input_tokens": p("h", 20_000), "ephemeral_5m_input_tokens": p("f", 50_000)},
+                        "cache_read_input_tokens": p("r", 200_000),
+                        "output_tokens": 500 + p("o", 100_000),
+                        "server_tool_use": {"web_search_requests": p("s", 20)},
+                        "api_key_id": null, "workspace_id": null,
+                        "model": if g("model") { json!(m) } else { Value::Null },
+                        "service_tier": if g("service_tier") { json!(tier) } else { Value::Null },
+                        "context_window": if g("context_window") { json!("0-200k") } else { Value::Null },
+                    })
+                })
+                .collect();
+            let start = format!("{day}T00:00:00Z");
+            let end = format!("{}T00:00:00Z", *d + chrono::Duration::days(1));
+            json!({"starting_at": start, "ending_at": end, "results": results})
+        })
+        .collect();
+    Json(json!({"data": data, "has_more": has_more, "next_page": next})).into_response()
+}
+
+async fn anthropic_costs(
+    State(s): State<Sandbox>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Err(r) = anthropic_admin(&headers).await {
+        return r;
+    }
+    let (days, has_more, next) = match anthropic_window(&query) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let data: Vec<Value> = days
+        .iter()
+        .map(|d| {
+            let day = d.to_string();
+            let results: Vec<Value> = ANTHROPIC_MODELS
+                .iter()
+                .map(|m| {
+                    let cents = pick(s.seed, &[day.as_str(), m, "cost"], 1_000_000);
+                    json!({"amount": format!("{}.{:02}", cents / 100, cents % 100), "currency": "USD", "workspace_id": null,
+                           "description": format!("{m} Usage - Input Tokens"), "cost_type": "tokens", "model": m,
+                           "service_tier": "standard", "token_type": "uncached_input_tokens", "context_window": "0-200k"})
+                })
+                .collect();
+            json!({"starting_at": format!("{day}T00:00:00Z"), "ending_at": format!("{}T00:00:00Z", *d + chrono::Duration::days(1)), "results": results})
+        })
+        .collect();
+    Json(json!({"data": data, "has_more": has_more, "next_page": next})).into_response()
+}
+
+async fn deepseek_models(headers: HeaderMap) -> Response {
+    let k = match key(Provider::DeepSeek, &headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    if let Some(r) = fault(Provider::DeepSeek, &k, &headers).await {
+        return r;
+    }
+    let data: Vec<Value> = ["deepseek-chat", "deepseek-reasoner"]
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "owned_by": "deepseek"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn deepseek_balance(State(s): State<Sandbox>, headers: HeaderMap) -> Response {
+    let k = match key(Provider::DeepSeek, &headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    if let Some(r) = fault(Provider::DeepSeek, &k, &headers).await {
+        return r;
+    }
+    let today = Utc::now().date_naive().to_string();
+    let cents = 10_000 + pick(s.seed, &[today.as_str(), "balance"], 90_000);
+    let total = format!("{}.{:02}", cents / 100, cents % 100);
+    Json(json!({"is_available": true, "balance_infos": [
+        {"currency": "USD", "total_balance": total, "granted_balance": "0.00", "topped_up_balance": total}
+    ]}))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn serve() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(7)).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn openai_usage_pages_until_has_more_is_false_and_is_deterministic() {
+        let base = serve().await;
+        let c = reqwest::Client::new();
+        let start = day_start(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
+        let end = start + 10 * 86_400;
+        let mut page: Option<String> = None;
+        let mut buckets = 0;
+        let mut pages = 0;
+        loop {
+            let mut q = vec![
+                ("start_time", start.to_string()),
+                ("end_time", end.to_string()),
+                ("limit", "4".into()),
+                ("group_by", "model".into()),
+                ("group_by", "project_id".into()),
+            ];
+            if let Some(p) = &page {
+                q.push(("page", p.clone()));
+            }
+            let v: Value = c
+                .get(format!("{base}/v1/organization/usage/completions"))
+                .query(&q)
+                .bearer_auth("sk-admin-x")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            pages += 1;
+            for b in v["data"].as_array().unwrap() {
+                buckets += 1;
+                let r = &b["results"][0];
+                assert!(r["model"].is_string() && r["project_id"].is_string() && r["batch"].is_null());
+                assert_eq!(
+                    r["input_tokens"].as_u64().unwrap(),
+                    r["input_cached_tokens"].as_u64().unwrap()
+                        + r["input_cache_write_tokens"].as_u64().unwrap()
+                        + r["input_uncached_tokens"].as_u64().unwrap()
+                );
+            }
+            if v["has_more"] == false {
+                assert!(v["next_page"].is_null());
+                break;
+            }
+            page = v["next_page"].as_str().map(str::to_string);
+        }
+        assert_eq!((buckets, pages), (10, 3));
+        let a: Value = c
+            .get(format!("{base}/v1/organization/usage/completions?start_time={start}"))
+            .bearer_auth("sk-admin-x")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let b: Value = c
+            .get(format!("{base}/v1/organization/usage/completions?start_time={start}"))
+            .bearer_auth("sk-admin-y")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(a, b, "same seed, same data");
+    }
+
+    #[tokio::test]
+    async fn auth_is_checked_in_each_providers_error_format() {
+        let base = serve().await;
+        let c = reqwest::Client::new();
+        let r = c
+            .get(format!("{base}/v1/models"))
+            .bearer_auth("sk-invalid-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(r.json::<Value>().await.unwrap()["error"]["message"].is_string());
+        let r = c
+            .get(format!("{base}/v1/organization/usage/completions?start_time=0"))
+            .bearer_auth("sk-proj-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "usage needs an admin key");
+        let r = c
+            .get(format!("{base}/v1/organizations/me"))
+            .header("x-api-key", "sk-ant-api03-x")
+            .header("anthropic-version", "2023-06-01")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "permission_error");
+        let r = c
+            .get(format!("{base}/v1/organizations/me"))
+            .header("x-api-key", "sk-ant-admin01-x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "anthropic-version is required");
+        let r = c
+            .get(format!("{base}/v1/models"))
+            .bearer_auth("sk-fault429-x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status().as_u16(), r.headers()["retry-after"].to_str().unwrap()),
+            (429, "1")
+        );
+        let r = c
+            .get(format!("{base}/user/balance"))
+            .bearer_auth("sk-ds")
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["balance_infos"][0]["currency"], "USD");
+        let v: Value = c
+            .get(format!(
+                "{base}/v1/organizations/cost_report?starting_at=2026-01-01T00:00:00Z&ending_at=2026-01-03T00:00:00Z"
+            ))
+            .header("x-api-key", "sk-ant-admin01-x")
+            .header("anthropic-version", "2023-06-01")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["data"].as_array().unwrap().len(), 2);
+        assert!(
+            v["data"][0]["results"][0]["amount"].as_str().unwrap().contains('.'),
+            "cents as a decimal string"
+        );
+    }
+}
