@@ -1231,3 +1231,148 @@ async fn gcp_service_accounts_are_checked_before_anything_is_stored() {
     assert_eq!(one["metadata"]["project_id"], "cust-proj");
     assert!(!one.to_string().contains("BEGIN PRIVATE KEY"));
 }
+
+// ---------------------------------------------------------------- pricing
+
+#[tokio::test]
+async fn pricing_crud_reset_and_effective_dating() {
+    let app = spawn().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "prices").await;
+    let other = onboarded(&ctx, "prices_other").await;
+    let base = "/api/v1/integrations/prices/openai/pricing";
+    let (s, list) = app.send(reqwest::Method::GET, &key, base, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let seeded = list["count"].as_u64().unwrap();
+    assert!(seeded >= 10, "{list}");
+    let gpt4o = list["pricing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model_id"] == "gpt-4o" && r["pricing_tier"] == "standard")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            gpt4o["input_price_per_1m"].as_str(),
+            gpt4o["input_price_per_1k"].as_str()
+        ),
+        (Some("2.5"), Some("0.0025"))
+    );
+    // Create with per-1K prices (converted), 409 on the same key, 422 on bad input.
+    let body = serde_json::json!({"model_id": "my-ft-model", "input_price_per_1k": 0.003, "output_price_per_1m": "12.5", "effective_date": "2026-01-01"});
+    let (s, b) = app.send(reqwest::Method::POST, &key, base, Some(body.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(
+        (b["input_price_per_1m"].as_str(), b["is_custom"].as_bool()),
+        (Some("3"), Some(true))
+    );
+    let (s, _) = app.send(reqwest::Method::POST, &key, base, Some(body)).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    for bad in [
+        serde_json::json!({"model_id": "m", "input_price_per_1m": -1, "output_price_per_1m": 1, "effective_date": "2026-01-01"}),
+        serde_json::json!({"model_id": "m", "input_price_per_1m": 1, "effective_date": "2026-01-01"}),
+        serde_json::json!({"model_id": "m", "input_price_per_1m": 1, "input_price_per_1k": 1, "output_price_per_1m": 1, "effective_date": "2026-01-01"}),
+        serde_json::json!({"model_id": "m", "input_price_per_1m": 1, "output_price_per_1m": 1, "effective_date": "2026-1-1"}),
+        serde_json::json!({"model_id": "m", "input_price_per_1m": 1, "output_price_per_1m": 1, "effective_date": "2026-01-01", "pricing_tier": "gold"}),
+        serde_json::json!({"model_id": "m", "input_price_per_1m": 1, "output_price_per_1m": 1, "effective_date": "2026-01-01", "colour": 1}),
+    ] {
+        let (s, b) = app.send(reqwest::Method::POST, &key, base, Some(bad.clone())).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {b}");
+    }
+    let (s, _) = app.send(reqwest::Method::POST, &key, base, Some(serde_json::json!({"model_id": "bad id!", "input_price_per_1m": 1, "output_price_per_1m": 1, "effective_date": "2026-01-01"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Read, update, delete.
+    let (s, one) = app
+        .send(reqwest::Method::GET, &key, &format!("{base}/my-ft-model"), None)
+        .await;
+    assert_eq!((s, one["count"].as_u64()), (StatusCode::OK, Some(1)));
+    let (s, b) = app
+        .send(
+            reqwest::Method::PUT,
+            &key,
+            &format!("{base}/my-ft-model"),
+            Some(serde_json::json!({"output_price_per_1m": 10})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["output_price_per_1m"].as_str()),
+        (StatusCode::OK, Some("10")),
+        "{b}"
+    );
+    let (s, _) = app
+        .send(
+            reqwest::Method::PUT,
+            &key,
+            &format!("{base}/my-ft-model"),
+            Some(serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "no fields to update");
+    let resp = app
+        .client
+        .delete(app.server.url(&format!("{base}/my-ft-model")))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (s, _) = app
+        .send(reqwest::Method::GET, &key, &format!("{base}/my-ft-model"), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Another org: 403 on every pricing route, and its own table is untouched.
+    for (m, path) in [
+        (reqwest::Method::GET, base.to_string()),
+        (reqwest::Method::POST, format!("{base}/reset")),
+        (reqwest::Method::DELETE, format!("{base}/gpt-4o")),
+    ] {
+        let (s, _) = app.send(m, &other, &path, None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+    }
+    // Effective dating: a price change on the 15th prices the 14th and the 16th differently.
+    let (s, _) = app
+        .send(reqwest::Method::POST, &key, base, Some(serde_json::json!({"model_id": "gpt-4o", "input_price_per_1m": 5, "output_price_per_1m": 20, "effective_date": "2026-01-15"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let cost = |day: &'static str| {
+        let (app, key, ctx) = (&app, key.clone(), ctx.clone());
+        async move {
+            let (_, b, _) = app
+                .post_run(&key, &example("prices"), serde_json::json!({"date": day}))
+                .await;
+            app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+            let rows = ctx
+                .warehouse
+                .query("prices_local", "SELECT input_tokens, input_cost FROM {{example_cost_daily}} WHERE usage_date = @d AND model_id = 'gpt-4o' AND pricing_tier = 'standard' AND project_id = 'proj_web'", &cloudact_core::warehouse::Params::new().with("d", day.parse::<chrono::NaiveDate>().unwrap()))
+                .await
+                .unwrap();
+            let tokens = rust_decimal::Decimal::from(rows[0].int("input_tokens").unwrap());
+            rows[0].numeric("input_cost").unwrap() * rust_decimal::Decimal::from(1_000_000) / tokens
+        }
+    };
+    assert_eq!(
+        cost("2026-01-14").await,
+        rust_decimal::Decimal::from_str_exact("2.5").unwrap(),
+        "old price before the 15th"
+    );
+    assert_eq!(
+        cost("2026-01-16").await,
+        rust_decimal::Decimal::from(5),
+        "new price from the 15th"
+    );
+    // Reset restores the defaults (dropping custom rows of that provider only).
+    let (s, b) = app
+        .send(reqwest::Method::POST, &key, &format!("{base}/reset"), None)
+        .await;
+    assert_eq!((s, b["count"].as_u64()), (StatusCode::OK, Some(seeded)));
+    let (_, anthropic) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/integrations/prices/claude/pricing",
+            None,
+        )
+        .await;
+    assert!(anthropic["count"].as_u64().unwrap() > 0);
+}

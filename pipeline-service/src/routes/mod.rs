@@ -3,6 +3,7 @@
 mod integrations;
 mod organizations;
 mod pipelines;
+mod pricing;
 
 use std::sync::Arc;
 
@@ -22,8 +23,9 @@ use utoipa::OpenApi;
         pipelines::cancel_run, pipelines::retry_run, pipelines::catalogue,
         integrations::setup, integrations::revalidate, integrations::list, integrations::get_one,
         integrations::update, integrations::remove,
+        pricing::list, pricing::get_model, pricing::create, pricing::update, pricing::delete, pricing::reset,
     ),
-    tags((name = "pipelines"), (name = "integrations"), (name = "organizations"), (name = "health"))
+    tags((name = "pipelines"), (name = "integrations"), (name = "pricing"), (name = "organizations"), (name = "health"))
 )]
 pub struct ApiDoc;
 
@@ -59,6 +61,18 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
         .route(
             "/integrations/{org_slug}/{provider}/validate",
             post(integrations::revalidate),
+        )
+        .route(
+            "/integrations/{org_slug}/{provider}/pricing",
+            get(pricing::list).post(pricing::create),
+        )
+        .route(
+            "/integrations/{org_slug}/{provider}/pricing/reset",
+            post(pricing::reset),
+        )
+        .route(
+            "/integrations/{org_slug}/{provider}/pricing/{model_id}",
+            get(pricing::get_model).put(pricing::update).delete(pricing::delete),
         );
     let app = Router::new().nest("/api/v1", api).merge(health::routes());
     let app = docs::mount(app, &ctx, ApiDoc::openapi());

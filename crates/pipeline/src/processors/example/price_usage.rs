@@ -50,7 +50,8 @@ struct Price {
     currency: String,
 }
 
-fn per_million(tokens: i64, price: Decimal) -> Decimal {
+/// Cost of `tokens` at `price` per 1M tokens, exact, rounded to 9 decimal places (NUMERIC).
+pub fn per_million(tokens: i64, price: Decimal) -> Decimal {
     (Decimal::from(tokens) * price / Decimal::from(1_000_000)).round_dp(9)
 }
 
@@ -179,5 +180,25 @@ impl Processor for PriceUsageProcessor {
                 "unknown_models": unknown, "total_cost": total.to_string(),
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Pricing is linear in tokens and never negative.
+        #[test]
+        fn pricing_is_linear_and_never_negative(a in 0i64..2_000_000_000, b in 0i64..2_000_000_000, cents in 0u32..100_000_000) {
+            let price = Decimal::new(i64::from(cents), 4);
+            let (ca, cb, cab) = (per_million(a, price), per_million(b, price), per_million(a + b, price));
+            prop_assert!(ca >= Decimal::ZERO && cb >= Decimal::ZERO);
+            // Linear up to the 9-decimal rounding of each term.
+            prop_assert!((ca + cb - cab).abs() <= Decimal::new(2, 9));
+            prop_assert_eq!(per_million(0, price), Decimal::ZERO);
+        }
     }
 }

@@ -1,0 +1,517 @@
+//! Per-org LLM pricing (org key; path org must match), in the org's `llm_model_pricing`
+//! table: one row per provider + `model_id` + `pricing_tier` + `effective_date`, prices per 1M
+//! tokens (per-1K inputs from the original frontend are converted, and list responses carry
+//! per-1K values too). Absent cached / cache-write prices fall back to the input price when
+//! usage is priced — never to 0.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, Query, State},
+    http::StatusCode,
+    Json,
+};
+use chrono::{NaiveDate, Utc};
+use cloudact_core::{
+    config::{load_seed_rows, TableList},
+    warehouse::{Params, Row, Value as Cell},
+};
+use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+
+const TABLE: &str = "llm_model_pricing";
+const ONBOARDING_TABLES: &str = "setup/organizations/onboarding/tables.yml";
+const TIERS: [&str; 4] = ["standard", "batch", "flex", "priority"];
+
+/// The provider value stored in the pricing table for a path segment.
+fn pricing_provider(alias: &str) -> Result<&'static str, ApiError> {
+    match alias {
+        "openai" => Ok("openai"),
+        "anthropic" | "claude" => Ok("anthropic"),
+        "deepseek" => Ok("deepseek"),
+        "gemini" | "gcp" | "gcp_sa" => Ok("gemini"),
+        "custom" => Ok("custom"),
+        other => Err(ApiError::not_found(
+            "UNKNOWN_PROVIDER",
+            format!("no pricing for provider {other:?}; use openai, anthropic, deepseek, gemini or custom"),
+        )),
+    }
+}
+
+fn check_model_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty() && id.len() <= 100 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "INVALID_MODEL_ID",
+            "model_id must match ^[a-zA-Z0-9._-]{1,100}$",
+        ))
+    }
+}
+
+fn price(field: &str, v: &Value) -> Result<Decimal, ApiError> {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => {
+            return Err(ApiError::unprocessable(
+                "INVALID_PRICE",
+                format!("{field} must be a number"),
+            ))
+        }
+    };
+    let d: Decimal = text
+        .parse()
+        .map_err(|_| ApiError::unprocessable("INVALID_PRICE", format!("{field} must be a number")))?;
+    if d.is_sign_negative() {
+        return Err(ApiError::unprocessable(
+            "INVALID_PRICE",
+            format!("{field} must not be negative"),
+        ));
+    }
+    Ok(d.normalize())
+}
+
+fn date(field: &str, v: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .ok()
+        .filter(|_| v.len() == 10)
+        .ok_or_else(|| ApiError::unprocessable("INVALID_DATE", format!("{field} must be YYYY-MM-DD")))
+}
+
+/// A pricing row as sent: prices per 1M tokens (or per 1K, converted).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PricingBody {
+    pub model_id: Option<String>,
+    pub model_name: Option<String>,
+    /// standard (default), batch, flex or priority.
+    pub pricing_tier: Option<String>,
+    /// Only USD.
+    pub currency: Option<String>,
+    #[schema(value_type = Option<f64>)]
+    pub input_price_per_1m: Option<Value>,
+    #[schema(value_type = Option<f64>)]
+    pub cached_input_price_per_1m: Option<Value>,
+    #[schema(value_type = Option<f64>)]
+    pub cache_write_5m_price_per_1m: Option<Value>,
+    #[schema(value_type = Option<f64>)]
+    pub cache_write_1h_price_per_1m: Option<Value>,
+    #[schema(value_type = Option<f64>)]
+    pub output_price_per_1m: Option<Value>,
+    /// Original-frontend form: converted to per 1M.
+    #[schema(value_type = Option<f64>)]
+    pub input_price_per_1k: Option<Value>,
+    #[schema(value_type = Option<f64>)]
+    pub output_price_per_1k: Option<Value>,
+    /// First day the price applies (YYYY-MM-DD).
+    pub effective_date: Option<String>,
+    /// Last day it applies.
+    pub end_date: Option<String>,
+    pub is_enabled: Option<bool>,
+    pub notes: Option<String>,
+}
+
+/// A per-1M price field, and its per-1K form when the original frontend may send one.
+type PriceField<'a> = (&'static str, &'a Option<Value>, Option<&'a Option<Value>>);
+
+impl PricingBody {
+    /// Typed prices given in the body, per 1M tokens.
+    fn prices(&self) -> Result<Vec<(&'static str, Decimal)>, ApiError> {
+        let mut out = Vec::new();
+        let thousand = Decimal::from(1000);
+        let pairs: [PriceField<'_>; 5] = [
+            (
+                "input_price_per_1m",
+                &self.input_price_per_1m,
+                Some(&self.input_price_per_1k),
+            ),
+            ("cached_input_price_per_1m", &self.cached_input_price_per_1m, None),
+            ("cache_write_5m_price_per_1m", &self.cache_write_5m_price_per_1m, None),
+            ("cache_write_1h_price_per_1m", &self.cache_write_1h_price_per_1m, None),
+            (
+                "output_price_per_1m",
+                &self.output_price_per_1m,
+                Some(&self.output_price_per_1k),
+            ),
+        ];
+        for (name, per_1m, per_1k) in pairs {
+            match (per_1m, per_1k.and_then(Option::as_ref)) {
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::unprocessable(
+                        "INVALID_PRICE",
+                        format!("give {name} or its per-1K form, not both"),
+                    ))
+                }
+                (Some(v), None) => out.push((name, price(name, v)?)),
+                (None, Some(v)) => out.push((name, (price(name, v)? * thousand).normalize())),
+                (None, None) => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn row_json(r: &Row) -> Value {
+    let mut obj = serde_json::Map::new();
+    for (k, v) in &r.0 {
+        obj.insert(k.clone(), v.to_json());
+    }
+    let thousand = Decimal::from(1000);
+    for (m, k) in [
+        ("input_price_per_1m", "input_price_per_1k"),
+        ("output_price_per_1m", "output_price_per_1k"),
+    ] {
+        if let Some(d) = r.numeric(m) {
+            obj.insert(k.into(), json!((d / thousand).normalize().to_string()));
+        }
+    }
+    Value::Object(obj)
+}
+
+async fn table_ready(ctx: &AppContext, dataset: &str) -> Result<bool, ApiError> {
+    Ok(ctx.warehouse.table_exists(dataset, TABLE).await?)
+}
+
+async fn rows(ctx: &AppContext, dataset: &str, provider: &str, model: Option<&str>) -> Result<Vec<Row>, ApiError> {
+    if !table_ready(ctx, dataset).await? {
+        return Ok(Vec::new());
+    }
+    let (filter, params) = match model {
+        Some(m) => (
+            "AND model_id = @model",
+            Params::new().with("provider", provider).with("model", m),
+        ),
+        None => ("", Params::new().with("provider", provider)),
+    };
+    Ok(ctx
+        .warehouse
+        .query(
+            dataset,
+            &format!("SELECT * FROM {{{{{TABLE}}}}} WHERE provider = @provider {filter} ORDER BY model_id, pricing_tier, effective_date"),
+            &params,
+        )
+        .await?)
+}
+
+/// The provider's prices for the org.
+#[utoipa::path(get, path = "/api/v1/integrations/{org_slug}/{provider}/pricing", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), security(("api_key" = [])),
+    responses((status = 200), (status = 401), (status = 403), (status = 404)))]
+pub async fn list(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    let found = rows(&ctx, &org.org_dataset_id, provider, None).await?;
+    Ok(Json(
+        json!({"org_slug": org.org_slug, "provider": provider, "count": found.len(),
+                   "pricing": found.iter().map(row_json).collect::<Vec<_>>()}),
+    ))
+}
+
+/// One model's prices (every tier and effective date).
+#[utoipa::path(get, path = "/api/v1/integrations/{org_slug}/{provider}/pricing/{model_id}", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path), ("model_id" = String, Path)), security(("api_key" = [])),
+    responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_model(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias, model_id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    check_model_id(&model_id)?;
+    let found = rows(&ctx, &org.org_dataset_id, provider, Some(&model_id)).await?;
+    if found.is_empty() {
+        return Err(ApiError::not_found(
+            "PRICING_NOT_FOUND",
+            format!("Pricing not found for model: {model_id}"),
+        ));
+    }
+    Ok(Json(
+        json!({"org_slug": org.org_slug, "provider": provider, "model_id": model_id, "count": found.len(),
+                   "pricing": found.iter().map(row_json).collect::<Vec<_>>()}),
+    ))
+}
+
+/// Adds a price (a model, tier and effective date not priced yet).
+#[utoipa::path(post, path = "/api/v1/integrations/{org_slug}/{provider}/pricing", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), request_body = PricingBody, security(("api_key" = [])),
+    responses((status = 201), (status = 400), (status = 401), (status = 403), (status = 409), (status = 422)))]
+pub async fn create(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PricingBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    let model_id = body
+        .model_id
+        .clone()
+        .ok_or_else(|| ApiError::unprocessable("VALIDATION_ERROR", "model_id is required"))?;
+    check_model_id(&model_id)?;
+    let tier = body.pricing_tier.clone().unwrap_or_else(|| "standard".into());
+    if !TIERS.contains(&tier.as_str()) {
+        return Err(ApiError::unprocessable(
+            "INVALID_TIER",
+            format!("pricing_tier must be one of {}", TIERS.join(", ")),
+        ));
+    }
+    if body.currency.as_deref().is_some_and(|c| c != "USD") {
+        return Err(ApiError::unprocessable("INVALID_CURRENCY", "prices are in USD"));
+    }
+    let effective = date("effective_date", body.effective_date.as_deref().unwrap_or(""))?;
+    let end = body.end_date.as_deref().map(|d| date("end_date", d)).transpose()?;
+    if end.is_some_and(|e| e < effective) {
+        return Err(ApiError::unprocessable(
+            "INVALID_DATE",
+            "end_date is before effective_date",
+        ));
+    }
+    if body.notes.as_ref().is_some_and(|n| n.chars().count() > 1000) {
+        return Err(ApiError::unprocessable(
+            "VALIDATION_ERROR",
+            "notes must be at most 1000 characters",
+        ));
+    }
+    let prices = body.prices()?;
+    for required in ["input_price_per_1m", "output_price_per_1m"] {
+        if !prices.iter().any(|(k, _)| *k == required) {
+            return Err(ApiError::unprocessable(
+                "INVALID_PRICE",
+                format!("{required} (or its per-1K form) is required"),
+            ));
+        }
+    }
+    if !table_ready(&ctx, &org.org_dataset_id).await? {
+        return Err(ApiError::conflict(
+            "DATASET_NOT_READY",
+            "the organization's dataset has no pricing table; re-run onboarding",
+        ));
+    }
+    let exists = rows(&ctx, &org.org_dataset_id, provider, Some(&model_id))
+        .await?
+        .iter()
+        .any(|r| {
+            r.string("pricing_tier").as_deref() == Some(tier.as_str()) && r.date("effective_date") == Some(effective)
+        });
+    if exists {
+        return Err(ApiError::conflict(
+            "PRICING_EXISTS",
+            format!("Pricing already exists for model: {model_id} ({tier}, effective {effective}); update it with PUT"),
+        ));
+    }
+    let now = Utc::now();
+    let id: String = format!("price_{provider}_{model_id}_{tier}_{effective}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut row = Row::new()
+        .with("pricing_id", id)
+        .with("provider", provider)
+        .with("model_id", model_id.as_str())
+        .with("model_name", body.model_name.clone())
+        .with("pricing_tier", tier.as_str())
+        .with("currency", "USD")
+        .with("effective_date", effective)
+        .with("end_date", end)
+        .with("is_custom", true)
+        .with("is_enabled", body.is_enabled.unwrap_or(true))
+        .with("notes", body.notes.clone())
+        .with("created_at", now)
+        .with("updated_at", now);
+    for (k, v) in prices {
+        row.set(k, v);
+    }
+    ctx.warehouse
+        .insert_rows(&org.org_dataset_id, TABLE, &[row.clone()])
+        .await?;
+    Ok((StatusCode::CREATED, Json(row_json(&row))))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RowSelector {
+    /// Default standard.
+    pub pricing_tier: Option<String>,
+    /// Default: the most recent effective date of that tier.
+    pub effective_date: Option<String>,
+}
+
+/// Changes one price row (selected by tier and effective date; default the latest standard).
+#[utoipa::path(put, path = "/api/v1/integrations/{org_slug}/{provider}/pricing/{model_id}", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path), ("model_id" = String, Path)),
+    request_body = PricingBody, security(("api_key" = [])),
+    responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)))]
+pub async fn update(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias, model_id)): Path<(String, String, String)>,
+    ApiJson(body): ApiJson<PricingBody>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    check_model_id(&model_id)?;
+    if body.model_id.as_deref().is_some_and(|m| m != model_id) {
+        return Err(ApiError::unprocessable(
+            "VALIDATION_ERROR",
+            "model_id in the body must match the path",
+        ));
+    }
+    let tier = body.pricing_tier.clone().unwrap_or_else(|| "standard".into());
+    let candidates: Vec<Row> = rows(&ctx, &org.org_dataset_id, provider, Some(&model_id))
+        .await?
+        .into_iter()
+        .filter(|r| r.string("pricing_tier").as_deref() == Some(tier.as_str()))
+        .collect();
+    let target = match body.effective_date.as_deref() {
+        Some(d) => {
+            let d = date("effective_date", d)?;
+            candidates.into_iter().find(|r| r.date("effective_date") == Some(d))
+        }
+        None => candidates.into_iter().max_by_key(|r| r.date("effective_date")),
+    }
+    .ok_or_else(|| {
+        ApiError::not_found(
+            "PRICING_NOT_FOUND",
+            format!("Pricing not found for model: {model_id} ({tier})"),
+        )
+    })?;
+    let mut sets = Vec::new();
+    let mut params = Params::new()
+        .with("provider", provider)
+        .with("model", model_id.as_str())
+        .with("tier", tier.as_str())
+        .with("effective", target.date("effective_date"))
+        .with("now", Utc::now());
+    for (k, v) in body.prices()? {
+        sets.push(format!("{k} = @{k}"));
+        params = params.with(k, v);
+    }
+    if let Some(n) = &body.model_name {
+        sets.push("model_name = @model_name".into());
+        params = params.with("model_name", n.as_str());
+    }
+    if let Some(n) = &body.notes {
+        sets.push("notes = @notes".into());
+        params = params.with("notes", n.as_str());
+    }
+    if let Some(e) = &body.end_date {
+        sets.push("end_date = @end_date".into());
+        params = params.with("end_date", date("end_date", e)?);
+    }
+    if let Some(b) = body.is_enabled {
+        sets.push("is_enabled = @is_enabled".into());
+        params = params.with("is_enabled", b);
+    }
+    if sets.is_empty() {
+        return Err(ApiError::bad_request("NO_FIELDS", "No fields to update"));
+    }
+    sets.push("is_custom = @custom".into());
+    params = params.with("custom", true);
+    ctx.warehouse
+        .execute(
+            &org.org_dataset_id,
+            &format!(
+                "UPDATE {{{{{TABLE}}}}} SET {}, updated_at = @now WHERE provider = @provider AND model_id = @model \
+                 AND pricing_tier = @tier AND effective_date = @effective",
+                sets.join(", ")
+            ),
+            &params,
+        )
+        .await?;
+    let found = rows(&ctx, &org.org_dataset_id, provider, Some(&model_id)).await?;
+    let updated = found
+        .iter()
+        .find(|r| {
+            r.string("pricing_tier").as_deref() == Some(tier.as_str())
+                && r.date("effective_date") == target.date("effective_date")
+        })
+        .map(row_json)
+        .unwrap_or(Value::Null);
+    Ok(Json(updated))
+}
+
+/// Deletes a model's prices (optionally one tier / effective date). 204 even if none matched.
+#[utoipa::path(delete, path = "/api/v1/integrations/{org_slug}/{provider}/pricing/{model_id}", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path), ("model_id" = String, Path), RowSelector),
+    security(("api_key" = [])), responses((status = 204), (status = 400), (status = 401), (status = 403)))]
+pub async fn delete(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias, model_id)): Path<(String, String, String)>,
+    query: Result<Query<RowSelector>, axum::extract::rejection::QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    check_model_id(&model_id)?;
+    let Query(sel) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
+    if !table_ready(&ctx, &org.org_dataset_id).await? {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let mut sql = format!("DELETE FROM {{{{{TABLE}}}}} WHERE provider = @provider AND model_id = @model");
+    let mut params = Params::new()
+        .with("provider", provider)
+        .with("model", model_id.as_str());
+    if let Some(t) = &sel.pricing_tier {
+        sql.push_str(" AND pricing_tier = @tier");
+        params = params.with("tier", t.as_str());
+    }
+    if let Some(d) = &sel.effective_date {
+        sql.push_str(" AND effective_date = @effective");
+        params = params.with("effective", date("effective_date", d)?);
+    }
+    ctx.warehouse.execute(&org.org_dataset_id, &sql, &params).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Restores the provider's default prices (custom changes to that provider are dropped).
+#[utoipa::path(post, path = "/api/v1/integrations/{org_slug}/{provider}/pricing/reset", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), security(("api_key" = [])),
+    responses((status = 200), (status = 401), (status = 403)))]
+pub async fn reset(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    let list = TableList::load(&ctx.settings.configs_dir, ONBOARDING_TABLES)
+        .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+    let table = list
+        .table(TABLE)
+        .ok_or_else(|| ApiError::internal("onboarding tables list has no pricing table"))?;
+    let seed = table
+        .seed
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("pricing table has no seed"))?;
+    let defaults: Vec<Row> = load_seed_rows(seed, &table.def, Utc::now())
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter(|r| r.get("provider") == Some(&Cell::String(provider.to_string())))
+        .collect();
+    if !table_ready(&ctx, &org.org_dataset_id).await? {
+        ctx.warehouse.create_table(&org.org_dataset_id, &table.def).await?;
+    }
+    ctx.warehouse
+        .execute(
+            &org.org_dataset_id,
+            &format!("DELETE FROM {{{{{TABLE}}}}} WHERE provider = @provider"),
+            &Params::new().with("provider", provider),
+        )
+        .await?;
+    ctx.warehouse.insert_rows(&org.org_dataset_id, TABLE, &defaults).await?;
+    let found = rows(&ctx, &org.org_dataset_id, provider, None).await?;
+    Ok(Json(
+        json!({"org_slug": org.org_slug, "provider": provider, "count": found.len(),
+                   "pricing": found.iter().map(row_json).collect::<Vec<_>>()}),
+    ))
+}
