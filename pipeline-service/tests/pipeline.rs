@@ -1376,3 +1376,36 @@ async fn pricing_crud_reset_and_effective_dating() {
         .await;
     assert!(anthropic["count"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn provider_plan_crud_and_reset() {
+    let app = spawn().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "plans").await;
+    let other = onboarded(&ctx, "plans_other").await;
+    let base = "/api/v1/integrations/plans/openai/subscriptions";
+    let (s, list) = app.send(reqwest::Method::GET, &key, base, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let seeded = list["count"].as_u64().unwrap();
+    assert!(seeded > 0);
+    let (s, b) = app
+        .send(reqwest::Method::POST, &key, base, Some(serde_json::json!({"plan_name": "TEAM_SEATS", "quantity": 12, "unit_price_usd": "25.50", "effective_date": "2026-01-01"})))
+        .await;
+    assert_eq!((s, b["unit_price_usd"].as_str()), (StatusCode::CREATED, Some("25.5")), "{b}");
+    let (s, _) = app.send(reqwest::Method::POST, &key, base, Some(serde_json::json!({"plan_name": "TEAM_SEATS", "unit_price_usd": 1, "effective_date": "2026-01-01"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = app.send(reqwest::Method::POST, &key, base, Some(serde_json::json!({"plan_name": "X", "unit_price_usd": -1, "effective_date": "2026-01-01"}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = app.send(reqwest::Method::GET, &key, &format!("{base}/bad-name!"), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, b) = app.send(reqwest::Method::PUT, &key, &format!("{base}/TEAM_SEATS"), Some(serde_json::json!({"quantity": 15}))).await;
+    assert_eq!((s, b["quantity"].as_i64()), (StatusCode::OK, Some(15)));
+    let (s, _) = app.send(reqwest::Method::GET, &other, base, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let resp = app.client.delete(app.server.url(&format!("{base}/TEAM_SEATS"))).header("X-API-Key", &key).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (s, _) = app.send(reqwest::Method::GET, &key, &format!("{base}/TEAM_SEATS"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = app.send(reqwest::Method::POST, &key, &format!("{base}/reset"), None).await;
+    assert_eq!((s, b["count"].as_u64()), (StatusCode::OK, Some(seeded)));
+}

@@ -27,7 +27,7 @@ const ONBOARDING_TABLES: &str = "setup/organizations/onboarding/tables.yml";
 const TIERS: [&str; 4] = ["standard", "batch", "flex", "priority"];
 
 /// The provider value stored in the pricing table for a path segment.
-fn pricing_provider(alias: &str) -> Result<&'static str, ApiError> {
+pub(crate) fn pricing_provider(alias: &str) -> Result<&'static str, ApiError> {
     match alias {
         "openai" => Ok("openai"),
         "anthropic" | "claude" => Ok("anthropic"),
@@ -53,7 +53,7 @@ fn check_model_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn price(field: &str, v: &Value) -> Result<Decimal, ApiError> {
+pub(crate) fn price(field: &str, v: &Value) -> Result<Decimal, ApiError> {
     let text = match v {
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
@@ -76,7 +76,7 @@ fn price(field: &str, v: &Value) -> Result<Decimal, ApiError> {
     Ok(d.normalize())
 }
 
-fn date(field: &str, v: &str) -> Result<NaiveDate, ApiError> {
+pub(crate) fn date(field: &str, v: &str) -> Result<NaiveDate, ApiError> {
     NaiveDate::parse_from_str(v, "%Y-%m-%d")
         .ok()
         .filter(|_| v.len() == 10)
@@ -156,7 +156,7 @@ impl PricingBody {
     }
 }
 
-fn row_json(r: &Row) -> Value {
+pub(crate) fn row_json(r: &Row) -> Value {
     let mut obj = serde_json::Map::new();
     for (k, v) in &r.0 {
         obj.insert(k.clone(), v.to_json());

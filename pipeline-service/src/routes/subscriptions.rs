@@ -1,0 +1,276 @@
+//! Per-org LLM provider plans (org key; path org must match), in the org's
+//! `llm_subscriptions` table, keyed by provider + `plan_name`.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    Json,
+};
+use chrono::Utc;
+use cloudact_core::{
+    config::{load_seed_rows, TableList},
+    warehouse::{Params, Row, Value as Cell},
+};
+use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use super::pricing::{date, price, pricing_provider, row_json};
+
+const TABLE: &str = "llm_subscriptions";
+const ONBOARDING_TABLES: &str = "setup/organizations/onboarding/tables.yml";
+
+fn check_plan(plan: &str) -> Result<(), ApiError> {
+    let ok = !plan.is_empty() && plan.len() <= 50 && plan.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("INVALID_PLAN_NAME", "plan_name must match ^[a-zA-Z0-9_]{1,50}$"))
+    }
+}
+
+/// A provider plan.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    pub subscription_id: Option<String>,
+    pub plan_name: Option<String>,
+    /// Seats or units, ≥ 0.
+    pub quantity: Option<i64>,
+    /// Price per unit per month in USD, ≥ 0.
+    #[schema(value_type = Option<f64>)]
+    pub unit_price_usd: Option<Value>,
+    pub effective_date: Option<String>,
+    pub end_date: Option<String>,
+    pub is_enabled: Option<bool>,
+    /// api_key, service_account or oauth.
+    pub auth_type: Option<String>,
+    pub notes: Option<String>,
+}
+
+async fn plans(ctx: &AppContext, dataset: &str, provider: &str, plan: Option<&str>) -> Result<Vec<Row>, ApiError> {
+    if !ctx.warehouse.table_exists(dataset, TABLE).await? {
+        return Ok(Vec::new());
+    }
+    let (filter, params) = match plan {
+        Some(p) => ("AND plan_name = @plan", Params::new().with("provider", provider).with("plan", p)),
+        None => ("", Params::new().with("provider", provider)),
+    };
+    Ok(ctx
+        .warehouse
+        .query(dataset, &format!("SELECT * FROM {{{{{TABLE}}}}} WHERE provider = @provider {filter} ORDER BY plan_name"), &params)
+        .await?)
+}
+
+fn listing(org: &str, provider: &str, rows: &[Row]) -> Value {
+    json!({"org_slug": org, "provider": provider, "count": rows.len(), "subscriptions": rows.iter().map(row_json).collect::<Vec<_>>()})
+}
+
+/// The provider's plans for the org.
+#[utoipa::path(get, path = "/api/v1/integrations/{org_slug}/{provider}/subscriptions", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), security(("api_key" = [])),
+    responses((status = 200), (status = 401), (status = 403), (status = 404)))]
+pub async fn list(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    Ok(Json(listing(&org.org_slug, provider, &plans(&ctx, &org.org_dataset_id, provider, None).await?)))
+}
+
+/// One plan.
+#[utoipa::path(get, path = "/api/v1/integrations/{org_slug}/{provider}/subscriptions/{plan_name}", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path), ("plan_name" = String, Path)), security(("api_key" = [])),
+    responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_plan(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias, plan)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    check_plan(&plan)?;
+    let found = plans(&ctx, &org.org_dataset_id, provider, Some(&plan)).await?;
+    found
+        .first()
+        .map(|r| Json(row_json(r)))
+        .ok_or_else(|| ApiError::not_found("SUBSCRIPTION_NOT_FOUND", format!("Subscription not found for plan: {plan}")))
+}
+
+/// Adds a plan (201; 409 when the plan name exists for the provider).
+#[utoipa::path(post, path = "/api/v1/integrations/{org_slug}/{provider}/subscriptions", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), request_body = PlanBody, security(("api_key" = [])),
+    responses((status = 201), (status = 400), (status = 401), (status = 403), (status = 409), (status = 422)))]
+pub async fn create(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PlanBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    let plan = body.plan_name.clone().ok_or_else(|| ApiError::unprocessable("VALIDATION_ERROR", "plan_name is required"))?;
+    check_plan(&plan)?;
+    let quantity = body.quantity.unwrap_or(1);
+    if quantity < 0 {
+        return Err(ApiError::unprocessable("VALIDATION_ERROR", "quantity must not be negative"));
+    }
+    let unit = price("unit_price_usd", body.unit_price_usd.as_ref().unwrap_or(&json!(null)))?;
+    let effective = date("effective_date", body.effective_date.as_deref().unwrap_or(""))?;
+    let end = body.end_date.as_deref().map(|d| date("end_date", d)).transpose()?;
+    if body.auth_type.as_deref().is_some_and(|a| !["api_key", "service_account", "oauth"].contains(&a)) {
+        return Err(ApiError::unprocessable("VALIDATION_ERROR", "auth_type must be api_key, service_account or oauth"));
+    }
+    if body.notes.as_ref().is_some_and(|n| n.chars().count() > 1000) {
+        return Err(ApiError::unprocessable("VALIDATION_ERROR", "notes must be at most 1000 characters"));
+    }
+    if !ctx.warehouse.table_exists(&org.org_dataset_id, TABLE).await? {
+        return Err(ApiError::conflict("DATASET_NOT_READY", "the organization's dataset has no plans table; re-run onboarding"));
+    }
+    if !plans(&ctx, &org.org_dataset_id, provider, Some(&plan)).await?.is_empty() {
+        return Err(ApiError::conflict("SUBSCRIPTION_EXISTS", format!("Subscription already exists: {plan}")));
+    }
+    let id = body.subscription_id.clone().unwrap_or_else(|| format!("sub_{provider}_{}", plan.to_ascii_lowercase()));
+    if id.is_empty() || id.len() > 100 {
+        return Err(ApiError::unprocessable("VALIDATION_ERROR", "subscription_id must be 1 to 100 characters"));
+    }
+    let now = Utc::now();
+    let row = Row::new()
+        .with("subscription_id", id)
+        .with("provider", provider)
+        .with("plan_name", plan.as_str())
+        .with("is_custom", true)
+        .with("quantity", quantity)
+        .with("unit_price_usd", unit)
+        .with("effective_date", effective)
+        .with("end_date", end)
+        .with("is_enabled", body.is_enabled.unwrap_or(true))
+        .with("auth_type", body.auth_type.clone())
+        .with("notes", body.notes.clone())
+        .with("created_at", now)
+        .with("updated_at", now);
+    ctx.warehouse.insert_rows(&org.org_dataset_id, TABLE, &[row.clone()]).await?;
+    Ok((StatusCode::CREATED, Json(row_json(&row))))
+}
+
+/// Changes a plan.
+#[utoipa::path(put, path = "/api/v1/integrations/{org_slug}/{provider}/subscriptions/{plan_name}", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path), ("plan_name" = String, Path)),
+    request_body = PlanBody, security(("api_key" = [])),
+    responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)))]
+pub async fn update(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias, plan)): Path<(String, String, String)>,
+    ApiJson(body): ApiJson<PlanBody>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    check_plan(&plan)?;
+    if plans(&ctx, &org.org_dataset_id, provider, Some(&plan)).await?.is_empty() {
+        return Err(ApiError::not_found("SUBSCRIPTION_NOT_FOUND", format!("Subscription not found for plan: {plan}")));
+    }
+    if body.plan_name.as_deref().is_some_and(|p| p != plan) || body.subscription_id.is_some() {
+        return Err(ApiError::unprocessable("VALIDATION_ERROR", "plan_name and subscription_id cannot change"));
+    }
+    let mut sets = Vec::new();
+    let mut params = Params::new().with("provider", provider).with("plan", plan.as_str()).with("now", Utc::now());
+    if let Some(q) = body.quantity {
+        if q < 0 {
+            return Err(ApiError::unprocessable("VALIDATION_ERROR", "quantity must not be negative"));
+        }
+        sets.push("quantity = @quantity");
+        params = params.with("quantity", q);
+    }
+    if let Some(v) = &body.unit_price_usd {
+        sets.push("unit_price_usd = @unit");
+        params = params.with("unit", price("unit_price_usd", v)?);
+    }
+    if let Some(d) = &body.effective_date {
+        sets.push("effective_date = @effective");
+        params = params.with("effective", date("effective_date", d)?);
+    }
+    if let Some(d) = &body.end_date {
+        sets.push("end_date = @end");
+        params = params.with("end", date("end_date", d)?);
+    }
+    if let Some(b) = body.is_enabled {
+        sets.push("is_enabled = @enabled");
+        params = params.with("enabled", b);
+    }
+    if let Some(n) = &body.notes {
+        sets.push("notes = @notes");
+        params = params.with("notes", n.as_str());
+    }
+    if sets.is_empty() {
+        return Err(ApiError::bad_request("NO_FIELDS", "No fields to update"));
+    }
+    ctx.warehouse
+        .execute(
+            &org.org_dataset_id,
+            &format!(
+                "UPDATE {{{{{TABLE}}}}} SET {}, is_custom = @custom, updated_at = @now WHERE provider = @provider AND plan_name = @plan",
+                sets.join(", ")
+            ),
+            &params.with("custom", true),
+        )
+        .await?;
+    let found = plans(&ctx, &org.org_dataset_id, provider, Some(&plan)).await?;
+    Ok(Json(found.first().map(row_json).unwrap_or(Value::Null)))
+}
+
+/// Deletes a plan (204 even when none matched).
+#[utoipa::path(delete, path = "/api/v1/integrations/{org_slug}/{provider}/subscriptions/{plan_name}", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path), ("plan_name" = String, Path)), security(("api_key" = [])),
+    responses((status = 204), (status = 400), (status = 401), (status = 403)))]
+pub async fn delete(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias, plan)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    check_plan(&plan)?;
+    if ctx.warehouse.table_exists(&org.org_dataset_id, TABLE).await? {
+        ctx.warehouse
+            .execute(
+                &org.org_dataset_id,
+                &format!("DELETE FROM {{{{{TABLE}}}}} WHERE provider = @provider AND plan_name = @plan"),
+                &Params::new().with("provider", provider).with("plan", plan.as_str()),
+            )
+            .await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Restores the provider's default plans.
+#[utoipa::path(post, path = "/api/v1/integrations/{org_slug}/{provider}/subscriptions/reset", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), security(("api_key" = [])),
+    responses((status = 200), (status = 401), (status = 403)))]
+pub async fn reset(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    let list = TableList::load(&ctx.settings.configs_dir, ONBOARDING_TABLES).map_err(|e| ApiError::internal(format!("{e:?}")))?;
+    let table = list.table(TABLE).ok_or_else(|| ApiError::internal("onboarding tables list has no plans table"))?;
+    let seed = table.seed.as_ref().ok_or_else(|| ApiError::internal("plans table has no seed"))?;
+    let defaults: Vec<Row> = load_seed_rows(seed, &table.def, Utc::now())
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter(|r| r.get("provider") == Some(&Cell::String(provider.to_string())))
+        .collect();
+    ctx.warehouse.create_table(&org.org_dataset_id, &table.def).await?;
+    ctx.warehouse
+        .execute(&org.org_dataset_id, &format!("DELETE FROM {{{{{TABLE}}}}} WHERE provider = @provider"), &Params::new().with("provider", provider))
+        .await?;
+    ctx.warehouse.insert_rows(&org.org_dataset_id, TABLE, &defaults).await?;
+    Ok(Json(listing(&org.org_slug, provider, &plans(&ctx, &org.org_dataset_id, provider, None).await?)))
+}
