@@ -1391,21 +1391,125 @@ async fn provider_plan_crud_and_reset() {
     let (s, b) = app
         .send(reqwest::Method::POST, &key, base, Some(serde_json::json!({"plan_name": "TEAM_SEATS", "quantity": 12, "unit_price_usd": "25.50", "effective_date": "2026-01-01"})))
         .await;
-    assert_eq!((s, b["unit_price_usd"].as_str()), (StatusCode::CREATED, Some("25.5")), "{b}");
-    let (s, _) = app.send(reqwest::Method::POST, &key, base, Some(serde_json::json!({"plan_name": "TEAM_SEATS", "unit_price_usd": 1, "effective_date": "2026-01-01"}))).await;
+    assert_eq!(
+        (s, b["unit_price_usd"].as_str()),
+        (StatusCode::CREATED, Some("25.5")),
+        "{b}"
+    );
+    let (s, _) = app
+        .send(
+            reqwest::Method::POST,
+            &key,
+            base,
+            Some(serde_json::json!({"plan_name": "TEAM_SEATS", "unit_price_usd": 1, "effective_date": "2026-01-01"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    let (s, _) = app.send(reqwest::Method::POST, &key, base, Some(serde_json::json!({"plan_name": "X", "unit_price_usd": -1, "effective_date": "2026-01-01"}))).await;
+    let (s, _) = app
+        .send(
+            reqwest::Method::POST,
+            &key,
+            base,
+            Some(serde_json::json!({"plan_name": "X", "unit_price_usd": -1, "effective_date": "2026-01-01"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = app.send(reqwest::Method::GET, &key, &format!("{base}/bad-name!"), None).await;
+    let (s, _) = app
+        .send(reqwest::Method::GET, &key, &format!("{base}/bad-name!"), None)
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, b) = app.send(reqwest::Method::PUT, &key, &format!("{base}/TEAM_SEATS"), Some(serde_json::json!({"quantity": 15}))).await;
+    let (s, b) = app
+        .send(
+            reqwest::Method::PUT,
+            &key,
+            &format!("{base}/TEAM_SEATS"),
+            Some(serde_json::json!({"quantity": 15})),
+        )
+        .await;
     assert_eq!((s, b["quantity"].as_i64()), (StatusCode::OK, Some(15)));
     let (s, _) = app.send(reqwest::Method::GET, &other, base, None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let resp = app.client.delete(app.server.url(&format!("{base}/TEAM_SEATS"))).header("X-API-Key", &key).send().await.unwrap();
+    let resp = app
+        .client
+        .delete(app.server.url(&format!("{base}/TEAM_SEATS")))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let (s, _) = app.send(reqwest::Method::GET, &key, &format!("{base}/TEAM_SEATS"), None).await;
+    let (s, _) = app
+        .send(reqwest::Method::GET, &key, &format!("{base}/TEAM_SEATS"), None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, b) = app.send(reqwest::Method::POST, &key, &format!("{base}/reset"), None).await;
+    let (s, b) = app
+        .send(reqwest::Method::POST, &key, &format!("{base}/reset"), None)
+        .await;
     assert_eq!((s, b["count"].as_u64()), (StatusCode::OK, Some(seeded)));
+}
+
+#[tokio::test]
+async fn a_litellm_price_map_import_reports_added_changed_and_skipped() {
+    let app = spawn().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "importer").await;
+    let map = serde_json::json!({
+        "sample_spec": {"litellm_provider": "openai"},
+        "gpt-4o": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+                   "input_cost_per_token_batches": 1.25e-06, "output_cost_per_token_batches": 5e-06, "cache_read_input_token_cost": 1.25e-06},
+        "gpt-4o-mini": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 1.5e-07, "output_cost_per_token": 6e-07},
+        "gpt-new-1": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 3e-06, "output_cost_per_token": 1.2e-05},
+        "dall-e-3": {"litellm_provider": "openai", "mode": "image_generation", "output_cost_per_image": 0.04},
+        "claude-x": {"litellm_provider": "anthropic", "mode": "chat", "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05}
+    });
+    let url = "/api/v1/integrations/importer/openai/pricing/import";
+    let (s, b) = app
+        .send(
+            reqwest::Method::POST,
+            &key,
+            url,
+            Some(serde_json::json!({"models": map, "effective_date": "2026-02-01"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // gpt-4o standard gains a cached price (changed), batch is unchanged; gpt-4o-mini standard is
+    // unchanged; gpt-new-1 is new; dall-e-3 is skipped; claude-x is another provider's.
+    assert_eq!((b["added"].as_u64(), b["changed"].as_u64()), (Some(1), Some(1)), "{b}");
+    assert_eq!(b["skipped"].as_u64(), Some(3), "{b}");
+    let (_, one) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/integrations/importer/openai/pricing/gpt-new-1",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            one["pricing"][0]["input_price_per_1m"].as_str(),
+            one["pricing"][0]["output_price_per_1m"].as_str()
+        ),
+        (Some("3"), Some("12"))
+    );
+    let (_, again) = app
+        .send(
+            reqwest::Method::POST,
+            &key,
+            url,
+            Some(serde_json::json!({"models": map, "effective_date": "2026-02-01"})),
+        )
+        .await;
+    assert_eq!(
+        (again["added"].as_u64(), again["changed"].as_u64()),
+        (Some(0), Some(0)),
+        "a second import changes nothing: {again}"
+    );
+    let (s, _) = app
+        .send(
+            reqwest::Method::POST,
+            &key,
+            url,
+            Some(serde_json::json!({"path": "../secrets.json", "effective_date": "2026-02-01"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
 }

@@ -25,6 +25,7 @@ use utoipa::OpenApi;
         integrations::setup, integrations::revalidate, integrations::list, integrations::get_one,
         integrations::update, integrations::remove,
         pricing::list, pricing::get_model, pricing::create, pricing::update, pricing::delete, pricing::reset,
+        pricing::import_litellm,
         subscriptions::list, subscriptions::get_plan, subscriptions::create, subscriptions::update,
         subscriptions::delete, subscriptions::reset,
     ),
@@ -74,14 +75,26 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
             post(pricing::reset),
         )
         .route(
+            "/integrations/{org_slug}/{provider}/pricing/import",
+            post(pricing::import_litellm),
+        )
+        .route(
             "/integrations/{org_slug}/{provider}/pricing/{model_id}",
             get(pricing::get_model).put(pricing::update).delete(pricing::delete),
         )
-        .route("/integrations/{org_slug}/{provider}/subscriptions", get(subscriptions::list).post(subscriptions::create))
-        .route("/integrations/{org_slug}/{provider}/subscriptions/reset", post(subscriptions::reset))
+        .route(
+            "/integrations/{org_slug}/{provider}/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/integrations/{org_slug}/{provider}/subscriptions/reset",
+            post(subscriptions::reset),
+        )
         .route(
             "/integrations/{org_slug}/{provider}/subscriptions/{plan_name}",
-            get(subscriptions::get_plan).put(subscriptions::update).delete(subscriptions::delete),
+            get(subscriptions::get_plan)
+                .put(subscriptions::update)
+                .delete(subscriptions::delete),
         );
     let app = Router::new().nest("/api/v1", api).merge(health::routes());
     let app = docs::mount(app, &ctx, ApiDoc::openapi());

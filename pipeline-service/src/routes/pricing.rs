@@ -332,7 +332,7 @@ pub async fn create(
         row.set(k, v);
     }
     ctx.warehouse
-        .insert_rows(&org.org_dataset_id, TABLE, &[row.clone()])
+        .insert_rows(&org.org_dataset_id, TABLE, std::slice::from_ref(&row))
         .await?;
     Ok((StatusCode::CREATED, Json(row_json(&row))))
 }
@@ -514,4 +514,216 @@ pub async fn reset(
         json!({"org_slug": org.org_slug, "provider": provider, "count": found.len(),
                    "pricing": found.iter().map(row_json).collect::<Vec<_>>()}),
     ))
+}
+
+/// Body of a LiteLLM price-map import: the map itself (`models`, the LiteLLM JSON format), or
+/// a `path` to such a file inside `configs/`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    #[schema(value_type = Option<Object>)]
+    pub models: Option<serde_json::Map<String, Value>>,
+    /// Relative to `configs/` (no `..`).
+    pub path: Option<String>,
+    /// The date the imported prices take effect.
+    pub effective_date: String,
+}
+
+fn litellm_provider_matches(provider: &str, litellm: &str) -> bool {
+    match provider {
+        "gemini" => litellm == "gemini" || litellm == "vertex_ai-language-models",
+        other => litellm == other,
+    }
+}
+
+/// Per-1M price from a LiteLLM per-token cost (a JSON number, often in exponent form).
+fn per_token_to_per_1m(v: &Value) -> Option<Decimal> {
+    let text = v.as_f64().map(|_| v.to_string())?;
+    let d = Decimal::from_scientific(&text)
+        .or_else(|_| text.parse::<Decimal>())
+        .ok()?;
+    (!d.is_sign_negative()).then(|| (d * Decimal::from(1_000_000)).normalize())
+}
+
+/// The tiers a LiteLLM entry prices, as (tier, price columns).
+fn litellm_tiers(entry: &Value) -> Vec<(&'static str, Vec<(&'static str, Decimal)>)> {
+    let mut out = Vec::new();
+    for (tier, suffix) in [
+        ("standard", ""),
+        ("batch", "_batches"),
+        ("priority", "_priority"),
+        ("flex", "_flex"),
+    ] {
+        let get = |base: &str| entry.get(format!("{base}{suffix}")).and_then(per_token_to_per_1m);
+        let (Some(input), Some(output)) = (get("input_cost_per_token"), get("output_cost_per_token")) else {
+            continue;
+        };
+        let mut prices = vec![("input_price_per_1m", input), ("output_price_per_1m", output)];
+        if let Some(c) = get("cache_read_input_token_cost") {
+            prices.push(("cached_input_price_per_1m", c));
+        }
+        if suffix.is_empty() {
+            if let Some(w) = entry
+                .get("cache_creation_input_token_cost")
+                .and_then(per_token_to_per_1m)
+            {
+                prices.push(("cache_write_5m_price_per_1m", w));
+            }
+            if let Some(w) = entry
+                .get("cache_creation_input_token_cost_above_1hr")
+                .and_then(per_token_to_per_1m)
+            {
+                prices.push(("cache_write_1h_price_per_1m", w));
+            }
+        }
+        out.push((tier, prices));
+    }
+    out
+}
+
+/// Upserts a provider's models from a LiteLLM price map: adds missing (model, tier) prices at
+/// `effective_date`, updates changed ones, and reports what was added, changed and skipped.
+#[utoipa::path(post, path = "/api/v1/integrations/{org_slug}/{provider}/pricing/import", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), request_body = ImportBody, security(("api_key" = [])),
+    responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 422)))]
+pub async fn import_litellm(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path((org_slug, alias)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ImportBody>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let provider = pricing_provider(&alias)?;
+    let effective = date("effective_date", &body.effective_date)?;
+    let models = match (body.models, body.path) {
+        (Some(m), None) => m,
+        (None, Some(p)) => {
+            if p.starts_with('/') || p.split('/').any(|s| s == ".." || s.is_empty()) || !p.ends_with(".json") {
+                return Err(ApiError::bad_request(
+                    "INVALID_PATH",
+                    "path must be a relative .json path inside configs/",
+                ));
+            }
+            let text = std::fs::read_to_string(ctx.settings.configs_dir.join(&p))
+                .map_err(|_| ApiError::not_found("FILE_NOT_FOUND", format!("configs/{p} does not exist")))?;
+            serde_json::from_str(&text)
+                .map_err(|e| ApiError::unprocessable("INVALID_PRICE_MAP", format!("configs/{p}: {e}")))?
+        }
+        _ => {
+            return Err(ApiError::unprocessable(
+                "VALIDATION_ERROR",
+                "give either models or path",
+            ))
+        }
+    };
+    if !table_ready(&ctx, &org.org_dataset_id).await? {
+        return Err(ApiError::conflict(
+            "DATASET_NOT_READY",
+            "the organization's dataset has no pricing table; re-run onboarding",
+        ));
+    }
+    let existing = rows(&ctx, &org.org_dataset_id, provider, None).await?;
+    let (mut added, mut changed, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    let now = Utc::now();
+    let mut inserts = Vec::new();
+    for (name, entry) in &models {
+        if name == "sample_spec" {
+            continue;
+        }
+        let litellm = entry.get("litellm_provider").and_then(Value::as_str).unwrap_or("");
+        let mode = entry.get("mode").and_then(Value::as_str).unwrap_or("");
+        if !litellm_provider_matches(provider, litellm) {
+            continue;
+        }
+        let model_id = name.rsplit('/').next().unwrap_or(name).to_string();
+        if check_model_id(&model_id).is_err() || !["chat", "completion", "responses", "embedding"].contains(&mode) {
+            skipped.push(json!({"model": name, "reason": format!("unsupported model id or mode {mode:?}")}));
+            continue;
+        }
+        let tiers = litellm_tiers(entry);
+        if tiers.is_empty() {
+            skipped.push(json!({"model": name, "reason": "no per-token input/output price"}));
+            continue;
+        }
+        for (tier, prices) in tiers {
+            let current = existing
+                .iter()
+                .filter(|r| {
+                    r.string("model_id").as_deref() == Some(model_id.as_str())
+                        && r.string("pricing_tier").as_deref() == Some(tier)
+                })
+                .filter(|r| r.date("effective_date").is_some_and(|d| d <= effective))
+                .max_by_key(|r| r.date("effective_date"));
+            let same = current.is_some_and(|r| prices.iter().all(|(k, v)| r.numeric(k) == Some(*v)));
+            if same {
+                skipped.push(json!({"model": model_id, "tier": tier, "reason": "unchanged"}));
+                continue;
+            }
+            let at_date = current.is_some_and(|r| r.date("effective_date") == Some(effective));
+            if at_date {
+                let mut sets = Vec::new();
+                let mut params = Params::new()
+                    .with("provider", provider)
+                    .with("model", model_id.as_str())
+                    .with("tier", tier)
+                    .with("effective", effective)
+                    .with("now", now);
+                for (k, v) in &prices {
+                    sets.push(format!("{k} = @{k}"));
+                    params = params.with(k, *v);
+                }
+                ctx.warehouse
+                    .execute(
+                        &org.org_dataset_id,
+                        &format!(
+                            "UPDATE {{{{{TABLE}}}}} SET {}, updated_at = @now WHERE provider = @provider AND model_id = @model \
+                             AND pricing_tier = @tier AND effective_date = @effective",
+                            sets.join(", ")
+                        ),
+                        &params,
+                    )
+                    .await?;
+                changed.push(json!({"model": model_id, "tier": tier}));
+            } else {
+                let id: String = format!("price_{provider}_{model_id}_{tier}_{effective}")
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                let mut row = Row::new()
+                    .with("pricing_id", id)
+                    .with("provider", provider)
+                    .with("model_id", model_id.as_str())
+                    .with("model_name", model_id.as_str())
+                    .with("pricing_tier", tier)
+                    .with("currency", "USD")
+                    .with("effective_date", effective)
+                    .with("is_custom", false)
+                    .with("is_enabled", true)
+                    .with(
+                        "notes",
+                        format!(
+                            "imported from LiteLLM price map ({})",
+                            entry.get("source").and_then(Value::as_str).unwrap_or("no source")
+                        ),
+                    )
+                    .with("created_at", now)
+                    .with("updated_at", now);
+                for (k, v) in &prices {
+                    row.set(k, *v);
+                }
+                inserts.push(row);
+                if current.is_some() {
+                    changed.push(json!({"model": model_id, "tier": tier, "effective_date": effective.to_string()}));
+                } else {
+                    added.push(json!({"model": model_id, "tier": tier}));
+                }
+            }
+        }
+    }
+    ctx.warehouse.insert_rows(&org.org_dataset_id, TABLE, &inserts).await?;
+    Ok(Json(json!({
+        "org_slug": org.org_slug, "provider": provider, "effective_date": effective.to_string(),
+        "added": added.len(), "changed": changed.len(), "skipped": skipped.len(),
+        "added_models": added, "changed_models": changed, "skipped_models": skipped,
+    })))
 }

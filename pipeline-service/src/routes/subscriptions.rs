@@ -28,7 +28,10 @@ fn check_plan(plan: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request("INVALID_PLAN_NAME", "plan_name must match ^[a-zA-Z0-9_]{1,50}$"))
+        Err(ApiError::bad_request(
+            "INVALID_PLAN_NAME",
+            "plan_name must match ^[a-zA-Z0-9_]{1,50}$",
+        ))
     }
 }
 
@@ -56,12 +59,19 @@ async fn plans(ctx: &AppContext, dataset: &str, provider: &str, plan: Option<&st
         return Ok(Vec::new());
     }
     let (filter, params) = match plan {
-        Some(p) => ("AND plan_name = @plan", Params::new().with("provider", provider).with("plan", p)),
+        Some(p) => (
+            "AND plan_name = @plan",
+            Params::new().with("provider", provider).with("plan", p),
+        ),
         None => ("", Params::new().with("provider", provider)),
     };
     Ok(ctx
         .warehouse
-        .query(dataset, &format!("SELECT * FROM {{{{{TABLE}}}}} WHERE provider = @provider {filter} ORDER BY plan_name"), &params)
+        .query(
+            dataset,
+            &format!("SELECT * FROM {{{{{TABLE}}}}} WHERE provider = @provider {filter} ORDER BY plan_name"),
+            &params,
+        )
         .await?)
 }
 
@@ -80,7 +90,11 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
-    Ok(Json(listing(&org.org_slug, provider, &plans(&ctx, &org.org_dataset_id, provider, None).await?)))
+    Ok(Json(listing(
+        &org.org_slug,
+        provider,
+        &plans(&ctx, &org.org_dataset_id, provider, None).await?,
+    )))
 }
 
 /// One plan.
@@ -96,10 +110,12 @@ pub async fn get_plan(
     let provider = pricing_provider(&alias)?;
     check_plan(&plan)?;
     let found = plans(&ctx, &org.org_dataset_id, provider, Some(&plan)).await?;
-    found
-        .first()
-        .map(|r| Json(row_json(r)))
-        .ok_or_else(|| ApiError::not_found("SUBSCRIPTION_NOT_FOUND", format!("Subscription not found for plan: {plan}")))
+    found.first().map(|r| Json(row_json(r))).ok_or_else(|| {
+        ApiError::not_found(
+            "SUBSCRIPTION_NOT_FOUND",
+            format!("Subscription not found for plan: {plan}"),
+        )
+    })
 }
 
 /// Adds a plan (201; 409 when the plan name exists for the provider).
@@ -114,30 +130,61 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
-    let plan = body.plan_name.clone().ok_or_else(|| ApiError::unprocessable("VALIDATION_ERROR", "plan_name is required"))?;
+    let plan = body
+        .plan_name
+        .clone()
+        .ok_or_else(|| ApiError::unprocessable("VALIDATION_ERROR", "plan_name is required"))?;
     check_plan(&plan)?;
     let quantity = body.quantity.unwrap_or(1);
     if quantity < 0 {
-        return Err(ApiError::unprocessable("VALIDATION_ERROR", "quantity must not be negative"));
+        return Err(ApiError::unprocessable(
+            "VALIDATION_ERROR",
+            "quantity must not be negative",
+        ));
     }
     let unit = price("unit_price_usd", body.unit_price_usd.as_ref().unwrap_or(&json!(null)))?;
     let effective = date("effective_date", body.effective_date.as_deref().unwrap_or(""))?;
     let end = body.end_date.as_deref().map(|d| date("end_date", d)).transpose()?;
-    if body.auth_type.as_deref().is_some_and(|a| !["api_key", "service_account", "oauth"].contains(&a)) {
-        return Err(ApiError::unprocessable("VALIDATION_ERROR", "auth_type must be api_key, service_account or oauth"));
+    if body
+        .auth_type
+        .as_deref()
+        .is_some_and(|a| !["api_key", "service_account", "oauth"].contains(&a))
+    {
+        return Err(ApiError::unprocessable(
+            "VALIDATION_ERROR",
+            "auth_type must be api_key, service_account or oauth",
+        ));
     }
     if body.notes.as_ref().is_some_and(|n| n.chars().count() > 1000) {
-        return Err(ApiError::unprocessable("VALIDATION_ERROR", "notes must be at most 1000 characters"));
+        return Err(ApiError::unprocessable(
+            "VALIDATION_ERROR",
+            "notes must be at most 1000 characters",
+        ));
     }
     if !ctx.warehouse.table_exists(&org.org_dataset_id, TABLE).await? {
-        return Err(ApiError::conflict("DATASET_NOT_READY", "the organization's dataset has no plans table; re-run onboarding"));
+        return Err(ApiError::conflict(
+            "DATASET_NOT_READY",
+            "the organization's dataset has no plans table; re-run onboarding",
+        ));
     }
-    if !plans(&ctx, &org.org_dataset_id, provider, Some(&plan)).await?.is_empty() {
-        return Err(ApiError::conflict("SUBSCRIPTION_EXISTS", format!("Subscription already exists: {plan}")));
+    if !plans(&ctx, &org.org_dataset_id, provider, Some(&plan))
+        .await?
+        .is_empty()
+    {
+        return Err(ApiError::conflict(
+            "SUBSCRIPTION_EXISTS",
+            format!("Subscription already exists: {plan}"),
+        ));
     }
-    let id = body.subscription_id.clone().unwrap_or_else(|| format!("sub_{provider}_{}", plan.to_ascii_lowercase()));
+    let id = body
+        .subscription_id
+        .clone()
+        .unwrap_or_else(|| format!("sub_{provider}_{}", plan.to_ascii_lowercase()));
     if id.is_empty() || id.len() > 100 {
-        return Err(ApiError::unprocessable("VALIDATION_ERROR", "subscription_id must be 1 to 100 characters"));
+        return Err(ApiError::unprocessable(
+            "VALIDATION_ERROR",
+            "subscription_id must be 1 to 100 characters",
+        ));
     }
     let now = Utc::now();
     let row = Row::new()
@@ -154,7 +201,9 @@ pub async fn create(
         .with("notes", body.notes.clone())
         .with("created_at", now)
         .with("updated_at", now);
-    ctx.warehouse.insert_rows(&org.org_dataset_id, TABLE, &[row.clone()]).await?;
+    ctx.warehouse
+        .insert_rows(&org.org_dataset_id, TABLE, std::slice::from_ref(&row))
+        .await?;
     Ok((StatusCode::CREATED, Json(row_json(&row))))
 }
 
@@ -172,17 +221,32 @@ pub async fn update(
     org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     check_plan(&plan)?;
-    if plans(&ctx, &org.org_dataset_id, provider, Some(&plan)).await?.is_empty() {
-        return Err(ApiError::not_found("SUBSCRIPTION_NOT_FOUND", format!("Subscription not found for plan: {plan}")));
+    if plans(&ctx, &org.org_dataset_id, provider, Some(&plan))
+        .await?
+        .is_empty()
+    {
+        return Err(ApiError::not_found(
+            "SUBSCRIPTION_NOT_FOUND",
+            format!("Subscription not found for plan: {plan}"),
+        ));
     }
     if body.plan_name.as_deref().is_some_and(|p| p != plan) || body.subscription_id.is_some() {
-        return Err(ApiError::unprocessable("VALIDATION_ERROR", "plan_name and subscription_id cannot change"));
+        return Err(ApiError::unprocessable(
+            "VALIDATION_ERROR",
+            "plan_name and subscription_id cannot change",
+        ));
     }
     let mut sets = Vec::new();
-    let mut params = Params::new().with("provider", provider).with("plan", plan.as_str()).with("now", Utc::now());
+    let mut params = Params::new()
+        .with("provider", provider)
+        .with("plan", plan.as_str())
+        .with("now", Utc::now());
     if let Some(q) = body.quantity {
         if q < 0 {
-            return Err(ApiError::unprocessable("VALIDATION_ERROR", "quantity must not be negative"));
+            return Err(ApiError::unprocessable(
+                "VALIDATION_ERROR",
+                "quantity must not be negative",
+            ));
         }
         sets.push("quantity = @quantity");
         params = params.with("quantity", q);
@@ -259,9 +323,15 @@ pub async fn reset(
 ) -> Result<Json<Value>, ApiError> {
     org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
-    let list = TableList::load(&ctx.settings.configs_dir, ONBOARDING_TABLES).map_err(|e| ApiError::internal(format!("{e:?}")))?;
-    let table = list.table(TABLE).ok_or_else(|| ApiError::internal("onboarding tables list has no plans table"))?;
-    let seed = table.seed.as_ref().ok_or_else(|| ApiError::internal("plans table has no seed"))?;
+    let list = TableList::load(&ctx.settings.configs_dir, ONBOARDING_TABLES)
+        .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+    let table = list
+        .table(TABLE)
+        .ok_or_else(|| ApiError::internal("onboarding tables list has no plans table"))?;
+    let seed = table
+        .seed
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("plans table has no seed"))?;
     let defaults: Vec<Row> = load_seed_rows(seed, &table.def, Utc::now())
         .map_err(ApiError::internal)?
         .into_iter()
@@ -269,8 +339,16 @@ pub async fn reset(
         .collect();
     ctx.warehouse.create_table(&org.org_dataset_id, &table.def).await?;
     ctx.warehouse
-        .execute(&org.org_dataset_id, &format!("DELETE FROM {{{{{TABLE}}}}} WHERE provider = @provider"), &Params::new().with("provider", provider))
+        .execute(
+            &org.org_dataset_id,
+            &format!("DELETE FROM {{{{{TABLE}}}}} WHERE provider = @provider"),
+            &Params::new().with("provider", provider),
+        )
         .await?;
     ctx.warehouse.insert_rows(&org.org_dataset_id, TABLE, &defaults).await?;
-    Ok(Json(listing(&org.org_slug, provider, &plans(&ctx, &org.org_dataset_id, provider, None).await?)))
+    Ok(Json(listing(
+        &org.org_slug,
+        provider,
+        &plans(&ctx, &org.org_dataset_id, provider, None).await?,
+    )))
 }
