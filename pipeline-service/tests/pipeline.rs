@@ -964,9 +964,11 @@ async fn api_keys_are_validated_live_against_the_provider() {
         ("deepseek", "sk-invalid-ds-0000001", "INVALID"),
     ];
     for (provider, credential, expected) in cases {
+        let started = std::time::Instant::now();
         let (s, b) = app
             .setup(&key, "integ", provider, serde_json::json!({"credential": credential}))
             .await;
+        println!("setup {provider} {credential}: {expected} in {:?}", started.elapsed());
         assert_eq!(s, StatusCode::OK, "{provider} {credential}: {b}");
         assert_eq!(b["validation_status"], expected, "{provider} {credential}: {b}");
         assert_eq!(

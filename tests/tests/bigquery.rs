@@ -264,3 +264,84 @@ async fn run_admission_and_quotas_on_bigquery() {
     let q = store.quota_row("acme", now.date_naive()).await.unwrap().unwrap();
     assert_eq!(q.int("concurrent_pipelines_running"), Some(0));
 }
+
+/// A GCP service account is validated the way Google does it: an RS256-signed JWT exchanged
+/// at the account's `token_uri` (the sandbox's OAuth2 endpoint), then a `LIMIT 0` read of the
+/// customer's billing-export table (on the BigQuery emulator).
+#[tokio::test]
+async fn gcp_service_accounts_are_validated_with_a_signed_jwt_and_a_limit_0_read() {
+    use cloudact_core::{
+        config::ProviderEntry,
+        warehouse::{schema::parse_schema_json, TableDef},
+    };
+    use cloudact_pipeline::providers::validate::{validate_service_account, Validation};
+    let emu = BigQueryEmulator::start();
+    let wh = warehouse(&emu).await;
+    wh.create_dataset("billing", "US").await.unwrap();
+    let fields = parse_schema_json(r#"[{"name":"service","type":"STRING"},{"name":"cost","type":"FLOAT64"},{"name":"usage_start_time","type":"TIMESTAMP"}]"#).unwrap();
+    let def = TableDef {
+        name: "gcp_billing_export_v1_0123".into(),
+        description: None,
+        fields,
+        partition_field: None,
+        clustering: vec![],
+    };
+    wh.create_table("billing", &def).await.unwrap();
+    let fixtures = cloudact_e2e::configs_dir().join("../tests/fixtures");
+    let mut sa: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("sandbox-service-account.json")).unwrap()).unwrap();
+    let public = std::fs::read_to_string(fixtures.join("sandbox-service-account.pub.pem")).unwrap();
+    let email = sa["client_email"].as_str().unwrap().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            sandbox_providers::router_with_service_accounts(42, vec![(email, public)]),
+        )
+        .await
+    });
+    sa["token_uri"] = serde_json::json!(format!("http://{addr}/token"));
+    let bigquery = ProviderEntry {
+        name: "GCP_SA".into(),
+        aliases: vec!["gcp".into()],
+        credential_type: "SERVICE_ACCOUNT_JSON".into(),
+        key_prefixes: vec![],
+        admin_key_prefix: None,
+        base_url: emu.base_url.trim_end_matches("/bigquery/v2").to_string(),
+        base_url_env: "GCP_BIGQUERY_BASE_URL".into(),
+        validation_timeout_seconds: 10,
+    };
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let ok = validate_service_account(
+        &http,
+        &bigquery,
+        &sa.to_string(),
+        "test-proj.billing.gcp_billing_export_v1_0123",
+    )
+    .await;
+    println!(
+        "GCP service-account validation against the sandbox + emulator: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ok, Validation::Valid);
+    let missing = validate_service_account(&http, &bigquery, &sa.to_string(), "test-proj.billing.no_such_table").await;
+    assert!(
+        matches!(&missing, Validation::Invalid(m) if m.contains("no_such_table")),
+        "{missing:?}"
+    );
+    let mut stranger = sa.clone();
+    stranger["client_email"] = serde_json::json!("someone-else@test-proj.iam.gserviceaccount.com");
+    let refused = validate_service_account(
+        &http,
+        &bigquery,
+        &stranger.to_string(),
+        "test-proj.billing.gcp_billing_export_v1_0123",
+    )
+    .await;
+    assert!(
+        matches!(&refused, Validation::Invalid(m) if m.contains("Invalid JWT Signature")),
+        "{refused:?}"
+    );
+}

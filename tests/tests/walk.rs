@@ -114,6 +114,22 @@ async fn walk(dir: &std::path::Path, mut env: HashMap<&'static str, String>, emb
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
+    // A provider credential stored through the pipeline-service never shows up in plaintext.
+    let provider_secret = "sk-proj-walk-secret-0123456789abcdef";
+    let (s, b) = send(
+        &c,
+        c.post(pipe.url("/api/v1/integrations/acme/openai/setup"))
+            .header("X-API-Key", &acme_key)
+            .json(&json!({"credential": provider_secret, "skip_validation": true})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["validation_status"].as_str()),
+        (StatusCode::OK, Some("PENDING")),
+        "{b}"
+    );
+    assert!(!b.to_string().contains(provider_secret));
+
     // Rotate: the old key dies at once in the api-service, and within the cache TTL (1 s
     // here) in the pipeline-service; the new key works in both.
     let (s, b) = send(
@@ -183,6 +199,13 @@ async fn walk(dir: &std::path::Path, mut env: HashMap<&'static str, String>, emb
     );
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
+        assert!(
+            !bytes
+                .windows(provider_secret.len())
+                .any(|w| w == provider_secret.as_bytes()),
+            "{} contains a provider credential",
+            f.display()
+        );
         for key in [&acme_key, &new_key, &globex_key] {
             let secret = key.split_once("_api_").unwrap().1.as_bytes();
             assert_eq!(secret.len(), 22);

@@ -14,7 +14,7 @@ use chrono::Utc;
 use cloudact_core::{auth::key_fingerprint, config::ProviderEntry, meta::integrations::NewCredential, warehouse::Row};
 use cloudact_pipeline::{
     context::credential_aad,
-    providers::validate::{validate_api_key, Validation},
+    providers::validate::{validate_api_key, validate_service_account, Validation},
 };
 use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth};
 use secrecy::{ExposeSecret, SecretString};
@@ -175,14 +175,21 @@ fn check_format(
     Ok((key_fingerprint(credential), metadata))
 }
 
-async fn validate(ctx: &AppContext, p: &ProviderEntry, credential: &str) -> Validation {
+async fn validate(
+    ctx: &AppContext,
+    p: &ProviderEntry,
+    credential: &str,
+    metadata: &serde_json::Map<String, Value>,
+) -> Validation {
+    let http = &ctx.executor.services().http;
     if p.credential_type == "SERVICE_ACCOUNT_JSON" {
-        return Validation::Pending(
-            "live validation of service accounts (token exchange and a LIMIT 0 read of the billing table) is not available yet"
-                .to_string(),
-        );
+        let table = metadata
+            .get("billing_export_table")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return validate_service_account(http, p, credential, table).await;
     }
-    validate_api_key(&ctx.executor.services().http, p, credential).await
+    validate_api_key(http, p, credential).await
 }
 
 /// What a setup or a credential replacement stores.
@@ -219,7 +226,7 @@ async fn store(
     let validation = if skip_validation {
         Validation::Pending("validation skipped on request".to_string())
     } else {
-        validate(ctx, p, raw).await
+        validate(ctx, p, raw, &metadata).await
     };
     let ciphertext = ctx
         .kms
@@ -310,7 +317,11 @@ pub async fn revalidate(
         .decrypt(&ciphertext, credential_aad(&org.org_slug, &p.name).as_bytes())
         .await?;
     let credential = String::from_utf8(plain.expose_secret().clone()).map_err(ApiError::internal)?;
-    let validation = validate(&ctx, p, &credential).await;
+    let metadata = row
+        .json("metadata")
+        .and_then(|m| m.as_object().cloned())
+        .unwrap_or_default();
+    let validation = validate(&ctx, p, &credential, &metadata).await;
     ctx.store
         .record_validation(&id, &org.org_slug, validation.status(), validation.error(), Utc::now())
         .await?;

@@ -30,14 +30,23 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Sandbox {
     seed: u64,
+    /// Service accounts the token endpoint knows: client_email → RSA public key (PEM).
+    service_accounts: std::sync::Arc<Vec<(String, String)>>,
 }
 
-/// The sandbox app.
+/// The sandbox app (its token endpoint knows no service account).
 pub fn router(seed: u64) -> Router {
+    router_with_service_accounts(seed, Vec::new())
+}
+
+/// The sandbox app whose Google OAuth2 token endpoint (`POST /token`) accepts JWT grants
+/// signed (RS256) by these service accounts: (client_email, public key PEM).
+pub fn router_with_service_accounts(seed: u64, service_accounts: Vec<(String, String)>) -> Router {
     Router::new()
+        .route("/token", axum::routing::post(google_token))
         .route("/v1/models", get(models))
         .route("/v1/organization/usage/completions", get(openai_usage))
         .route("/v1/organization/costs", get(openai_costs))
@@ -46,7 +55,10 @@ pub fn router(seed: u64) -> Router {
         .route("/v1/organizations/cost_report", get(anthropic_costs))
         .route("/models", get(deepseek_models))
         .route("/user/balance", get(deepseek_balance))
-        .with_state(Sandbox { seed })
+        .with_state(Sandbox {
+            seed,
+            service_accounts: std::sync::Arc::new(service_accounts),
+        })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -176,6 +188,69 @@ fn pick(seed: u64, parts: &[&str], below: u64) -> u64 {
 const OPENAI_MODELS: [&str; 3] = ["gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "o3-mini-2025-01-31"];
 const OPENAI_PROJECTS: [&str; 2] = ["proj_sandbox_web", "proj_sandbox_batch"];
 const ANTHROPIC_MODELS: [&str; 2] = ["claude-3-5-sonnet-20241022", "claude-3-5-haiku-20241022"];
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (status, Json(json!({"error": error, "error_description": description}))).into_response()
+}
+
+/// Google's OAuth2 JWT-bearer grant: the assertion must be an RS256 JWT signed by a known
+/// service account, for this token endpoint (`aud`), unexpired, with a scope.
+async fn google_token(State(s): State<Sandbox>, body: String) -> Response {
+    let form: Vec<(String, String)> = body
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace("%3A", ":").replace("%3a", ":")))
+        .collect();
+    let grant = form.iter().find(|(k, _)| k == "grant_type").map(|(_, v)| v.as_str());
+    if grant != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Invalid grant_type");
+    }
+    let Some((_, assertion)) = form.iter().find(|(k, _)| k == "assertion") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Missing required parameter: assertion",
+        );
+    };
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        iss: String,
+        scope: String,
+    }
+    let Ok(header) = jsonwebtoken::decode_header(assertion) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT: malformed");
+    };
+    if header.alg != jsonwebtoken::Algorithm::RS256 {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid JWT: alg must be RS256",
+        );
+    }
+    for (email, pem) in s.service_accounts.iter() {
+        let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()) else {
+            continue;
+        };
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_issuer(&[email]);
+        validation.validate_aud = false;
+        if let Ok(data) = jsonwebtoken::decode::<Claims>(assertion, &key, &validation) {
+            if data.claims.scope.is_empty() {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    "Empty or missing scope not allowed.",
+                );
+            }
+            let token = format!(
+                "ya29.sandbox-{}",
+                pick(s.seed, &[&data.claims.iss, assertion.as_str()], u64::MAX)
+            );
+            return Json(json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})).into_response();
+        }
+    }
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT Signature.")
+}
 
 async fn models(State(s): State<Sandbox>, headers: HeaderMap) -> Response {
     if headers.contains_key("x-api-key") || headers.contains_key("anthropic-version") {

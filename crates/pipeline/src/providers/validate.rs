@@ -111,3 +111,115 @@ pub async fn validate_api_key(http: &reqwest::Client, provider: &ProviderEntry, 
         s => Validation::Invalid(format!("{} answered {s}: {}", provider.name, provider_message(&body))),
     }
 }
+
+/// Checks a GCP service account: signs a JWT (RS256) for the BigQuery read-only scope,
+/// exchanges it at the account's `token_uri`, and reads zero rows of the customer's billing
+/// export table (`SELECT * FROM \`project.dataset.table\` LIMIT 0`) in the account's project.
+pub async fn validate_service_account(
+    http: &reqwest::Client,
+    bigquery: &ProviderEntry,
+    sa_json: &str,
+    billing_table: &str,
+) -> Validation {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        iss: &'a str,
+        scope: &'a str,
+        aud: &'a str,
+        iat: i64,
+        exp: i64,
+    }
+    let sa: serde_json::Value = match serde_json::from_str(sa_json) {
+        Ok(v) => v,
+        Err(e) => return Validation::Invalid(format!("service-account JSON: {e}")),
+    };
+    let (Some(email), Some(key_pem), Some(project)) = (
+        sa["client_email"].as_str(),
+        sa["private_key"].as_str(),
+        sa["project_id"].as_str(),
+    ) else {
+        return Validation::Invalid("service-account JSON lacks client_email, private_key or project_id".into());
+    };
+    let token_uri = sa["token_uri"]
+        .as_str()
+        .unwrap_or("https://oauth2.googleapis.com/token");
+    let key = match jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes()) {
+        Ok(k) => k,
+        Err(e) => return Validation::Invalid(format!("private_key is not a usable RSA key: {e}")),
+    };
+    let now = Utc::now().timestamp();
+    let claims = Claims {
+        iss: email,
+        scope: "https://www.googleapis.com/auth/bigquery.readonly",
+        aud: token_uri,
+        iat: now,
+        exp: now + 3600,
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = sa["private_key_id"].as_str().map(str::to_string);
+    let assertion = match jsonwebtoken::encode(&header, &claims, &key) {
+        Ok(a) => a,
+        Err(e) => return Validation::Invalid(format!("could not sign a token request: {e}")),
+    };
+    let timeout = Duration::from_secs(bigquery.validation_timeout_seconds);
+    let form = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+        ("assertion", assertion.as_str()),
+    ];
+    let token = match http.post(token_uri).form(&form).timeout(timeout).send().await {
+        Err(e) => {
+            return Validation::Pending(format!(
+                "the token endpoint could not be reached ({e}); re-validate later"
+            ))
+        }
+        Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
+            Ok(v) => match v["access_token"].as_str() {
+                Some(t) => t.to_string(),
+                None => return Validation::Pending("the token endpoint answered without a token".into()),
+            },
+            Err(_) => return Validation::Pending("the token endpoint answered with a malformed body".into()),
+        },
+        Ok(r) => {
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            let reason = body["error_description"]
+                .as_str()
+                .or(body["error"].as_str())
+                .unwrap_or("rejected");
+            return Validation::Invalid(format!("Google refused the service account: {reason}"));
+        }
+    };
+    let url = format!(
+        "{}/bigquery/v2/projects/{project}/queries",
+        bigquery.effective_base_url()
+    );
+    let query = serde_json::json!({"query": format!("SELECT * FROM `{billing_table}` LIMIT 0"), "useLegacySql": false, "timeoutMs": 10_000});
+    match http
+        .post(url)
+        .bearer_auth(token)
+        .json(&query)
+        .timeout(timeout)
+        .send()
+        .await
+    {
+        Err(e) if e.is_timeout() => Validation::Pending("BigQuery did not answer in time; re-validate later".into()),
+        Err(e) => Validation::Pending(format!("BigQuery could not be reached ({e}); re-validate later")),
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            let error = body["error"]["message"]
+                .as_str()
+                .or(body["errors"][0]["message"].as_str())
+                .map(str::to_string);
+            match (status, error) {
+                (200..=299, None) => Validation::Valid,
+                (429 | 500..=599, e) => {
+                    Validation::Pending(format!("BigQuery returned {status}: {}", e.unwrap_or_default()))
+                }
+                (_, e) => Validation::Invalid(format!(
+                    "the billing export table {billing_table} cannot be read with this service account: {}",
+                    e.unwrap_or_else(|| format!("HTTP {status}"))
+                )),
+            }
+        }
+    }
+}
