@@ -1456,7 +1456,7 @@ async fn a_litellm_price_map_import_reports_added_changed_and_skipped() {
     let key = onboarded(&ctx, "importer").await;
     let map = serde_json::json!({
         "sample_spec": {"litellm_provider": "openai"},
-        "gpt-4o": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+        "gpt-4o": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1.1e-05,
                    "input_cost_per_token_batches": 1.25e-06, "output_cost_per_token_batches": 5e-06, "cache_read_input_token_cost": 1.25e-06},
         "gpt-4o-mini": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 1.5e-07, "output_cost_per_token": 6e-07},
         "gpt-new-1": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 3e-06, "output_cost_per_token": 1.2e-05},
@@ -1473,8 +1473,9 @@ async fn a_litellm_price_map_import_reports_added_changed_and_skipped() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    // gpt-4o standard gains a cached price (changed), batch is unchanged; gpt-4o-mini standard is
-    // unchanged; gpt-new-1 is new; dall-e-3 is skipped; claude-x is another provider's.
+    // gpt-4o standard gets a new output price (changed: a new dated row), its batch tier is
+    // unchanged; gpt-4o-mini is unchanged; gpt-new-1 is new; dall-e-3 is skipped (not a token
+    // model); claude-x is another provider's.
     assert_eq!((b["added"].as_u64(), b["changed"].as_u64()), (Some(1), Some(1)), "{b}");
     assert_eq!(b["skipped"].as_u64(), Some(3), "{b}");
     let (_, one) = app
@@ -1514,4 +1515,56 @@ async fn a_litellm_price_map_import_reports_added_changed_and_skipped() {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn first_successful_setup_seeds_the_providers_default_prices() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "seeding").await;
+    let url = "/api/v1/integrations/seeding/deepseek/pricing";
+    let resp = app
+        .client
+        .delete(app.server.url(&format!("{url}/deepseek-chat")))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    for m in ["deepseek-reasoner", "deepseek-v4-flash", "deepseek-v4-pro"] {
+        app.client
+            .delete(app.server.url(&format!("{url}/{m}")))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap();
+    }
+    let (_, none) = app.send(reqwest::Method::GET, &key, url, None).await;
+    assert_eq!(none["count"], 0);
+    let (_, b) = app
+        .setup(
+            &key,
+            "seeding",
+            "deepseek",
+            serde_json::json!({"credential": "sk-invalid-seed-000001"}),
+        )
+        .await;
+    assert_eq!(b["validation_status"], "INVALID");
+    let (_, still) = app.send(reqwest::Method::GET, &key, url, None).await;
+    assert_eq!(still["count"], 0, "an invalid credential seeds nothing");
+    let (_, b) = app
+        .setup(
+            &key,
+            "seeding",
+            "deepseek",
+            serde_json::json!({"credential": "sk-good-seed-0000001"}),
+        )
+        .await;
+    assert_eq!(b["validation_status"], "VALID");
+    let (_, seeded) = app.send(reqwest::Method::GET, &key, url, None).await;
+    assert_eq!(seeded["count"], 4, "{seeded}");
+    assert!(
+        seeded["pricing"][0]["notes"].as_str().unwrap().starts_with("source: "),
+        "each figure records its source"
+    );
 }

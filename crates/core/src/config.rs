@@ -54,9 +54,12 @@ pub struct TableEntry {
     pub partition: Option<PartitionEntry>,
     #[serde(default)]
     pub clustering: Vec<String>,
-    /// Seed CSV loaded when the table is created, relative to the table list's folder.
+    /// Seed CSV loaded into an empty table, relative to the table list's folder.
     #[serde(default)]
     pub seed: Option<String>,
+    /// More seed CSVs, relative to `configs/` (e.g. one per provider: `openai/seed/pricing.csv`).
+    #[serde(default)]
+    pub seeds: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,7 +86,8 @@ pub struct TableList {
 #[derive(Debug, Clone)]
 pub struct LoadedTable {
     pub def: TableDef,
-    pub seed: Option<PathBuf>,
+    /// Every seed CSV of the table, as full paths.
+    pub seeds: Vec<PathBuf>,
 }
 
 impl TableList {
@@ -121,13 +125,14 @@ impl TableList {
                 errors.push(ConfigError::at(&path, e));
                 continue;
             }
-            let seed = entry.seed.as_ref().map(|s| folder.join(s));
-            if let Some(s) = &seed {
+            let mut seeds: Vec<PathBuf> = entry.seed.iter().map(|s| folder.join(s)).collect();
+            seeds.extend(entry.seeds.iter().map(|s| configs_dir.join(s)));
+            for s in &seeds {
                 if let Err(e) = load_seed_rows(s, &def, Utc::now()) {
                     errors.push(e);
                 }
             }
-            tables.push(LoadedTable { def, seed });
+            tables.push(LoadedTable { def, seeds });
         }
         if errors.is_empty() {
             Ok(TableList {
@@ -141,6 +146,23 @@ impl TableList {
 
     pub fn table(&self, name: &str) -> Option<&LoadedTable> {
         self.tables.iter().find(|t| t.def.name == name)
+    }
+
+    /// Every seed row of a table, optionally only those whose `provider` column matches.
+    pub fn seed_rows(&self, table: &str, provider: Option<&str>) -> Result<Vec<Row>, ConfigError> {
+        let Some(t) = self.table(table) else {
+            return Ok(Vec::new());
+        };
+        let now = Utc::now();
+        let mut rows = Vec::new();
+        for path in &t.seeds {
+            for row in load_seed_rows(path, &t.def, now)? {
+                if provider.is_none_or(|p| row.string("provider").as_deref() == Some(p)) {
+                    rows.push(row);
+                }
+            }
+        }
+        Ok(rows)
     }
 }
 
@@ -236,7 +258,7 @@ mod tests {
         assert_eq!(quotas.def.partition_field.as_deref(), Some("usage_date"));
         let onboard = TableList::load(&repo_configs(), "setup/organizations/onboarding/tables.yml")
             .unwrap_or_else(|e| panic!("{e:?}"));
-        assert!(onboard.tables.iter().any(|t| t.seed.is_some()));
+        assert!(onboard.tables.iter().any(|t| !t.seeds.is_empty()));
     }
 
     #[test]

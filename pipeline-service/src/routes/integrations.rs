@@ -247,6 +247,18 @@ async fn store(
         user_id: user,
     };
     ctx.store.store_credential(&record, Utc::now()).await?;
+    if validation == Validation::Valid {
+        let pricing_name = match p.name.as_str() {
+            "OPENAI" => "openai",
+            "ANTHROPIC" => "anthropic",
+            "DEEPSEEK" => "deepseek",
+            _ => "gemini",
+        };
+        let seeded = super::pricing::seed_provider_defaults(ctx, &org.org_dataset_id, pricing_name).await?;
+        if seeded > 0 {
+            tracing::info!(org_slug = %org.org_slug, provider = pricing_name, seeded, "default prices seeded on first successful setup");
+        }
+    }
     tracing::info!(org_slug = %org.org_slug, provider = %p.name, status = validation.status(), "credential stored");
     Ok(SetupResponse {
         success: validation == Validation::Valid,

@@ -13,8 +13,8 @@ use axum::{
 };
 use chrono::{NaiveDate, Utc};
 use cloudact_core::{
-    config::{load_seed_rows, TableList},
-    warehouse::{Params, Row, Value as Cell},
+    config::TableList,
+    warehouse::{Params, Row},
 };
 use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth};
 use rust_decimal::Decimal;
@@ -489,15 +489,7 @@ pub async fn reset(
     let table = list
         .table(TABLE)
         .ok_or_else(|| ApiError::internal("onboarding tables list has no pricing table"))?;
-    let seed = table
-        .seed
-        .as_ref()
-        .ok_or_else(|| ApiError::internal("pricing table has no seed"))?;
-    let defaults: Vec<Row> = load_seed_rows(seed, &table.def, Utc::now())
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .filter(|r| r.get("provider") == Some(&Cell::String(provider.to_string())))
-        .collect();
+    let defaults: Vec<Row> = list.seed_rows(TABLE, Some(provider)).map_err(ApiError::internal)?;
     if !table_ready(&ctx, &org.org_dataset_id).await? {
         ctx.warehouse.create_table(&org.org_dataset_id, &table.def).await?;
     }
@@ -726,4 +718,16 @@ pub async fn import_litellm(
         "added": added.len(), "changed": changed.len(), "skipped": skipped.len(),
         "added_models": added, "changed_models": changed, "skipped_models": skipped,
     })))
+}
+
+/// Seeds a provider's default prices into the org's pricing table when it has none for that
+/// provider (first successful setup of the integration). Returns the rows added.
+pub(crate) async fn seed_provider_defaults(ctx: &AppContext, dataset: &str, provider: &str) -> Result<u64, ApiError> {
+    if !table_ready(ctx, dataset).await? || !rows(ctx, dataset, provider, None).await?.is_empty() {
+        return Ok(0);
+    }
+    let list = TableList::load(&ctx.settings.configs_dir, ONBOARDING_TABLES)
+        .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+    let defaults = list.seed_rows(TABLE, Some(provider)).map_err(ApiError::internal)?;
+    Ok(ctx.warehouse.insert_rows(dataset, TABLE, &defaults).await?)
 }

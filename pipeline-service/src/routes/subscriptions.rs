@@ -10,8 +10,8 @@ use axum::{
 };
 use chrono::Utc;
 use cloudact_core::{
-    config::{load_seed_rows, TableList},
-    warehouse::{Params, Row, Value as Cell},
+    config::TableList,
+    warehouse::{Params, Row},
 };
 use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth};
 use serde::Deserialize;
@@ -328,15 +328,7 @@ pub async fn reset(
     let table = list
         .table(TABLE)
         .ok_or_else(|| ApiError::internal("onboarding tables list has no plans table"))?;
-    let seed = table
-        .seed
-        .as_ref()
-        .ok_or_else(|| ApiError::internal("plans table has no seed"))?;
-    let defaults: Vec<Row> = load_seed_rows(seed, &table.def, Utc::now())
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .filter(|r| r.get("provider") == Some(&Cell::String(provider.to_string())))
-        .collect();
+    let defaults: Vec<Row> = list.seed_rows(TABLE, Some(provider)).map_err(ApiError::internal)?;
     ctx.warehouse.create_table(&org.org_dataset_id, &table.def).await?;
     ctx.warehouse
         .execute(

@@ -165,6 +165,9 @@ impl Processor for PriceUsageProcessor {
             }
             rows.push(row);
         }
+        if unknown > 0 {
+            tracing::warn!(unknown_models = unknown, date = %day, "usage of models without a price: cost left null and flagged; add their prices");
+        }
         let key = PartitionKey {
             org_column: "org_slug".into(),
             org_slug: org,

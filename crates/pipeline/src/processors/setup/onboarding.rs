@@ -60,7 +60,7 @@ impl Processor for OnboardingProcessor {
             } else {
                 existed.push(name.clone());
             }
-            if let Some(seed) = &table.seed {
+            if !table.seeds.is_empty() {
                 let rows = wh
                     .query(
                         dataset,
@@ -69,8 +69,12 @@ impl Processor for OnboardingProcessor {
                     )
                     .await?;
                 if rows.first().and_then(|r| r.int("n")).unwrap_or(0) == 0 {
-                    let rows =
-                        load_seed_rows(seed, &table.def, now).map_err(|e| ProcessorError::Failed(e.to_string()))?;
+                    let mut rows = Vec::new();
+                    for seed in &table.seeds {
+                        rows.extend(
+                            load_seed_rows(seed, &table.def, now).map_err(|e| ProcessorError::Failed(e.to_string()))?,
+                        );
+                    }
                     let n = wh.insert_rows(dataset, name, &rows).await?;
                     ctx.add_rows(n);
                     seeded.insert(name.clone(), json!(n));
