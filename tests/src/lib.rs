@@ -341,3 +341,17 @@ impl Drop for KmsEmulator {
         let _ = self.child.wait();
     }
 }
+
+/// The environment that points both services at the emulators (`WAREHOUSE=bigquery KMS=gcp`).
+pub fn cloud_env(bq: &BigQueryEmulator, kms: &KmsEmulator, key_name: String) -> HashMap<&'static str, String> {
+    [
+        ("WAREHOUSE", "bigquery".to_string()),
+        ("GCP_PROJECT_ID", bq.project.clone()),
+        ("BIGQUERY_BASE_URL", bq.base_url.clone()),
+        ("KMS", "gcp".to_string()),
+        ("KMS_KEY_NAME", key_name),
+        ("KMS_ENDPOINT", kms.endpoint.clone()),
+    ]
+    .into_iter()
+    .collect()
+}

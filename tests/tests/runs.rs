@@ -153,16 +153,7 @@ async fn two_orgs_on_the_bigquery_emulator() {
     let kms = KmsEmulator::start();
     let key_name = kms.create_key("runs", "k").await;
     let dir = tempfile::tempdir().unwrap();
-    let env: HashMap<&str, String> = [
-        ("WAREHOUSE", "bigquery".to_string()),
-        ("GCP_PROJECT_ID", bq.project.clone()),
-        ("BIGQUERY_BASE_URL", bq.base_url.clone()),
-        ("KMS", "gcp".to_string()),
-        ("KMS_KEY_NAME", key_name),
-        ("KMS_ENDPOINT", kms.endpoint.clone()),
-    ]
-    .into_iter()
-    .collect();
+    let env = cloudact_e2e::cloud_env(&bq, &kms, key_name);
     let config = BigQueryConfig {
         project: bq.project.clone(),
         location: "US".into(),

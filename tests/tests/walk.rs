@@ -35,16 +35,7 @@ async fn admin_walk_on_bigquery_and_cloud_kms_emulators() {
     let kms = KmsEmulator::start();
     let key_name = kms.create_key("cloudact", "org-secrets").await;
     let dir = tempfile::tempdir().unwrap();
-    let env: HashMap<&str, String> = [
-        ("WAREHOUSE", "bigquery".to_string()),
-        ("GCP_PROJECT_ID", bq.project.clone()),
-        ("BIGQUERY_BASE_URL", bq.base_url.clone()),
-        ("KMS", "gcp".to_string()),
-        ("KMS_KEY_NAME", key_name),
-        ("KMS_ENDPOINT", kms.endpoint.clone()),
-    ]
-    .into_iter()
-    .collect();
+    let env = cloudact_e2e::cloud_env(&bq, &kms, key_name);
     walk(dir.path(), env, false).await;
     assert!(
         !dir.path().join("warehouse/organizations.sqlite3").exists(),

@@ -310,10 +310,7 @@ pub async fn create(
         ));
     }
     let now = Utc::now();
-    let id: String = format!("price_{provider}_{model_id}_{tier}_{effective}")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let id = pricing_id(provider, &model_id, tier.as_ref(), effective);
     let mut row = Row::new()
         .with("pricing_id", id)
         .with("provider", provider)
@@ -484,23 +481,7 @@ pub async fn reset(
 ) -> Result<Json<Value>, ApiError> {
     org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
-    let list = TableList::load(&ctx.settings.configs_dir, ONBOARDING_TABLES)
-        .map_err(|e| ApiError::internal(format!("{e:?}")))?;
-    let table = list
-        .table(TABLE)
-        .ok_or_else(|| ApiError::internal("onboarding tables list has no pricing table"))?;
-    let defaults: Vec<Row> = list.seed_rows(TABLE, Some(provider)).map_err(ApiError::internal)?;
-    if !table_ready(&ctx, &org.org_dataset_id).await? {
-        ctx.warehouse.create_table(&org.org_dataset_id, &table.def).await?;
-    }
-    ctx.warehouse
-        .execute(
-            &org.org_dataset_id,
-            &format!("DELETE FROM {{{{{TABLE}}}}} WHERE provider = @provider"),
-            &Params::new().with("provider", provider),
-        )
-        .await?;
-    ctx.warehouse.insert_rows(&org.org_dataset_id, TABLE, &defaults).await?;
+    reset_to_defaults(&ctx, &org.org_dataset_id, TABLE, provider).await?;
     let found = rows(&ctx, &org.org_dataset_id, provider, None).await?;
     Ok(Json(
         json!({"org_slug": org.org_slug, "provider": provider, "count": found.len(),
@@ -677,10 +658,7 @@ pub async fn import_litellm(
                     .await?;
                 changed.push(json!({"model": model_id, "tier": tier}));
             } else {
-                let id: String = format!("price_{provider}_{model_id}_{tier}_{effective}")
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect();
+                let id = pricing_id(provider, &model_id, tier, effective);
                 let mut row = Row::new()
                     .with("pricing_id", id)
                     .with("provider", provider)
@@ -730,4 +708,39 @@ pub(crate) async fn seed_provider_defaults(ctx: &AppContext, dataset: &str, prov
         .map_err(|e| ApiError::internal(format!("{e:?}")))?;
     let defaults = list.seed_rows(TABLE, Some(provider)).map_err(ApiError::internal)?;
     Ok(ctx.warehouse.insert_rows(dataset, TABLE, &defaults).await?)
+}
+
+/// Replaces a provider's rows of an org table (`llm_model_pricing` or `llm_subscriptions`)
+/// with the defaults from the table's seed files, creating the table if needed.
+pub(crate) async fn reset_to_defaults(
+    ctx: &AppContext,
+    dataset: &str,
+    table: &str,
+    provider: &str,
+) -> Result<(), ApiError> {
+    let list = TableList::load(&ctx.settings.configs_dir, ONBOARDING_TABLES)
+        .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+    let def = &list
+        .table(table)
+        .ok_or_else(|| ApiError::internal(format!("onboarding tables list has no {table}")))?
+        .def;
+    let defaults: Vec<Row> = list.seed_rows(table, Some(provider)).map_err(ApiError::internal)?;
+    ctx.warehouse.create_table(dataset, def).await?;
+    ctx.warehouse
+        .execute(
+            dataset,
+            &format!("DELETE FROM {{{{{table}}}}} WHERE provider = @provider"),
+            &Params::new().with("provider", provider),
+        )
+        .await?;
+    ctx.warehouse.insert_rows(dataset, table, &defaults).await?;
+    Ok(())
+}
+
+/// The stable id of a price row.
+fn pricing_id(provider: &str, model_id: &str, tier: &str, effective: NaiveDate) -> String {
+    format!("price_{provider}_{model_id}_{tier}_{effective}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }

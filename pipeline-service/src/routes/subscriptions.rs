@@ -9,10 +9,7 @@ use axum::{
     Json,
 };
 use chrono::Utc;
-use cloudact_core::{
-    config::TableList,
-    warehouse::{Params, Row},
-};
+use cloudact_core::warehouse::{Params, Row};
 use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,7 +18,6 @@ use utoipa::ToSchema;
 use super::pricing::{date, price, pricing_provider, row_json};
 
 const TABLE: &str = "llm_subscriptions";
-const ONBOARDING_TABLES: &str = "setup/organizations/onboarding/tables.yml";
 
 fn check_plan(plan: &str) -> Result<(), ApiError> {
     let ok = !plan.is_empty() && plan.len() <= 50 && plan.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -323,21 +319,7 @@ pub async fn reset(
 ) -> Result<Json<Value>, ApiError> {
     org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
-    let list = TableList::load(&ctx.settings.configs_dir, ONBOARDING_TABLES)
-        .map_err(|e| ApiError::internal(format!("{e:?}")))?;
-    let table = list
-        .table(TABLE)
-        .ok_or_else(|| ApiError::internal("onboarding tables list has no plans table"))?;
-    let defaults: Vec<Row> = list.seed_rows(TABLE, Some(provider)).map_err(ApiError::internal)?;
-    ctx.warehouse.create_table(&org.org_dataset_id, &table.def).await?;
-    ctx.warehouse
-        .execute(
-            &org.org_dataset_id,
-            &format!("DELETE FROM {{{{{TABLE}}}}} WHERE provider = @provider"),
-            &Params::new().with("provider", provider),
-        )
-        .await?;
-    ctx.warehouse.insert_rows(&org.org_dataset_id, TABLE, &defaults).await?;
+    super::pricing::reset_to_defaults(&ctx, &org.org_dataset_id, TABLE, provider).await?;
     Ok(Json(listing(
         &org.org_slug,
         provider,
