@@ -1568,3 +1568,87 @@ async fn first_successful_setup_seeds_the_providers_default_prices() {
         "each figure records its source"
     );
 }
+
+// ---------------------------------------------------------------- provider pipelines
+
+#[tokio::test]
+async fn openai_usage_is_pulled_from_the_admin_api_and_priced_exactly() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "oai").await;
+    let url = "/api/v1/pipelines/run/oai/openai/cost/usage_cost";
+    let (s, b, _) = app.post_run(&key, url, serde_json::json!({"date": "2026-01-10"})).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INTEGRATION_NOT_CONFIGURED")),
+        "{b}"
+    );
+    let quota = ctx
+        .store
+        .quota_row("oai", Utc::now().date_naive())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            quota.int("pipelines_run_today"),
+            quota.int("concurrent_pipelines_running")
+        ),
+        (Some(0), Some(0)),
+        "the refusal consumed nothing"
+    );
+    let (_, b) = app
+        .setup(
+            &key,
+            "oai",
+            "openai",
+            serde_json::json!({"credential": "sk-admin-oai-pipeline-01"}),
+        )
+        .await;
+    assert_eq!(b["validation_status"], "VALID");
+    let mut totals = Vec::new();
+    for _ in 0..2 {
+        let (s, b, _) = app.post_run(&key, url, serde_json::json!({"date": "2026-01-10"})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "COMPLETED", "{run}");
+        let rows = ctx
+            .warehouse
+            .query("oai_local", "SELECT COUNT(*) AS n, SUM(total_cost) AS total, SUM(CASE WHEN unknown_model THEN 1 ELSE 0 END) AS unknown FROM {{openai_cost_daily}}", &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(rows[0].int("n"), Some(12), "3 models × 2 projects × batch/non-batch");
+        assert_eq!(
+            rows[0].int("unknown"),
+            Some(0),
+            "dated snapshots match their priced models"
+        );
+        totals.push(rows[0].numeric("total").or_else(|| {
+            rows[0]
+                .float("total")
+                .map(|f| rust_decimal::Decimal::try_from(f).unwrap())
+        }));
+        assert_eq!(
+            app.count("oai_local", "openai_usage_daily_raw", "oai").await,
+            12,
+            "a rerun replaces the day"
+        );
+    }
+    assert_eq!(totals[0], totals[1]);
+    // One row, priced by hand: gpt-4o standard = 2.5 / 1.25 (cached) / 2.5 (no write price) / 10 per 1M.
+    let r = ctx
+        .warehouse
+        .query("oai_local", "SELECT * FROM {{openai_cost_daily}} WHERE priced_model_id = 'gpt-4o' AND pricing_tier = 'standard' AND project_id = 'proj_sandbox_web'", &Default::default())
+        .await
+        .unwrap();
+    let r = &r[0];
+    let per = |tokens: &str, price: &str| {
+        rust_decimal::Decimal::from(r.int(tokens).unwrap()) * price.parse::<rust_decimal::Decimal>().unwrap()
+            / rust_decimal::Decimal::from(1_000_000)
+    };
+    let expected = per("uncached_input_tokens", "2.5")
+        + per("cached_input_tokens", "1.25")
+        + per("cache_write_tokens", "2.5")
+        + per("output_tokens", "10");
+    assert_eq!(r.numeric("total_cost").unwrap(), expected.round_dp(9));
+}

@@ -21,6 +21,8 @@ pub struct Services {
     pub settings: Arc<Settings>,
     /// Shared HTTP client for provider calls (rustls, connect and request timeouts set).
     pub http: reqwest::Client,
+    /// Provider registry (base URLs, with test/demo overrides applied).
+    pub providers: Arc<cloudact_core::config::ProviderRegistry>,
 }
 
 impl Services {

@@ -680,6 +680,7 @@ mod tests {
             kms: Arc::new(LocalKms::open(dir.path()).unwrap()),
             settings: Arc::new(Settings::from_map(&env, 8001).unwrap()),
             http: reqwest::Client::new(),
+            providers: Arc::new(cloudact_core::config::ProviderRegistry { providers: vec![] }),
         };
         (
             dir,

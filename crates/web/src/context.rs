@@ -157,11 +157,13 @@ impl AppContext {
             Ok(c) => c,
             Err(e) => return Err(StartupError(vec![format!("HTTP client: {e}")])),
         };
+        let providers = Arc::new(providers);
         let services = Services {
             warehouse: warehouse.clone(),
             kms: kms.clone(),
             settings: settings.clone(),
             http,
+            providers: providers.clone(),
         };
         let executor = Executor::new(Arc::new(registry), services);
         let run_settings = RunSettings {
@@ -180,7 +182,7 @@ impl AppContext {
             clock,
             shutdown: CancellationToken::new(),
             catalog: Arc::new(catalog),
-            providers: Arc::new(providers),
+            providers,
             store,
             warehouse,
             kms,

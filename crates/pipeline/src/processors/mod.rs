@@ -1,6 +1,7 @@
 //! Every processor type, and the one function that registers them all.
 
 pub mod example;
+pub mod openai;
 pub mod setup;
 
 use crate::registry::Registry;
@@ -13,4 +14,6 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<example::synthetic_usage::SyntheticUsageProcessor>();
     registry.register::<example::price_usage::PriceUsageProcessor>();
     registry.register::<example::noop::NoopProcessor>();
+    registry.register::<openai::usage::UsageProcessor>();
+    registry.register::<openai::cost::CostProcessor>();
 }

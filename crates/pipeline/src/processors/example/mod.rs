@@ -19,12 +19,23 @@ pub(crate) fn parse_day(value: &str) -> Result<NaiveDate, ProcessorError> {
 }
 
 /// Creates `table` in `dataset` from a schema file under `configs/` if it does not exist
-/// (DAY-partitioned on `usage_date`, clustered by model), and returns its definition.
+/// (DAY-partitioned on `usage_date`, clustered by org and model), and returns its definition.
 pub(crate) async fn ensure_table(
     ctx: &StepContext,
     dataset: &str,
     table: &str,
     schema_rel: &str,
+) -> Result<TableDef, ProcessorError> {
+    ensure_day_table(ctx, dataset, table, schema_rel, &["org_slug", "model_id"]).await
+}
+
+/// As [`ensure_table`], with the clustering columns given.
+pub(crate) async fn ensure_day_table(
+    ctx: &StepContext,
+    dataset: &str,
+    table: &str,
+    schema_rel: &str,
+    clustering: &[&str],
 ) -> Result<TableDef, ProcessorError> {
     check_config_path(&schema_rel.replace(".json", ".yml")).map_err(ProcessorError::Invalid)?;
     let path = ctx.services.configs_dir().join(schema_rel);
@@ -36,7 +47,7 @@ pub(crate) async fn ensure_table(
         description: Some(format!("example table from {schema_rel}")),
         fields,
         partition_field: Some("usage_date".to_string()),
-        clustering: vec!["org_slug".to_string(), "model_id".to_string()],
+        clustering: clustering.iter().map(|c| c.to_string()).collect(),
     };
     ctx.warehouse().create_table(dataset, &def).await?;
     Ok(def)

@@ -1,0 +1,212 @@
+//! `openai.usage`: one day of completions usage from the Admin Usage API
+//! (`GET /v1/organization/usage/completions`, daily bucket, grouped by model, project, batch and
+//! service tier), following `page` until `has_more` is false, stored raw (old and new counters)
+//! with a safely derived uncached-input column, replacing that day's rows.
+//! 429 and 5xx are retried with backoff, honouring `Retry-After`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use chrono::Utc;
+use cloudact_core::warehouse::{PartitionKey, Row};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    context::StepContext,
+    processors::example::{ensure_day_table, parse_day},
+    registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    pub dataset: String,
+    pub date: String,
+    pub table: String,
+    pub schema: String,
+    /// Safety bound on pages per day.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+}
+
+fn default_max_pages() -> u32 {
+    1000
+}
+
+pub struct UsageProcessor(UsageConfig);
+
+impl ProcessorDef for UsageProcessor {
+    const PS_TYPE: &'static str = "openai.usage";
+    type Config = UsageConfig;
+
+    fn build(config: UsageConfig) -> Result<Self, String> {
+        cloudact_core::warehouse::check_name(&config.table).map_err(|e| e.to_string())?;
+        Ok(UsageProcessor(config))
+    }
+}
+
+enum Fetch {
+    Retry(String, Option<Duration>),
+    Fail(String),
+}
+
+fn int(v: &Value) -> Option<i64> {
+    v.as_i64()
+}
+
+#[async_trait]
+impl Processor for UsageProcessor {
+    async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
+        let c = &self.0;
+        let org = ctx
+            .org_slug
+            .clone()
+            .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
+        let day = parse_day(&c.date)?;
+        ensure_day_table(ctx, &c.dataset, &c.table, &c.schema, &["org_slug", "model"]).await?;
+        let key = ctx.credential("openai").await?;
+        let base = ctx
+            .services
+            .providers
+            .by_alias("openai")
+            .map(|p| p.effective_base_url())
+            .unwrap_or_else(|| "https://api.openai.com".to_string());
+        let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0);
+        let http = &ctx.services.http;
+        let now = Utc::now();
+        let mut rows = Vec::new();
+        let mut page: Option<String> = None;
+        let mut pages = 0u32;
+        loop {
+            if ctx.cancel.is_cancelled() {
+                return Err(ProcessorError::Cancelled);
+            }
+            pages += 1;
+            if pages > c.max_pages {
+                return Err(ProcessorError::Failed(format!(
+                    "more than {} pages for one day; stopping",
+                    c.max_pages
+                )));
+            }
+            let mut query = vec![
+                ("start_time", start.to_string()),
+                ("end_time", (start + 86_400).to_string()),
+                ("bucket_width", "1d".to_string()),
+                ("limit", "1".to_string()),
+            ];
+            for g in ["model", "project_id", "batch", "service_tier"] {
+                query.push(("group_by", g.to_string()));
+            }
+            if let Some(p) = &page {
+                query.push(("page", p.clone()));
+            }
+            let url = format!("{base}/v1/organization/usage/completions");
+            let fetch = || async {
+                let resp = http
+                    .get(&url)
+                    .query(&query)
+                    .bearer_auth(key.expose_secret())
+                    .send()
+                    .await
+                    .map_err(|e| Fetch::Retry(format!("OpenAI unreachable: {e}"), None))?;
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let text = resp
+                    .text()
+                    .await
+                    .map_err(|e| Fetch::Retry(format!("OpenAI response: {e}"), None))?;
+                match status {
+                    200..=299 => serde_json::from_str::<Value>(&text)
+                        .map_err(|e| Fetch::Retry(format!("malformed usage page: {e}"), None)),
+                    429 | 500..=599 => Err(Fetch::Retry(format!("OpenAI returned {status}"), retry_after)),
+                    _ => Err(Fetch::Fail(format!(
+                        "OpenAI returned {status}: {}",
+                        text.chars().take(300).collect::<String>()
+                    ))),
+                }
+            };
+            let body = fetch
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(200))
+                        .with_max_times(4)
+                        .with_jitter(),
+                )
+                .when(|e| matches!(e, Fetch::Retry(..)))
+                .adjust(|e, d| match e {
+                    Fetch::Retry(_, Some(after)) => Some(*after),
+                    _ => d,
+                })
+                .await
+                .map_err(|e| match e {
+                    Fetch::Retry(m, _) => ProcessorError::Transient(m),
+                    Fetch::Fail(m) => ProcessorError::Failed(m),
+                })?;
+            let data = body["data"]
+                .as_array()
+                .ok_or_else(|| ProcessorError::Transient("usage page without data[]".into()))?;
+            for bucket in data {
+                for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    let input = int(&r["input_tokens"]).unwrap_or(0);
+                    let cached = int(&r["input_cached_tokens"]);
+                    let writes = int(&r["input_cache_write_tokens"]);
+                    let uncached_reported = int(&r["input_uncached_tokens"]);
+                    let uncached = uncached_reported
+                        .unwrap_or_else(|| input - cached.unwrap_or(0) - writes.unwrap_or(0))
+                        .max(0);
+                    rows.push(
+                        Row::new()
+                            .with("org_slug", org.as_str())
+                            .with("usage_date", day)
+                            .with("model", r["model"].as_str())
+                            .with("project_id", r["project_id"].as_str())
+                            .with("batch", r["batch"].as_bool())
+                            .with("service_tier", r["service_tier"].as_str())
+                            .with("num_model_requests", int(&r["num_model_requests"]).unwrap_or(0))
+                            .with("input_tokens", input)
+                            .with("output_tokens", int(&r["output_tokens"]).unwrap_or(0))
+                            .with("input_cached_tokens", cached)
+                            .with("input_cache_write_tokens", writes)
+                            .with("input_uncached_tokens", uncached_reported)
+                            .with("uncached_input_tokens", uncached)
+                            .with("input_audio_tokens", int(&r["input_audio_tokens"]))
+                            .with("output_audio_tokens", int(&r["output_audio_tokens"]))
+                            .with("run_id", ctx.run_id.as_str())
+                            .with("loaded_at", now),
+                    );
+                }
+            }
+            if body["has_more"] == Value::Bool(true) {
+                page = body["next_page"].as_str().map(str::to_string);
+                if page.is_none() {
+                    return Err(ProcessorError::Transient("has_more without next_page".into()));
+                }
+            } else {
+                break;
+            }
+        }
+        let key = PartitionKey {
+            org_column: "org_slug".into(),
+            org_slug: org,
+            date_column: "usage_date".into(),
+            date: day,
+        };
+        let outcome = ctx
+            .warehouse()
+            .replace_partition(&c.dataset, &c.table, &key, &rows)
+            .await?;
+        ctx.add_rows(outcome.inserted);
+        Ok(StepOutput {
+            rows_processed: outcome.inserted,
+            output: serde_json::json!({"table": c.table, "date": c.date, "pages": pages, "inserted": outcome.inserted, "replaced": outcome.deleted}),
+        })
+    }
+}
