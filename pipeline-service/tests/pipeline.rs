@@ -1652,3 +1652,77 @@ async fn openai_usage_is_pulled_from_the_admin_api_and_priced_exactly() {
         + per("output_tokens", "10");
     assert_eq!(r.numeric("total_cost").unwrap(), expected.round_dp(9));
 }
+
+#[tokio::test]
+async fn anthropic_usage_is_pulled_and_its_four_input_buckets_priced_apart() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "ant").await;
+    let (_, b) = app
+        .setup(
+            &key,
+            "ant",
+            "claude",
+            serde_json::json!({"credential": "sk-ant-admin01-pipeline-1"}),
+        )
+        .await;
+    assert_eq!(b["validation_status"], "VALID");
+    let url = "/api/v1/pipelines/run/ant/anthropic/cost/usage_cost";
+    let (s, b, _) = app
+        .post_run(
+            &key,
+            url,
+            serde_json::json!({"start_date": "2026-01-10", "end_date": "2026-01-11"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    assert_eq!(
+        app.count("ant_local", "anthropic_usage_daily_raw", "ant").await,
+        8,
+        "2 days × 2 models × 2 tiers"
+    );
+    let rows = ctx
+        .warehouse
+        .query("ant_local", "SELECT * FROM {{anthropic_cost_daily}} WHERE model = 'claude-3-5-sonnet-20241022' AND pricing_tier = 'standard' AND usage_date = @d", &cloudact_core::warehouse::Params::new().with("d", "2026-01-10".parse::<chrono::NaiveDate>().unwrap()))
+        .await
+        .unwrap();
+    let r = &rows[0];
+    assert_eq!(r.boolean("unknown_model"), Some(false));
+    // Seeded prices for claude-3-5-sonnet (LiteLLM snapshot): 3 in / 15 out / 0.3 read / 3.75 write (5m) / 6 write (1h).
+    let price = |c: &str| {
+        let book = ctx.warehouse.clone();
+        let c = c.to_string();
+        async move {
+            let rows = book
+                .query("ant_local", &format!("SELECT {c} AS p FROM {{{{llm_model_pricing}}}} WHERE model_id = 'claude-3-5-sonnet-20241022' AND pricing_tier = 'standard'"), &Default::default())
+                .await
+                .unwrap();
+            rows[0].numeric("p")
+        }
+    };
+    let input = price("input_price_per_1m").await.unwrap();
+    let million = rust_decimal::Decimal::from(1_000_000);
+    let tokens = |c: &str| rust_decimal::Decimal::from(r.int(c).unwrap());
+    assert_eq!(
+        r.numeric("input_cost").unwrap(),
+        (tokens("uncached_input_tokens") * input / million).round_dp(9)
+    );
+    let read = price("cached_input_price_per_1m").await.unwrap_or(input);
+    assert_eq!(
+        r.numeric("cache_read_cost").unwrap(),
+        (tokens("cache_read_tokens") * read / million).round_dp(9)
+    );
+    let sum = [
+        "input_cost",
+        "cache_write_5m_cost",
+        "cache_write_1h_cost",
+        "cache_read_cost",
+        "output_cost",
+    ]
+    .iter()
+    .map(|c| r.numeric(c).unwrap())
+    .sum::<rust_decimal::Decimal>();
+    assert_eq!(r.numeric("total_cost").unwrap(), sum);
+}

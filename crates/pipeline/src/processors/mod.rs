@@ -1,7 +1,9 @@
 //! Every processor type, and the one function that registers them all.
 
+pub mod anthropic;
 pub mod example;
 pub mod openai;
+pub mod pricing;
 pub mod setup;
 
 use crate::registry::Registry;
@@ -16,4 +18,6 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<example::noop::NoopProcessor>();
     registry.register::<openai::usage::UsageProcessor>();
     registry.register::<openai::cost::CostProcessor>();
+    registry.register::<anthropic::usage::UsageProcessor>();
+    registry.register::<anthropic::cost::CostProcessor>();
 }

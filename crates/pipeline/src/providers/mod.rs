@@ -1,3 +1,4 @@
 //! Provider HTTP clients. `validate.rs`: the cheap live check of a credential.
 
+pub mod http;
 pub mod validate;

@@ -6,17 +6,18 @@
 //! cached price (else input); cache writes × 5-minute write price (else input); output × output.
 //! No price → `unknown_model` with null costs, never 0, and a run warning.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use cloudact_core::warehouse::{Params, PartitionKey, Row, Value};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use crate::{
     context::StepContext,
-    processors::example::{ensure_day_table, parse_day, price_usage::per_million},
+    processors::{
+        example::{ensure_day_table, parse_day, price_usage::per_million},
+        pricing::PriceBook,
+    },
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -45,25 +46,6 @@ impl ProcessorDef for CostProcessor {
     }
 }
 
-#[derive(Clone)]
-struct Price {
-    effective: NaiveDate,
-    input: Decimal,
-    cached: Option<Decimal>,
-    write_5m: Option<Decimal>,
-    output: Decimal,
-}
-
-/// The priced model id a reported model maps to.
-fn match_model<'a>(model: &str, priced: &'a [String]) -> Option<&'a String> {
-    priced.iter().find(|p| p.as_str() == model).or_else(|| {
-        priced
-            .iter()
-            .filter(|p| model.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('-')))
-            .max_by_key(|p| p.len())
-    })
-}
-
 fn tier_of(batch: Option<bool>, service_tier: Option<&str>) -> &'static str {
     match (batch, service_tier) {
         (Some(true), _) | (_, Some("batch")) => "batch",
@@ -84,44 +66,7 @@ impl Processor for CostProcessor {
         let day = parse_day(&c.date)?;
         let wh = ctx.warehouse();
         ensure_day_table(ctx, &c.dataset, &c.cost_table, &c.schema, &["org_slug", "model"]).await?;
-        let price_rows = wh
-            .query(
-                &c.dataset,
-                &format!(
-                    "SELECT model_id, pricing_tier, input_price_per_1m, cached_input_price_per_1m, cache_write_5m_price_per_1m, \
-                     output_price_per_1m, effective_date FROM {{{{{}}}}} WHERE provider = @provider AND is_enabled = @enabled \
-                     AND effective_date <= @day AND (end_date IS NULL OR end_date >= @day)",
-                    c.pricing_table
-                ),
-                &Params::new().with("provider", "openai").with("enabled", true).with("day", day),
-            )
-            .await?;
-        let mut prices: HashMap<(String, String), Price> = HashMap::new();
-        for r in price_rows {
-            let (Some(model), Some(tier), Some(effective), Some(input), Some(output)) = (
-                r.string("model_id"),
-                r.string("pricing_tier"),
-                r.date("effective_date"),
-                r.numeric("input_price_per_1m"),
-                r.numeric("output_price_per_1m"),
-            ) else {
-                continue;
-            };
-            let p = Price {
-                effective,
-                input,
-                cached: r.numeric("cached_input_price_per_1m"),
-                write_5m: r.numeric("cache_write_5m_price_per_1m"),
-                output,
-            };
-            let k = (model, tier);
-            if prices.get(&k).is_none_or(|old| old.effective < p.effective) {
-                prices.insert(k, p);
-            }
-        }
-        let mut priced_ids: Vec<String> = prices.keys().map(|(m, _)| m.clone()).collect();
-        priced_ids.sort();
-        priced_ids.dedup();
+        let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "openai", day).await?;
         let usage = wh
             .query(
                 &c.dataset,
@@ -141,12 +86,8 @@ impl Processor for CostProcessor {
             let cached = u.int("input_cached_tokens").unwrap_or(0);
             let writes = u.int("input_cache_write_tokens").unwrap_or(0);
             let output = u.int("output_tokens").unwrap_or(0);
-            let matched = model.as_deref().and_then(|m| match_model(m, &priced_ids)).cloned();
-            let price = matched.as_ref().and_then(|m| {
-                prices
-                    .get(&(m.clone(), tier.to_string()))
-                    .or_else(|| prices.get(&(m.clone(), "standard".to_string())))
-            });
+            let matched = model.as_deref().and_then(|m| book.match_model(m)).cloned();
+            let price = matched.as_ref().and_then(|m| book.price(m, tier));
             let mut row = Row::new()
                 .with("org_slug", org.as_str())
                 .with("usage_date", day)
@@ -211,18 +152,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dated_snapshots_match_the_longest_priced_id() {
-        let priced = vec!["gpt-4o".to_string(), "gpt-4o-mini".to_string(), "o3-mini".to_string()];
-        assert_eq!(
-            match_model("gpt-4o-2024-08-06", &priced).map(String::as_str),
-            Some("gpt-4o")
-        );
-        assert_eq!(
-            match_model("gpt-4o-mini-2024-07-18", &priced).map(String::as_str),
-            Some("gpt-4o-mini")
-        );
-        assert_eq!(match_model("gpt-4o", &priced).map(String::as_str), Some("gpt-4o"));
-        assert_eq!(match_model("gpt-4oz", &priced), None);
+    fn batch_and_service_tiers_pick_the_pricing_tier() {
         assert_eq!(tier_of(Some(true), Some("default")), "batch");
         assert_eq!(tier_of(Some(false), Some("flex")), "flex");
         assert_eq!(tier_of(None, None), "standard");

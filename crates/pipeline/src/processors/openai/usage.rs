@@ -4,10 +4,7 @@
 //! with a safely derived uncached-input column, replacing that day's rows.
 //! 429 and 5xx are retried with backoff, honouring `Retry-After`.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
 use cloudact_core::warehouse::{PartitionKey, Row};
 use secrecy::ExposeSecret;
@@ -17,6 +14,7 @@ use serde_json::Value;
 use crate::{
     context::StepContext,
     processors::example::{ensure_day_table, parse_day},
+    providers::http::get_json,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -46,11 +44,6 @@ impl ProcessorDef for UsageProcessor {
         cloudact_core::warehouse::check_name(&config.table).map_err(|e| e.to_string())?;
         Ok(UsageProcessor(config))
     }
-}
-
-enum Fetch {
-    Retry(String, Option<Duration>),
-    Fail(String),
 }
 
 fn int(v: &Value) -> Option<i64> {
@@ -104,52 +97,10 @@ impl Processor for UsageProcessor {
                 query.push(("page", p.clone()));
             }
             let url = format!("{base}/v1/organization/usage/completions");
-            let fetch = || async {
-                let resp = http
-                    .get(&url)
-                    .query(&query)
-                    .bearer_auth(key.expose_secret())
-                    .send()
-                    .await
-                    .map_err(|e| Fetch::Retry(format!("OpenAI unreachable: {e}"), None))?;
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let text = resp
-                    .text()
-                    .await
-                    .map_err(|e| Fetch::Retry(format!("OpenAI response: {e}"), None))?;
-                match status {
-                    200..=299 => serde_json::from_str::<Value>(&text)
-                        .map_err(|e| Fetch::Retry(format!("malformed usage page: {e}"), None)),
-                    429 | 500..=599 => Err(Fetch::Retry(format!("OpenAI returned {status}"), retry_after)),
-                    _ => Err(Fetch::Fail(format!(
-                        "OpenAI returned {status}: {}",
-                        text.chars().take(300).collect::<String>()
-                    ))),
-                }
-            };
-            let body = fetch
-                .retry(
-                    ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(200))
-                        .with_max_times(4)
-                        .with_jitter(),
-                )
-                .when(|e| matches!(e, Fetch::Retry(..)))
-                .adjust(|e, d| match e {
-                    Fetch::Retry(_, Some(after)) => Some(*after),
-                    _ => d,
-                })
-                .await
-                .map_err(|e| match e {
-                    Fetch::Retry(m, _) => ProcessorError::Transient(m),
-                    Fetch::Fail(m) => ProcessorError::Failed(m),
-                })?;
+            let body = get_json("OpenAI", || {
+                http.get(&url).query(&query).bearer_auth(key.expose_secret())
+            })
+            .await?;
             let data = body["data"]
                 .as_array()
                 .ok_or_else(|| ProcessorError::Transient("usage page without data[]".into()))?;

@@ -1,0 +1,157 @@
+//! `anthropic.usage`: one day of the Messages usage report
+//! (`GET /v1/organizations/usage_report/messages`, 1-day bucket, grouped by model, service tier
+//! and context window), following `page` until `has_more` is false; the four disjoint input
+//! buckets (uncached, 5-minute and 1-hour cache writes, cache reads) are kept apart, replacing
+//! that day's rows.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use cloudact_core::warehouse::{PartitionKey, Row};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    context::StepContext,
+    processors::example::{ensure_day_table, parse_day},
+    providers::http::get_json,
+    registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    pub dataset: String,
+    pub date: String,
+    pub table: String,
+    pub schema: String,
+}
+
+pub struct UsageProcessor(UsageConfig);
+
+impl ProcessorDef for UsageProcessor {
+    const PS_TYPE: &'static str = "anthropic.usage";
+    type Config = UsageConfig;
+
+    fn build(config: UsageConfig) -> Result<Self, String> {
+        cloudact_core::warehouse::check_name(&config.table).map_err(|e| e.to_string())?;
+        Ok(UsageProcessor(config))
+    }
+}
+
+const MAX_PAGES: u32 = 1000;
+
+#[async_trait]
+impl Processor for UsageProcessor {
+    async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
+        let c = &self.0;
+        let org = ctx
+            .org_slug
+            .clone()
+            .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
+        let day = parse_day(&c.date)?;
+        ensure_day_table(ctx, &c.dataset, &c.table, &c.schema, &["org_slug", "model"]).await?;
+        let key = ctx.credential("anthropic").await?;
+        let base = ctx
+            .services
+            .providers
+            .by_alias("anthropic")
+            .map(|p| p.effective_base_url())
+            .unwrap_or_else(|| "https://api.anthropic.com".to_string());
+        let next_day = day.succ_opt().unwrap_or(day);
+        let url = format!("{base}/v1/organizations/usage_report/messages");
+        let http = &ctx.services.http;
+        let now = Utc::now();
+        let (mut rows, mut page, mut pages) = (Vec::new(), None::<String>, 0u32);
+        loop {
+            if ctx.cancel.is_cancelled() {
+                return Err(ProcessorError::Cancelled);
+            }
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(ProcessorError::Failed(format!(
+                    "more than {MAX_PAGES} pages for one day; stopping"
+                )));
+            }
+            let mut query = vec![
+                ("starting_at", format!("{day}T00:00:00Z")),
+                ("ending_at", format!("{next_day}T00:00:00Z")),
+                ("bucket_width", "1d".to_string()),
+                ("limit", "1".to_string()),
+            ];
+            for g in ["model", "service_tier", "context_window"] {
+                query.push(("group_by[]", g.to_string()));
+            }
+            if let Some(p) = &page {
+                query.push(("page", p.clone()));
+            }
+            let body = get_json("Anthropic", || {
+                http.get(&url)
+                    .query(&query)
+                    .header("x-api-key", key.expose_secret())
+                    .header("anthropic-version", "2023-06-01")
+            })
+            .await?;
+            let data = body["data"]
+                .as_array()
+                .ok_or_else(|| ProcessorError::Transient("usage page without data[]".into()))?;
+            for bucket in data {
+                for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    let n = |v: &Value| v.as_i64().unwrap_or(0);
+                    rows.push(
+                        Row::new()
+                            .with("org_slug", org.as_str())
+                            .with("usage_date", day)
+                            .with("model", r["model"].as_str())
+                            .with("service_tier", r["service_tier"].as_str())
+                            .with("context_window", r["context_window"].as_str())
+                            .with("workspace_id", r["workspace_id"].as_str())
+                            .with("api_key_id", r["api_key_id"].as_str())
+                            .with("uncached_input_tokens", n(&r["uncached_input_tokens"]))
+                            .with(
+                                "cache_creation_5m_input_tokens",
+                                n(&r["cache_creation"]["ephemeral_5m_input_tokens"]),
+                            )
+                            .with(
+                                "cache_creation_1h_input_tokens",
+                                n(&r["cache_creation"]["ephemeral_1h_input_tokens"]),
+                            )
+                            .with("cache_read_input_tokens", n(&r["cache_read_input_tokens"]))
+                            .with("output_tokens", n(&r["output_tokens"]))
+                            .with(
+                                "web_search_requests",
+                                r["server_tool_use"]["web_search_requests"].as_i64(),
+                            )
+                            .with("run_id", ctx.run_id.as_str())
+                            .with("loaded_at", now),
+                    );
+                }
+            }
+            if body["has_more"] == Value::Bool(true) {
+                page = Some(
+                    body["next_page"]
+                        .as_str()
+                        .ok_or_else(|| ProcessorError::Transient("has_more without next_page".into()))?
+                        .to_string(),
+                );
+            } else {
+                break;
+            }
+        }
+        let key = PartitionKey {
+            org_column: "org_slug".into(),
+            org_slug: org,
+            date_column: "usage_date".into(),
+            date: day,
+        };
+        let outcome = ctx
+            .warehouse()
+            .replace_partition(&c.dataset, &c.table, &key, &rows)
+            .await?;
+        ctx.add_rows(outcome.inserted);
+        Ok(StepOutput {
+            rows_processed: outcome.inserted,
+            output: serde_json::json!({"table": c.table, "date": c.date, "pages": pages, "inserted": outcome.inserted, "replaced": outcome.deleted}),
+        })
+    }
+}
