@@ -1726,3 +1726,117 @@ async fn anthropic_usage_is_pulled_and_its_four_input_buckets_priced_apart() {
     .sum::<rust_decimal::Decimal>();
     assert_eq!(r.numeric("total_cost").unwrap(), sum);
 }
+
+#[tokio::test]
+async fn cost_queries_sum_exactly_by_provider_model_day_and_project() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "spend").await;
+    let other = onboarded(&ctx, "spend_other").await;
+    app.setup(
+        &key,
+        "spend",
+        "openai",
+        serde_json::json!({"credential": "sk-admin-spend-000001"}),
+    )
+    .await;
+    for (url, body) in [
+        (
+            "/api/v1/pipelines/run/spend/openai/cost/usage_cost",
+            serde_json::json!({"date": "2026-01-10"}),
+        ),
+        (
+            EXAMPLE,
+            serde_json::json!({"start_date": "2026-01-10", "end_date": "2026-01-11"}),
+        ),
+    ] {
+        let (s, b, _) = app.post_run(&key, &url.replace("{org}", "spend"), body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        assert_eq!(
+            app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await["status"],
+            "COMPLETED"
+        );
+    }
+    let sum = |table: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let rows = ctx
+                .warehouse
+                .query(
+                    "spend_local",
+                    &format!("SELECT total_cost FROM {{{{{table}}}}}"),
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+            rows.iter()
+                .filter_map(|r| r.numeric("total_cost"))
+                .sum::<rust_decimal::Decimal>()
+        }
+    };
+    let (openai, example_total) = (sum("openai_cost_daily").await, sum("example_cost_daily").await);
+    let q = "/api/v1/costs/spend?start_date=2026-01-01&end_date=2026-01-31";
+    let (s, b) = app.send(reqwest::Method::GET, &key, q, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let by_provider: std::collections::HashMap<String, String> = b["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["provider"].as_str().unwrap().to_string(),
+                r["total_cost"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(by_provider["openai"].parse::<rust_decimal::Decimal>().unwrap(), openai);
+    assert_eq!(
+        by_provider["example"].parse::<rust_decimal::Decimal>().unwrap(),
+        example_total
+    );
+    assert_eq!(
+        b["total_cost"]
+            .as_str()
+            .unwrap()
+            .parse::<rust_decimal::Decimal>()
+            .unwrap(),
+        openai + example_total,
+        "to the cent and beyond"
+    );
+    assert_eq!(
+        b["unknown_model_rows"], 4,
+        "the example's unpriced model, 2 projects × 2 days"
+    );
+    let (_, by_day) = app
+        .send(reqwest::Method::GET, &key, &format!("{q}&group_by=day,model"), None)
+        .await;
+    assert!(by_day["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["day"].is_string() && r["model"].is_string()));
+    let (s, _) = app
+        .send(reqwest::Method::GET, &key, &format!("{q}&group_by=colour"), None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/costs/spend?start_date=2026-02-01&end_date=2026-01-01",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = app.send(reqwest::Method::GET, &other, q, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, theirs) = app
+        .send(
+            reqwest::Method::GET,
+            &other,
+            "/api/v1/costs/spend_other?start_date=2026-01-01&end_date=2026-01-31",
+            None,
+        )
+        .await;
+    assert_eq!(theirs["total_cost"], "0", "no cross-org rows");
+}

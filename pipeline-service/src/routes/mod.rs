@@ -1,5 +1,6 @@
 //! The pipeline-service route table (all under `/api/v1`) and its OpenAPI document.
 
+mod costs;
 mod integrations;
 mod organizations;
 mod pipelines;
@@ -26,10 +27,11 @@ use utoipa::OpenApi;
         integrations::update, integrations::remove,
         pricing::list, pricing::get_model, pricing::create, pricing::update, pricing::delete, pricing::reset,
         pricing::import_litellm,
+        costs::costs,
         subscriptions::list, subscriptions::get_plan, subscriptions::create, subscriptions::update,
         subscriptions::delete, subscriptions::reset,
     ),
-    tags((name = "pipelines"), (name = "integrations"), (name = "pricing"), (name = "organizations"), (name = "health"))
+    tags((name = "pipelines"), (name = "integrations"), (name = "pricing"), (name = "costs"), (name = "organizations"), (name = "health"))
 )]
 pub struct ApiDoc;
 
@@ -40,6 +42,7 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
     let api = Router::new()
         .route("/organizations/{org_slug}/whoami", get(organizations::whoami))
         .route("/pipelines", get(pipelines::catalogue))
+        .route("/costs/{org_slug}", get(costs::costs))
         .route(
             "/pipelines/run/{org_slug}/{provider}/{pipeline}",
             post(pipelines::run_short),

@@ -1,0 +1,185 @@
+//! `GET /api/v1/costs/{org}?start_date&end_date&group_by=provider,model,day,project` (org key):
+//! totals from the org's cost tables, summed exactly (decimal) in the service, with token
+//! counts and how many rows had no price (`unknown_model`: their cost is unknown, not 0).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{
+    extract::{Path, Query, State},
+    Json,
+};
+use chrono::NaiveDate;
+use cloudact_core::warehouse::Params;
+use cloudact_web::{ApiError, AppContext, OrgAuth};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::IntoParams;
+
+/// Where a provider's priced usage lives in the org's dataset.
+struct CostSource {
+    provider: &'static str,
+    table: &'static str,
+    model_col: &'static str,
+    project_col: &'static str,
+    input_cols: &'static [&'static str],
+}
+
+const SOURCES: [CostSource; 3] = [
+    CostSource {
+        provider: "openai",
+        table: "openai_cost_daily",
+        model_col: "model",
+        project_col: "project_id",
+        input_cols: &["uncached_input_tokens", "cached_input_tokens", "cache_write_tokens"],
+    },
+    CostSource {
+        provider: "anthropic",
+        table: "anthropic_cost_daily",
+        model_col: "model",
+        project_col: "workspace_id",
+        input_cols: &[
+            "uncached_input_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+            "cache_read_tokens",
+        ],
+    },
+    CostSource {
+        provider: "example",
+        table: "example_cost_daily",
+        model_col: "model_id",
+        project_col: "project_id",
+        input_cols: &["input_tokens", "cached_input_tokens"],
+    },
+];
+
+const DIMENSIONS: [&str; 4] = ["provider", "model", "day", "project"];
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CostQuery {
+    /// First day (YYYY-MM-DD).
+    pub start_date: String,
+    /// Last day (YYYY-MM-DD); at most 366 days after start_date.
+    pub end_date: String,
+    /// Comma-separated subset of provider, model, day, project (default provider).
+    pub group_by: Option<String>,
+}
+
+#[derive(Default)]
+struct Totals {
+    cost: Decimal,
+    input_tokens: i64,
+    output_tokens: i64,
+    rows: i64,
+    unknown_model_rows: i64,
+}
+
+/// Cost totals for the org.
+#[utoipa::path(get, path = "/api/v1/costs/{org_slug}", tag = "costs", params(("org_slug" = String, Path), CostQuery),
+    security(("api_key" = [])), responses((status = 200), (status = 400), (status = 401), (status = 403)))]
+pub async fn costs(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path(org_slug): Path<String>,
+    query: Result<Query<CostQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
+    let parse = |f: &str, v: &str| {
+        NaiveDate::parse_from_str(v, "%Y-%m-%d")
+            .ok()
+            .filter(|_| v.len() == 10)
+            .ok_or_else(|| ApiError::bad_request("INVALID_QUERY", format!("{f} must be YYYY-MM-DD")))
+    };
+    let (start, end) = (parse("start_date", &q.start_date)?, parse("end_date", &q.end_date)?);
+    if start > end || (end - start).num_days() > 366 {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            "start_date must be ≤ end_date, at most 366 days apart",
+        ));
+    }
+    let group_by: Vec<String> = q
+        .group_by
+        .as_deref()
+        .unwrap_or("provider")
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Some(bad) = group_by.iter().find(|g| !DIMENSIONS.contains(&g.as_str())) {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            format!("group_by {bad:?} is not one of {}", DIMENSIONS.join(", ")),
+        ));
+    }
+    let mut groups: BTreeMap<Vec<String>, Totals> = BTreeMap::new();
+    let mut all = Totals::default();
+    for src in &SOURCES {
+        let (provider, table) = (src.provider, src.table);
+        if !ctx.warehouse.table_exists(&org.org_dataset_id, table).await? {
+            continue;
+        }
+        let inputs: Vec<String> = src.input_cols.iter().map(|c| format!("COALESCE({c}, 0)")).collect();
+        let sql = format!(
+            "SELECT usage_date, {} AS model, {} AS project, total_cost, unknown_model, ({}) AS input_tokens, \
+             output_tokens FROM {{{{{table}}}}} WHERE org_slug = @org AND usage_date >= @start AND usage_date <= @end",
+            src.model_col,
+            src.project_col,
+            inputs.join(" + ")
+        );
+        let rows = ctx
+            .warehouse
+            .query(
+                &org.org_dataset_id,
+                &sql,
+                &Params::new()
+                    .with("org", org.org_slug.as_str())
+                    .with("start", start)
+                    .with("end", end),
+            )
+            .await?;
+        for r in rows {
+            let key: Vec<String> = group_by
+                .iter()
+                .map(|g| match g.as_str() {
+                    "provider" => provider.to_string(),
+                    "model" => r.string("model").unwrap_or_default(),
+                    "day" => r.date("usage_date").map(|d| d.to_string()).unwrap_or_default(),
+                    _ => r.string("project").unwrap_or_default(),
+                })
+                .collect();
+            let cost = r.numeric("total_cost");
+            let unknown = r.boolean("unknown_model").unwrap_or(false) || cost.is_none();
+            for t in [groups.entry(key).or_default(), &mut all] {
+                t.cost += cost.unwrap_or(Decimal::ZERO);
+                t.input_tokens += r.int("input_tokens").unwrap_or(0);
+                t.output_tokens += r.int("output_tokens").unwrap_or(0);
+                t.rows += 1;
+                t.unknown_model_rows += i64::from(unknown);
+            }
+        }
+    }
+    let rows: Vec<Value> = groups
+        .into_iter()
+        .map(|(key, t)| {
+            let mut obj = serde_json::Map::new();
+            for (g, v) in group_by.iter().zip(key) {
+                obj.insert(g.clone(), json!(v));
+            }
+            obj.insert("total_cost".into(), json!(t.cost.round_dp(9).normalize().to_string()));
+            obj.insert("input_tokens".into(), json!(t.input_tokens));
+            obj.insert("output_tokens".into(), json!(t.output_tokens));
+            obj.insert("rows".into(), json!(t.rows));
+            obj.insert("unknown_model_rows".into(), json!(t.unknown_model_rows));
+            Value::Object(obj)
+        })
+        .collect();
+    Ok(Json(json!({
+        "org_slug": org.org_slug, "start_date": start.to_string(), "end_date": end.to_string(), "currency": "USD",
+        "group_by": group_by, "rows": rows,
+        "total_cost": all.cost.round_dp(9).normalize().to_string(), "input_tokens": all.input_tokens,
+        "output_tokens": all.output_tokens, "unknown_model_rows": all.unknown_model_rows,
+    })))
+}
