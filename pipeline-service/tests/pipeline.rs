@@ -1840,3 +1840,54 @@ async fn cost_queries_sum_exactly_by_provider_model_day_and_project() {
         .await;
     assert_eq!(theirs["total_cost"], "0", "no cross-org rows");
 }
+
+#[tokio::test]
+async fn deepseek_balance_snapshots_derive_spend_from_the_drop() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "dsk").await;
+    app.setup(
+        &key,
+        "dsk",
+        "deepseek",
+        serde_json::json!({"credential": "sk-ds-balance-000001"}),
+    )
+    .await;
+    let url = "/api/v1/pipelines/run/dsk/deepseek/balance";
+    for day in ["2026-01-10", "2026-01-11", "2026-01-11"] {
+        let (s, b, _) = app.post_run(&key, url, serde_json::json!({"date": day})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        assert_eq!(
+            app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await["status"],
+            "COMPLETED"
+        );
+    }
+    let rows = ctx
+        .warehouse
+        .query(
+            "dsk_local",
+            "SELECT * FROM {{deepseek_balance_daily}} ORDER BY balance_date",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        2,
+        "one row per currency per day; the rerun replaced its day"
+    );
+    assert_eq!(rows[0].numeric("previous_total_balance"), None);
+    assert_eq!(
+        rows[1].numeric("previous_total_balance"),
+        rows[0].numeric("total_balance")
+    );
+    let drop = rows[0].numeric("total_balance").unwrap() - rows[1].numeric("total_balance").unwrap();
+    if drop >= rust_decimal::Decimal::ZERO {
+        assert_eq!(rows[1].numeric("spend_estimate"), Some(drop));
+    } else {
+        assert_eq!(
+            (rows[1].numeric("spend_estimate"), rows[1].boolean("topup_detected")),
+            (None, Some(true))
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Every processor type, and the one function that registers them all.
 
 pub mod anthropic;
+pub mod deepseek;
 pub mod example;
 pub mod openai;
 pub mod pricing;
@@ -20,4 +21,5 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<openai::cost::CostProcessor>();
     registry.register::<anthropic::usage::UsageProcessor>();
     registry.register::<anthropic::cost::CostProcessor>();
+    registry.register::<deepseek::balance::BalanceProcessor>();
 }

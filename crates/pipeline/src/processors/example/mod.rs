@@ -26,15 +26,16 @@ pub(crate) async fn ensure_table(
     table: &str,
     schema_rel: &str,
 ) -> Result<TableDef, ProcessorError> {
-    ensure_day_table(ctx, dataset, table, schema_rel, &["org_slug", "model_id"]).await
+    ensure_day_table(ctx, dataset, table, schema_rel, "usage_date", &["org_slug", "model_id"]).await
 }
 
-/// As [`ensure_table`], with the clustering columns given.
+/// As [`ensure_table`], with the DAY partition column and the clustering columns given.
 pub(crate) async fn ensure_day_table(
     ctx: &StepContext,
     dataset: &str,
     table: &str,
     schema_rel: &str,
+    partition: &str,
     clustering: &[&str],
 ) -> Result<TableDef, ProcessorError> {
     check_config_path(&schema_rel.replace(".json", ".yml")).map_err(ProcessorError::Invalid)?;
@@ -46,7 +47,7 @@ pub(crate) async fn ensure_day_table(
         name: table.to_string(),
         description: Some(format!("example table from {schema_rel}")),
         fields,
-        partition_field: Some("usage_date".to_string()),
+        partition_field: Some(partition.to_string()),
         clustering: clustering.iter().map(|c| c.to_string()).collect(),
     };
     ctx.warehouse().create_table(dataset, &def).await?;

@@ -65,7 +65,15 @@ impl Processor for CostProcessor {
             .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
         let day = parse_day(&c.date)?;
         let wh = ctx.warehouse();
-        ensure_day_table(ctx, &c.dataset, &c.cost_table, &c.schema, &["org_slug", "model"]).await?;
+        ensure_day_table(
+            ctx,
+            &c.dataset,
+            &c.cost_table,
+            &c.schema,
+            "usage_date",
+            &["org_slug", "model"],
+        )
+        .await?;
         let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "openai", day).await?;
         let usage = wh
             .query(

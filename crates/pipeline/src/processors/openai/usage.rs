@@ -59,7 +59,15 @@ impl Processor for UsageProcessor {
             .clone()
             .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
         let day = parse_day(&c.date)?;
-        ensure_day_table(ctx, &c.dataset, &c.table, &c.schema, &["org_slug", "model"]).await?;
+        ensure_day_table(
+            ctx,
+            &c.dataset,
+            &c.table,
+            &c.schema,
+            "usage_date",
+            &["org_slug", "model"],
+        )
+        .await?;
         let key = ctx.credential("openai").await?;
         let base = ctx
             .services

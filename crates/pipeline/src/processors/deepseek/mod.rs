@@ -1,0 +1,3 @@
+//! DeepSeek processors: `deepseek.balance` (the only billing data DeepSeek exposes).
+
+pub mod balance;
