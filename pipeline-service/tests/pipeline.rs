@@ -1891,3 +1891,100 @@ async fn deepseek_balance_snapshots_derive_spend_from_the_drop() {
         );
     }
 }
+
+#[tokio::test]
+async fn computed_cost_is_reconciled_with_what_the_providers_billed() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "recon").await;
+    app.setup(
+        &key,
+        "recon",
+        "openai",
+        serde_json::json!({"credential": "sk-admin-recon-000001"}),
+    )
+    .await;
+    app.setup(
+        &key,
+        "recon",
+        "anthropic",
+        serde_json::json!({"credential": "sk-ant-admin01-recon-1"}),
+    )
+    .await;
+    for url in [
+        "/api/v1/pipelines/run/recon/openai/cost/usage_cost",
+        "/api/v1/pipelines/run/recon/anthropic/cost/usage_cost",
+    ] {
+        let (s, b, _) = app.post_run(&key, url, serde_json::json!({"date": "2026-01-10"})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "COMPLETED", "{run}");
+        assert_eq!(run["steps"].as_array().unwrap().len(), 3, "usage, cost and billed cost");
+    }
+    let billed = |table: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let rows = ctx
+                .warehouse
+                .query(
+                    "recon_local",
+                    &format!("SELECT amount FROM {{{{{table}}}}}"),
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+            rows.iter()
+                .filter_map(|r| r.numeric("amount"))
+                .sum::<rust_decimal::Decimal>()
+        }
+    };
+    let (s, b) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/costs/recon/reconciliation?start_date=2026-01-10&end_date=2026-01-10",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let rows = b["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{b}");
+    for r in rows {
+        let table = if r["provider"] == "openai" {
+            "openai_billed_cost_daily"
+        } else {
+            "anthropic_billed_cost_daily"
+        };
+        let expected = billed(table).await;
+        assert_eq!(
+            r["billed_cost"]
+                .as_str()
+                .unwrap()
+                .parse::<rust_decimal::Decimal>()
+                .unwrap(),
+            expected.normalize()
+        );
+        let computed: rust_decimal::Decimal = r["computed_cost"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            r["difference"]
+                .as_str()
+                .unwrap()
+                .parse::<rust_decimal::Decimal>()
+                .unwrap(),
+            expected - computed
+        );
+    }
+    // Anthropic's cost report is in cents: stored in dollars.
+    let cents = ctx
+        .warehouse
+        .query(
+            "recon_local",
+            "SELECT amount FROM {{anthropic_billed_cost_daily}}",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(cents
+        .iter()
+        .all(|r| r.numeric("amount").unwrap() < rust_decimal::Decimal::from(10_000)));
+}

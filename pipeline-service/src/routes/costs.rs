@@ -183,3 +183,70 @@ pub async fn costs(
         "output_tokens": all.output_tokens, "unknown_model_rows": all.unknown_model_rows,
     })))
 }
+
+/// Computed vs provider-billed cost per provider and day.
+#[utoipa::path(get, path = "/api/v1/costs/{org_slug}/reconciliation", tag = "costs", params(("org_slug" = String, Path), CostQuery),
+    security(("api_key" = [])), responses((status = 200), (status = 400), (status = 401), (status = 403)))]
+pub async fn reconciliation(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path(org_slug): Path<String>,
+    query: Result<Query<CostQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
+    let parse = |f: &str, v: &str| {
+        NaiveDate::parse_from_str(v, "%Y-%m-%d")
+            .ok()
+            .filter(|_| v.len() == 10)
+            .ok_or_else(|| ApiError::bad_request("INVALID_QUERY", format!("{f} must be YYYY-MM-DD")))
+    };
+    let (start, end) = (parse("start_date", &q.start_date)?, parse("end_date", &q.end_date)?);
+    if start > end || (end - start).num_days() > 366 || q.group_by.is_some() {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            "start_date ≤ end_date, at most 366 days apart, no group_by",
+        ));
+    }
+    let params = Params::new()
+        .with("org", org.org_slug.as_str())
+        .with("start", start)
+        .with("end", end);
+    let mut out: BTreeMap<(String, String), (Decimal, Decimal, i64)> = BTreeMap::new();
+    for (provider, computed, billed) in [
+        ("openai", "openai_cost_daily", "openai_billed_cost_daily"),
+        ("anthropic", "anthropic_cost_daily", "anthropic_billed_cost_daily"),
+    ] {
+        for (table, column, is_billed) in [(computed, "total_cost", false), (billed, "amount", true)] {
+            if !ctx.warehouse.table_exists(&org.org_dataset_id, table).await? {
+                continue;
+            }
+            let sql = format!(
+                "SELECT usage_date, {column} AS v FROM {{{{{table}}}}} WHERE org_slug = @org AND usage_date >= @start AND usage_date <= @end"
+            );
+            for r in ctx.warehouse.query(&org.org_dataset_id, &sql, &params).await? {
+                let day = r.date("usage_date").map(|d| d.to_string()).unwrap_or_default();
+                let e = out
+                    .entry((provider.to_string(), day))
+                    .or_insert((Decimal::ZERO, Decimal::ZERO, 0));
+                match (is_billed, r.numeric("v")) {
+                    (true, Some(v)) => e.1 += v,
+                    (false, Some(v)) => e.0 += v,
+                    (false, None) => e.2 += 1,
+                    (true, None) => {}
+                }
+            }
+        }
+    }
+    let rows: Vec<Value> = out
+        .into_iter()
+        .map(|((provider, day), (computed, billed, unknown))| {
+            json!({"provider": provider, "day": day, "computed_cost": computed.round_dp(9).normalize().to_string(),
+                   "billed_cost": billed.round_dp(9).normalize().to_string(),
+                   "difference": (billed - computed).round_dp(9).normalize().to_string(), "unknown_model_rows": unknown})
+        })
+        .collect();
+    Ok(Json(
+        json!({"org_slug": org.org_slug, "start_date": start.to_string(), "end_date": end.to_string(), "currency": "USD", "rows": rows}),
+    ))
+}

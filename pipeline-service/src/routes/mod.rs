@@ -27,7 +27,7 @@ use utoipa::OpenApi;
         integrations::update, integrations::remove,
         pricing::list, pricing::get_model, pricing::create, pricing::update, pricing::delete, pricing::reset,
         pricing::import_litellm,
-        costs::costs,
+        costs::costs, costs::reconciliation,
         subscriptions::list, subscriptions::get_plan, subscriptions::create, subscriptions::update,
         subscriptions::delete, subscriptions::reset,
     ),
@@ -43,6 +43,7 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
         .route("/organizations/{org_slug}/whoami", get(organizations::whoami))
         .route("/pipelines", get(pipelines::catalogue))
         .route("/costs/{org_slug}", get(costs::costs))
+        .route("/costs/{org_slug}/reconciliation", get(costs::reconciliation))
         .route(
             "/pipelines/run/{org_slug}/{provider}/{pipeline}",
             post(pipelines::run_short),

@@ -19,7 +19,9 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<example::noop::NoopProcessor>();
     registry.register::<openai::usage::UsageProcessor>();
     registry.register::<openai::cost::CostProcessor>();
+    registry.register::<openai::costs_api::CostsApiProcessor>();
     registry.register::<anthropic::usage::UsageProcessor>();
     registry.register::<anthropic::cost::CostProcessor>();
+    registry.register::<anthropic::costs_api::CostsApiProcessor>();
     registry.register::<deepseek::balance::BalanceProcessor>();
 }

@@ -2,4 +2,5 @@
 //! (raw usage × the org's effective-dated prices).
 
 pub mod cost;
+pub mod costs_api;
 pub mod usage;

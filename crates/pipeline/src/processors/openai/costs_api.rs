@@ -1,0 +1,139 @@
+//! `openai.costs_api`: what OpenAI itself billed for a day (`GET /v1/organization/costs`,
+//! grouped by project and line item, every page), for reconciliation with the computed cost.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use cloudact_core::warehouse::{PartitionKey, Row};
+use rust_decimal::Decimal;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    context::StepContext,
+    processors::example::{ensure_day_table, parse_day},
+    providers::http::get_json,
+    registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostsApiConfig {
+    pub dataset: String,
+    pub date: String,
+    pub table: String,
+    pub schema: String,
+}
+
+pub struct CostsApiProcessor(CostsApiConfig);
+
+impl ProcessorDef for CostsApiProcessor {
+    const PS_TYPE: &'static str = "openai.costs_api";
+    type Config = CostsApiConfig;
+
+    fn build(config: CostsApiConfig) -> Result<Self, String> {
+        cloudact_core::warehouse::check_name(&config.table).map_err(|e| e.to_string())?;
+        Ok(CostsApiProcessor(config))
+    }
+}
+
+#[async_trait]
+impl Processor for CostsApiProcessor {
+    async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
+        let c = &self.0;
+        let org = ctx
+            .org_slug
+            .clone()
+            .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
+        let day = parse_day(&c.date)?;
+        ensure_day_table(
+            ctx,
+            &c.dataset,
+            &c.table,
+            &c.schema,
+            "usage_date",
+            &["org_slug", "project_id"],
+        )
+        .await?;
+        let key = ctx.credential("openai").await?;
+        let base = ctx
+            .services
+            .providers
+            .by_alias("openai")
+            .map(|p| p.effective_base_url())
+            .unwrap_or_default();
+        let url = format!("{base}/v1/organization/costs");
+        let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0);
+        let (http, now) = (&ctx.services.http, Utc::now());
+        let (mut rows, mut page, mut pages) = (Vec::new(), None::<String>, 0u32);
+        loop {
+            pages += 1;
+            if pages > 1000 {
+                return Err(ProcessorError::Failed(
+                    "more than 1000 cost pages for one day; stopping".into(),
+                ));
+            }
+            let mut query = vec![
+                ("start_time", start.to_string()),
+                ("end_time", (start + 86_400).to_string()),
+                ("bucket_width", "1d".to_string()),
+                ("limit", "1".to_string()),
+                ("group_by", "project_id".to_string()),
+                ("group_by", "line_item".to_string()),
+            ];
+            if let Some(p) = &page {
+                query.push(("page", p.clone()));
+            }
+            let body = get_json("OpenAI", || {
+                http.get(&url).query(&query).bearer_auth(key.expose_secret())
+            })
+            .await?;
+            for bucket in body["data"]
+                .as_array()
+                .ok_or_else(|| ProcessorError::Transient("costs page without data[]".into()))?
+            {
+                for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    let amount: Decimal = r["amount"]["value"]
+                        .as_f64()
+                        .map(|_| r["amount"]["value"].to_string())
+                        .and_then(|t| Decimal::from_scientific(&t).or_else(|_| t.parse()).ok())
+                        .ok_or_else(|| ProcessorError::Transient("cost row without amount.value".into()))?;
+                    rows.push(
+                        Row::new()
+                            .with("org_slug", org.as_str())
+                            .with("usage_date", day)
+                            .with("project_id", r["project_id"].as_str())
+                            .with("line_item", r["line_item"].as_str())
+                            .with("amount", amount.normalize())
+                            .with(
+                                "currency",
+                                r["amount"]["currency"].as_str().unwrap_or("usd").to_ascii_uppercase(),
+                            )
+                            .with("run_id", ctx.run_id.as_str())
+                            .with("loaded_at", now),
+                    );
+                }
+            }
+            match (body["has_more"] == Value::Bool(true), body["next_page"].as_str()) {
+                (true, Some(p)) => page = Some(p.to_string()),
+                (true, None) => return Err(ProcessorError::Transient("has_more without next_page".into())),
+                _ => break,
+            }
+        }
+        let key = PartitionKey {
+            org_column: "org_slug".into(),
+            org_slug: org,
+            date_column: "usage_date".into(),
+            date: day,
+        };
+        let outcome = ctx
+            .warehouse()
+            .replace_partition(&c.dataset, &c.table, &key, &rows)
+            .await?;
+        ctx.add_rows(outcome.inserted);
+        Ok(StepOutput {
+            rows_processed: outcome.inserted,
+            output: serde_json::json!({"table": c.table, "inserted": outcome.inserted}),
+        })
+    }
+}
