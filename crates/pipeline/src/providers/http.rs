@@ -60,3 +60,38 @@ pub async fn get_json(provider: &str, build: impl Fn() -> reqwest::RequestBuilde
             Fetch::Fail(m) => ProcessorError::Failed(m),
         })
 }
+
+/// Every page of a paged provider listing (`data`, `has_more`, `next_page`, as OpenAI's and
+/// Anthropic's admin APIs page): `build` makes the request for a page cursor (`None` first).
+/// Returns each page's `data` buckets, in order.
+pub async fn get_all_pages(
+    provider: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+    build: impl Fn(Option<&str>) -> reqwest::RequestBuilder,
+) -> Result<Vec<Value>, ProcessorError> {
+    const MAX_PAGES: usize = 1000;
+    let mut buckets = Vec::new();
+    let mut page: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        if cancel.is_cancelled() {
+            return Err(ProcessorError::Cancelled);
+        }
+        let body = get_json(provider, || build(page.as_deref())).await?;
+        let data = body["data"]
+            .as_array()
+            .ok_or_else(|| ProcessorError::Transient(format!("{provider} page without data[]")))?;
+        buckets.extend(data.iter().cloned());
+        match (body["has_more"] == Value::Bool(true), body["next_page"].as_str()) {
+            (true, Some(next)) => page = Some(next.to_string()),
+            (true, None) => {
+                return Err(ProcessorError::Transient(format!(
+                    "{provider}: has_more without next_page"
+                )))
+            }
+            _ => return Ok(buckets),
+        }
+    }
+    Err(ProcessorError::Failed(format!(
+        "{provider}: more than {MAX_PAGES} pages for one day; stopping"
+    )))
+}

@@ -8,12 +8,11 @@ use cloudact_core::warehouse::{PartitionKey, Row};
 use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::{
     context::StepContext,
     processors::example::{ensure_day_table, parse_day},
-    providers::http::get_json,
+    providers::http::get_all_pages,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -66,14 +65,7 @@ impl Processor for CostsApiProcessor {
         let url = format!("{base}/v1/organizations/cost_report");
         let next_day = day.succ_opt().unwrap_or(day);
         let (http, now) = (&ctx.services.http, Utc::now());
-        let (mut rows, mut page, mut pages) = (Vec::new(), None::<String>, 0u32);
-        loop {
-            pages += 1;
-            if pages > 1000 {
-                return Err(ProcessorError::Failed(
-                    "more than 1000 cost pages for one day; stopping".into(),
-                ));
-            }
+        let buckets = get_all_pages("Anthropic", &ctx.cancel, |page| {
             let mut query = vec![
                 ("starting_at", format!("{day}T00:00:00Z")),
                 ("ending_at", format!("{next_day}T00:00:00Z")),
@@ -81,43 +73,34 @@ impl Processor for CostsApiProcessor {
                 ("group_by[]", "workspace_id".to_string()),
                 ("group_by[]", "description".to_string()),
             ];
-            if let Some(p) = &page {
-                query.push(("page", p.clone()));
+            if let Some(p) = page {
+                query.push(("page", p.to_string()));
             }
-            let body = get_json("Anthropic", || {
-                http.get(&url)
-                    .query(&query)
-                    .header("x-api-key", key.expose_secret())
-                    .header("anthropic-version", "2023-06-01")
-            })
-            .await?;
-            for bucket in body["data"]
-                .as_array()
-                .ok_or_else(|| ProcessorError::Transient("cost page without data[]".into()))?
-            {
-                for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                    let cents: Decimal = r["amount"]
-                        .as_str()
-                        .and_then(|a| a.parse().ok())
-                        .ok_or_else(|| ProcessorError::Transient("cost row without a decimal amount".into()))?;
-                    rows.push(
-                        Row::new()
-                            .with("org_slug", org.as_str())
-                            .with("usage_date", day)
-                            .with("workspace_id", r["workspace_id"].as_str())
-                            .with("description", r["description"].as_str())
-                            .with("model", r["model"].as_str())
-                            .with("amount", (cents / Decimal::from(100)).normalize())
-                            .with("currency", r["currency"].as_str().unwrap_or("USD"))
-                            .with("run_id", ctx.run_id.as_str())
-                            .with("loaded_at", now),
-                    );
-                }
-            }
-            match (body["has_more"] == Value::Bool(true), body["next_page"].as_str()) {
-                (true, Some(p)) => page = Some(p.to_string()),
-                (true, None) => return Err(ProcessorError::Transient("has_more without next_page".into())),
-                _ => break,
+            http.get(&url)
+                .query(&query)
+                .header("x-api-key", key.expose_secret())
+                .header("anthropic-version", "2023-06-01")
+        })
+        .await?;
+        let mut rows = Vec::new();
+        for bucket in &buckets {
+            for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let cents: Decimal = r["amount"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| ProcessorError::Transient("cost row without a decimal amount".into()))?;
+                rows.push(
+                    Row::new()
+                        .with("org_slug", org.as_str())
+                        .with("usage_date", day)
+                        .with("workspace_id", r["workspace_id"].as_str())
+                        .with("description", r["description"].as_str())
+                        .with("model", r["model"].as_str())
+                        .with("amount", (cents / Decimal::from(100)).normalize())
+                        .with("currency", r["currency"].as_str().unwrap_or("USD"))
+                        .with("run_id", ctx.run_id.as_str())
+                        .with("loaded_at", now),
+                );
             }
         }
         let key = PartitionKey {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::{
     context::StepContext,
     processors::example::{ensure_day_table, parse_day},
-    providers::http::get_json,
+    providers::http::get_all_pages,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -38,8 +38,6 @@ impl ProcessorDef for UsageProcessor {
         Ok(UsageProcessor(config))
     }
 }
-
-const MAX_PAGES: u32 = 1000;
 
 #[async_trait]
 impl Processor for UsageProcessor {
@@ -70,17 +68,7 @@ impl Processor for UsageProcessor {
         let url = format!("{base}/v1/organizations/usage_report/messages");
         let http = &ctx.services.http;
         let now = Utc::now();
-        let (mut rows, mut page, mut pages) = (Vec::new(), None::<String>, 0u32);
-        loop {
-            if ctx.cancel.is_cancelled() {
-                return Err(ProcessorError::Cancelled);
-            }
-            pages += 1;
-            if pages > MAX_PAGES {
-                return Err(ProcessorError::Failed(format!(
-                    "more than {MAX_PAGES} pages for one day; stopping"
-                )));
-            }
+        let buckets = get_all_pages("Anthropic", &ctx.cancel, |page| {
             let mut query = vec![
                 ("starting_at", format!("{day}T00:00:00Z")),
                 ("ending_at", format!("{next_day}T00:00:00Z")),
@@ -90,60 +78,46 @@ impl Processor for UsageProcessor {
             for g in ["model", "service_tier", "context_window"] {
                 query.push(("group_by[]", g.to_string()));
             }
-            if let Some(p) = &page {
-                query.push(("page", p.clone()));
+            if let Some(p) = page {
+                query.push(("page", p.to_string()));
             }
-            let body = get_json("Anthropic", || {
-                http.get(&url)
-                    .query(&query)
-                    .header("x-api-key", key.expose_secret())
-                    .header("anthropic-version", "2023-06-01")
-            })
-            .await?;
-            let data = body["data"]
-                .as_array()
-                .ok_or_else(|| ProcessorError::Transient("usage page without data[]".into()))?;
-            for bucket in data {
-                for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                    let n = |v: &Value| v.as_i64().unwrap_or(0);
-                    rows.push(
-                        Row::new()
-                            .with("org_slug", org.as_str())
-                            .with("usage_date", day)
-                            .with("model", r["model"].as_str())
-                            .with("service_tier", r["service_tier"].as_str())
-                            .with("context_window", r["context_window"].as_str())
-                            .with("workspace_id", r["workspace_id"].as_str())
-                            .with("api_key_id", r["api_key_id"].as_str())
-                            .with("uncached_input_tokens", n(&r["uncached_input_tokens"]))
-                            .with(
-                                "cache_creation_5m_input_tokens",
-                                n(&r["cache_creation"]["ephemeral_5m_input_tokens"]),
-                            )
-                            .with(
-                                "cache_creation_1h_input_tokens",
-                                n(&r["cache_creation"]["ephemeral_1h_input_tokens"]),
-                            )
-                            .with("cache_read_input_tokens", n(&r["cache_read_input_tokens"]))
-                            .with("output_tokens", n(&r["output_tokens"]))
-                            .with(
-                                "web_search_requests",
-                                r["server_tool_use"]["web_search_requests"].as_i64(),
-                            )
-                            .with("run_id", ctx.run_id.as_str())
-                            .with("loaded_at", now),
-                    );
-                }
-            }
-            if body["has_more"] == Value::Bool(true) {
-                page = Some(
-                    body["next_page"]
-                        .as_str()
-                        .ok_or_else(|| ProcessorError::Transient("has_more without next_page".into()))?
-                        .to_string(),
+            http.get(&url)
+                .query(&query)
+                .header("x-api-key", key.expose_secret())
+                .header("anthropic-version", "2023-06-01")
+        })
+        .await?;
+        let mut rows = Vec::new();
+        for bucket in &buckets {
+            for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let n = |v: &Value| v.as_i64().unwrap_or(0);
+                rows.push(
+                    Row::new()
+                        .with("org_slug", org.as_str())
+                        .with("usage_date", day)
+                        .with("model", r["model"].as_str())
+                        .with("service_tier", r["service_tier"].as_str())
+                        .with("context_window", r["context_window"].as_str())
+                        .with("workspace_id", r["workspace_id"].as_str())
+                        .with("api_key_id", r["api_key_id"].as_str())
+                        .with("uncached_input_tokens", n(&r["uncached_input_tokens"]))
+                        .with(
+                            "cache_creation_5m_input_tokens",
+                            n(&r["cache_creation"]["ephemeral_5m_input_tokens"]),
+                        )
+                        .with(
+                            "cache_creation_1h_input_tokens",
+                            n(&r["cache_creation"]["ephemeral_1h_input_tokens"]),
+                        )
+                        .with("cache_read_input_tokens", n(&r["cache_read_input_tokens"]))
+                        .with("output_tokens", n(&r["output_tokens"]))
+                        .with(
+                            "web_search_requests",
+                            r["server_tool_use"]["web_search_requests"].as_i64(),
+                        )
+                        .with("run_id", ctx.run_id.as_str())
+                        .with("loaded_at", now),
                 );
-            } else {
-                break;
             }
         }
         let key = PartitionKey {
@@ -159,7 +133,7 @@ impl Processor for UsageProcessor {
         ctx.add_rows(outcome.inserted);
         Ok(StepOutput {
             rows_processed: outcome.inserted,
-            output: serde_json::json!({"table": c.table, "date": c.date, "pages": pages, "inserted": outcome.inserted, "replaced": outcome.deleted}),
+            output: serde_json::json!({"table": c.table, "date": c.date, "inserted": outcome.inserted, "replaced": outcome.deleted}),
         })
     }
 }

@@ -7,12 +7,11 @@ use cloudact_core::warehouse::{PartitionKey, Row};
 use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::{
     context::StepContext,
     processors::example::{ensure_day_table, parse_day},
-    providers::http::get_json,
+    providers::http::get_all_pages,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -65,14 +64,7 @@ impl Processor for CostsApiProcessor {
         let url = format!("{base}/v1/organization/costs");
         let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0);
         let (http, now) = (&ctx.services.http, Utc::now());
-        let (mut rows, mut page, mut pages) = (Vec::new(), None::<String>, 0u32);
-        loop {
-            pages += 1;
-            if pages > 1000 {
-                return Err(ProcessorError::Failed(
-                    "more than 1000 cost pages for one day; stopping".into(),
-                ));
-            }
+        let buckets = get_all_pages("OpenAI", &ctx.cancel, |page| {
             let mut query = vec![
                 ("start_time", start.to_string()),
                 ("end_time", (start + 86_400).to_string()),
@@ -81,43 +73,34 @@ impl Processor for CostsApiProcessor {
                 ("group_by", "project_id".to_string()),
                 ("group_by", "line_item".to_string()),
             ];
-            if let Some(p) = &page {
-                query.push(("page", p.clone()));
+            if let Some(p) = page {
+                query.push(("page", p.to_string()));
             }
-            let body = get_json("OpenAI", || {
-                http.get(&url).query(&query).bearer_auth(key.expose_secret())
-            })
-            .await?;
-            for bucket in body["data"]
-                .as_array()
-                .ok_or_else(|| ProcessorError::Transient("costs page without data[]".into()))?
-            {
-                for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                    let amount: Decimal = r["amount"]["value"]
-                        .as_f64()
-                        .map(|_| r["amount"]["value"].to_string())
-                        .and_then(|t| Decimal::from_scientific(&t).or_else(|_| t.parse()).ok())
-                        .ok_or_else(|| ProcessorError::Transient("cost row without amount.value".into()))?;
-                    rows.push(
-                        Row::new()
-                            .with("org_slug", org.as_str())
-                            .with("usage_date", day)
-                            .with("project_id", r["project_id"].as_str())
-                            .with("line_item", r["line_item"].as_str())
-                            .with("amount", amount.normalize())
-                            .with(
-                                "currency",
-                                r["amount"]["currency"].as_str().unwrap_or("usd").to_ascii_uppercase(),
-                            )
-                            .with("run_id", ctx.run_id.as_str())
-                            .with("loaded_at", now),
-                    );
-                }
-            }
-            match (body["has_more"] == Value::Bool(true), body["next_page"].as_str()) {
-                (true, Some(p)) => page = Some(p.to_string()),
-                (true, None) => return Err(ProcessorError::Transient("has_more without next_page".into())),
-                _ => break,
+            http.get(&url).query(&query).bearer_auth(key.expose_secret())
+        })
+        .await?;
+        let mut rows = Vec::new();
+        for bucket in &buckets {
+            for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let amount: Decimal = r["amount"]["value"]
+                    .as_f64()
+                    .map(|_| r["amount"]["value"].to_string())
+                    .and_then(|t| Decimal::from_scientific(&t).or_else(|_| t.parse()).ok())
+                    .ok_or_else(|| ProcessorError::Transient("cost row without amount.value".into()))?;
+                rows.push(
+                    Row::new()
+                        .with("org_slug", org.as_str())
+                        .with("usage_date", day)
+                        .with("project_id", r["project_id"].as_str())
+                        .with("line_item", r["line_item"].as_str())
+                        .with("amount", amount.normalize())
+                        .with(
+                            "currency",
+                            r["amount"]["currency"].as_str().unwrap_or("usd").to_ascii_uppercase(),
+                        )
+                        .with("run_id", ctx.run_id.as_str())
+                        .with("loaded_at", now),
+                );
             }
         }
         let key = PartitionKey {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::{
     context::StepContext,
     processors::example::{ensure_day_table, parse_day},
-    providers::http::get_json,
+    providers::http::get_all_pages,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -25,13 +25,6 @@ pub struct UsageConfig {
     pub date: String,
     pub table: String,
     pub schema: String,
-    /// Safety bound on pages per day.
-    #[serde(default = "default_max_pages")]
-    pub max_pages: u32,
-}
-
-fn default_max_pages() -> u32 {
-    1000
 }
 
 pub struct UsageProcessor(UsageConfig);
@@ -78,20 +71,8 @@ impl Processor for UsageProcessor {
         let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0);
         let http = &ctx.services.http;
         let now = Utc::now();
-        let mut rows = Vec::new();
-        let mut page: Option<String> = None;
-        let mut pages = 0u32;
-        loop {
-            if ctx.cancel.is_cancelled() {
-                return Err(ProcessorError::Cancelled);
-            }
-            pages += 1;
-            if pages > c.max_pages {
-                return Err(ProcessorError::Failed(format!(
-                    "more than {} pages for one day; stopping",
-                    c.max_pages
-                )));
-            }
+        let url = format!("{base}/v1/organization/usage/completions");
+        let buckets = get_all_pages("OpenAI", &ctx.cancel, |page| {
             let mut query = vec![
                 ("start_time", start.to_string()),
                 ("end_time", (start + 86_400).to_string()),
@@ -101,55 +82,42 @@ impl Processor for UsageProcessor {
             for g in ["model", "project_id", "batch", "service_tier"] {
                 query.push(("group_by", g.to_string()));
             }
-            if let Some(p) = &page {
-                query.push(("page", p.clone()));
+            if let Some(p) = page {
+                query.push(("page", p.to_string()));
             }
-            let url = format!("{base}/v1/organization/usage/completions");
-            let body = get_json("OpenAI", || {
-                http.get(&url).query(&query).bearer_auth(key.expose_secret())
-            })
-            .await?;
-            let data = body["data"]
-                .as_array()
-                .ok_or_else(|| ProcessorError::Transient("usage page without data[]".into()))?;
-            for bucket in data {
-                for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                    let input = int(&r["input_tokens"]).unwrap_or(0);
-                    let cached = int(&r["input_cached_tokens"]);
-                    let writes = int(&r["input_cache_write_tokens"]);
-                    let uncached_reported = int(&r["input_uncached_tokens"]);
-                    let uncached = uncached_reported
-                        .unwrap_or_else(|| input - cached.unwrap_or(0) - writes.unwrap_or(0))
-                        .max(0);
-                    rows.push(
-                        Row::new()
-                            .with("org_slug", org.as_str())
-                            .with("usage_date", day)
-                            .with("model", r["model"].as_str())
-                            .with("project_id", r["project_id"].as_str())
-                            .with("batch", r["batch"].as_bool())
-                            .with("service_tier", r["service_tier"].as_str())
-                            .with("num_model_requests", int(&r["num_model_requests"]).unwrap_or(0))
-                            .with("input_tokens", input)
-                            .with("output_tokens", int(&r["output_tokens"]).unwrap_or(0))
-                            .with("input_cached_tokens", cached)
-                            .with("input_cache_write_tokens", writes)
-                            .with("input_uncached_tokens", uncached_reported)
-                            .with("uncached_input_tokens", uncached)
-                            .with("input_audio_tokens", int(&r["input_audio_tokens"]))
-                            .with("output_audio_tokens", int(&r["output_audio_tokens"]))
-                            .with("run_id", ctx.run_id.as_str())
-                            .with("loaded_at", now),
-                    );
-                }
-            }
-            if body["has_more"] == Value::Bool(true) {
-                page = body["next_page"].as_str().map(str::to_string);
-                if page.is_none() {
-                    return Err(ProcessorError::Transient("has_more without next_page".into()));
-                }
-            } else {
-                break;
+            http.get(&url).query(&query).bearer_auth(key.expose_secret())
+        })
+        .await?;
+        let mut rows = Vec::new();
+        for bucket in &buckets {
+            for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let input = int(&r["input_tokens"]).unwrap_or(0);
+                let cached = int(&r["input_cached_tokens"]);
+                let writes = int(&r["input_cache_write_tokens"]);
+                let uncached_reported = int(&r["input_uncached_tokens"]);
+                let uncached = uncached_reported
+                    .unwrap_or_else(|| input - cached.unwrap_or(0) - writes.unwrap_or(0))
+                    .max(0);
+                rows.push(
+                    Row::new()
+                        .with("org_slug", org.as_str())
+                        .with("usage_date", day)
+                        .with("model", r["model"].as_str())
+                        .with("project_id", r["project_id"].as_str())
+                        .with("batch", r["batch"].as_bool())
+                        .with("service_tier", r["service_tier"].as_str())
+                        .with("num_model_requests", int(&r["num_model_requests"]).unwrap_or(0))
+                        .with("input_tokens", input)
+                        .with("output_tokens", int(&r["output_tokens"]).unwrap_or(0))
+                        .with("input_cached_tokens", cached)
+                        .with("input_cache_write_tokens", writes)
+                        .with("input_uncached_tokens", uncached_reported)
+                        .with("uncached_input_tokens", uncached)
+                        .with("input_audio_tokens", int(&r["input_audio_tokens"]))
+                        .with("output_audio_tokens", int(&r["output_audio_tokens"]))
+                        .with("run_id", ctx.run_id.as_str())
+                        .with("loaded_at", now),
+                );
             }
         }
         let key = PartitionKey {
@@ -165,7 +133,7 @@ impl Processor for UsageProcessor {
         ctx.add_rows(outcome.inserted);
         Ok(StepOutput {
             rows_processed: outcome.inserted,
-            output: serde_json::json!({"table": c.table, "date": c.date, "pages": pages, "inserted": outcome.inserted, "replaced": outcome.deleted}),
+            output: serde_json::json!({"table": c.table, "date": c.date, "inserted": outcome.inserted, "replaced": outcome.deleted}),
         })
     }
 }
