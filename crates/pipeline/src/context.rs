@@ -131,6 +131,48 @@ impl StepContext {
         Ok(secrecy::SecretString::from(text))
     }
 
+    /// The run's org (every org-scoped processor needs one).
+    pub fn require_org(&self) -> Result<String, crate::registry::ProcessorError> {
+        self.org_slug
+            .clone()
+            .ok_or_else(|| crate::registry::ProcessorError::Invalid("this pipeline needs an org".into()))
+    }
+
+    /// Base URL of a provider from the registry (with test/demo overrides applied).
+    pub fn provider_base_url(&self, alias: &str) -> Result<String, crate::registry::ProcessorError> {
+        self.services
+            .providers
+            .by_alias(alias)
+            .map(|p| p.effective_base_url())
+            .ok_or_else(|| {
+                crate::registry::ProcessorError::Failed(format!(
+                    "provider {alias} is not in configs/system/providers.yml"
+                ))
+            })
+    }
+
+    /// Replaces the org's rows of one day in `table` with `rows` (the idempotent day load)
+    /// and counts the inserted rows.
+    pub async fn load_day(
+        &self,
+        dataset: &str,
+        table: &str,
+        org_slug: String,
+        date_column: &str,
+        date: chrono::NaiveDate,
+        rows: &[cloudact_core::warehouse::Row],
+    ) -> Result<cloudact_core::warehouse::ReplaceOutcome, crate::registry::ProcessorError> {
+        let key = cloudact_core::warehouse::PartitionKey {
+            org_column: "org_slug".into(),
+            org_slug,
+            date_column: date_column.into(),
+            date,
+        };
+        let outcome = self.warehouse().replace_partition(dataset, table, &key, rows).await?;
+        self.add_rows(outcome.inserted);
+        Ok(outcome)
+    }
+
     /// Adds to the step's processed-row count.
     pub fn add_rows(&self, n: u64) {
         self.rows.fetch_add(n, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use cloudact_core::warehouse::{PartitionKey, Row};
+use cloudact_core::warehouse::Row;
 use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -41,10 +41,7 @@ impl ProcessorDef for CostsApiProcessor {
 impl Processor for CostsApiProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx
-            .org_slug
-            .clone()
-            .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
+        let org = ctx.require_org()?;
         let day = parse_day(&c.date)?;
         ensure_day_table(
             ctx,
@@ -56,12 +53,7 @@ impl Processor for CostsApiProcessor {
         )
         .await?;
         let key = ctx.credential("anthropic").await?;
-        let base = ctx
-            .services
-            .providers
-            .by_alias("anthropic")
-            .map(|p| p.effective_base_url())
-            .unwrap_or_default();
+        let base = ctx.provider_base_url("anthropic")?;
         let url = format!("{base}/v1/organizations/cost_report");
         let next_day = day.succ_opt().unwrap_or(day);
         let (http, now) = (&ctx.services.http, Utc::now());
@@ -103,17 +95,9 @@ impl Processor for CostsApiProcessor {
                 );
             }
         }
-        let key = PartitionKey {
-            org_column: "org_slug".into(),
-            org_slug: org,
-            date_column: "usage_date".into(),
-            date: day,
-        };
         let outcome = ctx
-            .warehouse()
-            .replace_partition(&c.dataset, &c.table, &key, &rows)
+            .load_day(&c.dataset, &c.table, org, "usage_date", day, &rows)
             .await?;
-        ctx.add_rows(outcome.inserted);
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.table, "inserted": outcome.inserted}),

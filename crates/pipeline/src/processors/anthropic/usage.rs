@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use cloudact_core::warehouse::{PartitionKey, Row};
+use cloudact_core::warehouse::Row;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value;
@@ -43,10 +43,7 @@ impl ProcessorDef for UsageProcessor {
 impl Processor for UsageProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx
-            .org_slug
-            .clone()
-            .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
+        let org = ctx.require_org()?;
         let day = parse_day(&c.date)?;
         ensure_day_table(
             ctx,
@@ -58,12 +55,7 @@ impl Processor for UsageProcessor {
         )
         .await?;
         let key = ctx.credential("anthropic").await?;
-        let base = ctx
-            .services
-            .providers
-            .by_alias("anthropic")
-            .map(|p| p.effective_base_url())
-            .unwrap_or_else(|| "https://api.anthropic.com".to_string());
+        let base = ctx.provider_base_url("anthropic")?;
         let next_day = day.succ_opt().unwrap_or(day);
         let url = format!("{base}/v1/organizations/usage_report/messages");
         let http = &ctx.services.http;
@@ -120,17 +112,9 @@ impl Processor for UsageProcessor {
                 );
             }
         }
-        let key = PartitionKey {
-            org_column: "org_slug".into(),
-            org_slug: org,
-            date_column: "usage_date".into(),
-            date: day,
-        };
         let outcome = ctx
-            .warehouse()
-            .replace_partition(&c.dataset, &c.table, &key, &rows)
+            .load_day(&c.dataset, &c.table, org, "usage_date", day, &rows)
             .await?;
-        ctx.add_rows(outcome.inserted);
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.table, "date": c.date, "inserted": outcome.inserted, "replaced": outcome.deleted}),

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use cloudact_core::warehouse::{Params, PartitionKey, Row};
+use cloudact_core::warehouse::{Params, Row};
 use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -47,10 +47,7 @@ fn decimal(v: &serde_json::Value) -> Option<Decimal> {
 impl Processor for BalanceProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx
-            .org_slug
-            .clone()
-            .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
+        let org = ctx.require_org()?;
         let day = parse_day(&c.date)?;
         ensure_day_table(
             ctx,
@@ -62,12 +59,7 @@ impl Processor for BalanceProcessor {
         )
         .await?;
         let key = ctx.credential("deepseek").await?;
-        let base = ctx
-            .services
-            .providers
-            .by_alias("deepseek")
-            .map(|p| p.effective_base_url())
-            .unwrap_or_else(|| "https://api.deepseek.com".to_string());
+        let base = ctx.provider_base_url("deepseek")?;
         let url = format!("{base}/user/balance");
         let http = &ctx.services.http;
         let body = get_json("DeepSeek", || http.get(&url).bearer_auth(key.expose_secret())).await?;
@@ -116,17 +108,9 @@ impl Processor for BalanceProcessor {
                     .with("loaded_at", now),
             );
         }
-        let key = PartitionKey {
-            org_column: "org_slug".into(),
-            org_slug: org,
-            date_column: "balance_date".into(),
-            date: day,
-        };
         let outcome = ctx
-            .warehouse()
-            .replace_partition(&c.dataset, &c.table, &key, &rows)
+            .load_day(&c.dataset, &c.table, org, "balance_date", day, &rows)
             .await?;
-        ctx.add_rows(outcome.inserted);
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.table, "date": c.date, "currencies": outcome.inserted}),

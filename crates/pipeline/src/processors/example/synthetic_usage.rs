@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use cloudact_core::warehouse::{PartitionKey, Row};
+use cloudact_core::warehouse::Row;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -82,10 +82,7 @@ impl Stream {
 impl Processor for SyntheticUsageProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx
-            .org_slug
-            .clone()
-            .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
+        let org = ctx.require_org()?;
         let day = parse_day(&c.date)?;
         // Demo knob: `parameters.pause_ms` (≤ 5000) slows each day down, to watch progress,
         // cancellation and crash recovery.
@@ -118,17 +115,9 @@ impl Processor for SyntheticUsageProcessor {
                 );
             }
         }
-        let key = PartitionKey {
-            org_column: "org_slug".into(),
-            org_slug: org,
-            date_column: "usage_date".into(),
-            date: day,
-        };
         let outcome = ctx
-            .warehouse()
-            .replace_partition(&c.dataset, &c.table, &key, &rows)
+            .load_day(&c.dataset, &c.table, org, "usage_date", day, &rows)
             .await?;
-        ctx.add_rows(outcome.inserted);
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.table, "date": c.date, "inserted": outcome.inserted, "replaced": outcome.deleted}),

@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use cloudact_core::warehouse::{Params, PartitionKey, Row, Value};
+use cloudact_core::warehouse::{Params, Row, Value};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
@@ -59,10 +59,7 @@ fn tier_of(batch: Option<bool>, service_tier: Option<&str>) -> &'static str {
 impl Processor for CostProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx
-            .org_slug
-            .clone()
-            .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
+        let org = ctx.require_org()?;
         let day = parse_day(&c.date)?;
         let wh = ctx.warehouse();
         ensure_day_table(
@@ -139,14 +136,9 @@ impl Processor for CostProcessor {
         if unknown > 0 {
             tracing::warn!(unknown_models = unknown, date = %day, "OpenAI usage of models without a price: cost left null and flagged");
         }
-        let key = PartitionKey {
-            org_column: "org_slug".into(),
-            org_slug: org,
-            date_column: "usage_date".into(),
-            date: day,
-        };
-        let outcome = wh.replace_partition(&c.dataset, &c.cost_table, &key, &rows).await?;
-        ctx.add_rows(outcome.inserted);
+        let outcome = ctx
+            .load_day(&c.dataset, &c.cost_table, org, "usage_date", day, &rows)
+            .await?;
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.cost_table, "date": c.date, "inserted": outcome.inserted,

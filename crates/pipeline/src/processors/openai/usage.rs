@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use cloudact_core::warehouse::{PartitionKey, Row};
+use cloudact_core::warehouse::Row;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value;
@@ -47,10 +47,7 @@ fn int(v: &Value) -> Option<i64> {
 impl Processor for UsageProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx
-            .org_slug
-            .clone()
-            .ok_or_else(|| ProcessorError::Invalid("this pipeline needs an org".into()))?;
+        let org = ctx.require_org()?;
         let day = parse_day(&c.date)?;
         ensure_day_table(
             ctx,
@@ -62,12 +59,7 @@ impl Processor for UsageProcessor {
         )
         .await?;
         let key = ctx.credential("openai").await?;
-        let base = ctx
-            .services
-            .providers
-            .by_alias("openai")
-            .map(|p| p.effective_base_url())
-            .unwrap_or_else(|| "https://api.openai.com".to_string());
+        let base = ctx.provider_base_url("openai")?;
         let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0);
         let http = &ctx.services.http;
         let now = Utc::now();
@@ -120,17 +112,9 @@ impl Processor for UsageProcessor {
                 );
             }
         }
-        let key = PartitionKey {
-            org_column: "org_slug".into(),
-            org_slug: org,
-            date_column: "usage_date".into(),
-            date: day,
-        };
         let outcome = ctx
-            .warehouse()
-            .replace_partition(&c.dataset, &c.table, &key, &rows)
+            .load_day(&c.dataset, &c.table, org, "usage_date", day, &rows)
             .await?;
-        ctx.add_rows(outcome.inserted);
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.table, "date": c.date, "inserted": outcome.inserted, "replaced": outcome.deleted}),
