@@ -1617,7 +1617,11 @@ async fn openai_usage_is_pulled_from_the_admin_api_and_priced_exactly() {
             .query("oai_local", "SELECT COUNT(*) AS n, SUM(total_cost) AS total, SUM(CASE WHEN unknown_model THEN 1 ELSE 0 END) AS unknown FROM {{openai_cost_daily}}", &Default::default())
             .await
             .unwrap();
-        assert_eq!(rows[0].int("n"), Some(12), "3 models × 2 projects × batch/non-batch");
+        assert_eq!(
+            rows[0].int("n"),
+            Some(14),
+            "completions: 3 models × 2 projects × batch/non-batch; embeddings: 1 model × 2 projects"
+        );
         assert_eq!(
             rows[0].int("unknown"),
             Some(0),
@@ -1630,7 +1634,7 @@ async fn openai_usage_is_pulled_from_the_admin_api_and_priced_exactly() {
         }));
         assert_eq!(
             app.count("oai_local", "openai_usage_daily_raw", "oai").await,
-            12,
+            14,
             "a rerun replaces the day"
         );
     }
@@ -1651,6 +1655,23 @@ async fn openai_usage_is_pulled_from_the_admin_api_and_priced_exactly() {
         + per("cache_write_tokens", "2.5")
         + per("output_tokens", "10");
     assert_eq!(r.numeric("total_cost").unwrap(), expected.round_dp(9));
+    // Embeddings: input only, at text-embedding-3-small's 0.02 per 1M.
+    let e = ctx
+        .warehouse
+        .query(
+            "oai_local",
+            "SELECT * FROM {{openai_cost_daily}} WHERE usage_type = 'embeddings' AND project_id = 'proj_sandbox_web'",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let e = &e[0];
+    assert_eq!(e.string("priced_model_id").as_deref(), Some("text-embedding-3-small"));
+    assert_eq!(e.int("output_tokens"), Some(0));
+    let expected = rust_decimal::Decimal::from(e.int("uncached_input_tokens").unwrap())
+        * "0.02".parse::<rust_decimal::Decimal>().unwrap()
+        / rust_decimal::Decimal::from(1_000_000);
+    assert_eq!(e.numeric("total_cost").unwrap(), expected.round_dp(9));
 }
 
 #[tokio::test]
@@ -1987,4 +2008,106 @@ async fn computed_cost_is_reconciled_with_what_the_providers_billed() {
     assert!(cents
         .iter()
         .all(|r| r.numeric("amount").unwrap() < rust_decimal::Decimal::from(10_000)));
+}
+
+/// Sets the sandbox's scripted faults.
+async fn sandbox_faults(base: &str, faults: Value) {
+    let r = reqwest::Client::new()
+        .put(format!("{base}/_sandbox/faults"))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn provider_faults_are_survived_and_a_malformed_page_fails_the_day_naming_it() {
+    let sandbox_url = sandbox().await;
+    let app = spawn_with_clock(
+        Arc::new(cloudact_core::clock::SystemClock),
+        &[
+            ("OPENAI_BASE_URL", &sandbox_url),
+            ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "2"),
+            ("PROVIDER_HTTP_TIMEOUT_SECONDS", "1"),
+        ],
+    )
+    .await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "faulty").await;
+    let (_, b) = app
+        .setup(
+            &key,
+            "faulty",
+            "openai",
+            serde_json::json!({"credential": "sk-admin-faulty-0001"}),
+        )
+        .await;
+    assert_eq!(b["validation_status"], "VALID", "{b}");
+    let url = "/api/v1/pipelines/run/faulty/openai/cost/usage_cost";
+    let per_day = |day: &'static str| {
+        let wh = ctx.warehouse.clone();
+        async move {
+            let rows = wh
+                .query(
+                    "faulty_local",
+                    "SELECT COUNT(*) AS n, COUNT(DISTINCT usage_type || model || project_id || COALESCE(CAST(batch AS TEXT), '-')) AS k \
+                     FROM {{openai_usage_daily_raw}} WHERE usage_date = @d",
+                    &cloudact_core::warehouse::Params::new().with("d", day.parse::<chrono::NaiveDate>().unwrap()),
+                )
+                .await
+                .unwrap();
+            (rows[0].int("n").unwrap(), rows[0].int("k").unwrap())
+        }
+    };
+    // Each day's usage comes in three pages; a 429 storm, 500s and a request slower than the
+    // client timeout come first; the middle page of the third day is malformed.
+    sandbox_faults(
+        &sandbox_url,
+        serde_json::json!({"pages_per_day": 3, "rate_limited": 3, "server_errors": 2, "slow": 1, "slow_ms": 2500,
+                           "malformed_day": "2026-02-03", "malformed_page": 1}),
+    )
+    .await;
+    let (s, b, _) = app
+        .post_run(
+            &key,
+            url,
+            serde_json::json!({"start_date": "2026-02-01", "end_date": "2026-02-05"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["pipeline_logging_id"].as_str().unwrap().to_string();
+    let run = app.finished(&key, &id).await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    let error = run["error_message"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("2026-02-03") && error.contains("page 2 (cursor \"part_1\")"),
+        "the error names the day and the page: {error}"
+    );
+    assert_eq!(per_day("2026-02-01").await, (14, 14), "earlier days stay loaded");
+    assert_eq!(per_day("2026-02-02").await, (14, 14));
+    assert_eq!(per_day("2026-02-03").await.0, 0, "the failed day is not half loaded");
+    assert_eq!(per_day("2026-02-04").await.0, 0);
+    // The fault cleared, a retry completes every day with no duplicates.
+    sandbox_faults(&sandbox_url, serde_json::json!({"pages_per_day": 3})).await;
+    let (s, b, _) = app
+        .post_run(
+            &key,
+            &format!("/api/v1/pipelines/runs/{id}/retry"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    for day in ["2026-02-01", "2026-02-02", "2026-02-03", "2026-02-04", "2026-02-05"] {
+        assert_eq!(per_day(day).await, (14, 14), "{day}: every row once");
+    }
+    assert_eq!(
+        app.count("faulty_local", "openai_usage_daily_raw__staging", "faulty")
+            .await,
+        0
+    );
+    let cost_rows = app.count("faulty_local", "openai_cost_daily", "faulty").await;
+    assert_eq!(cost_rows, 5 * 14);
 }

@@ -85,6 +85,9 @@ pub struct Settings {
     pub provider_base_urls: HashMap<String, String>,
     /// Overrides every provider's validation timeout (`PROVIDER_VALIDATION_TIMEOUT_SECONDS`).
     pub provider_validation_timeout: Option<Duration>,
+    /// Timeout of one provider HTTP request made by a pipeline (`PROVIDER_HTTP_TIMEOUT_SECONDS`,
+    /// default 120): a hung provider becomes a retried, then failed, step.
+    pub provider_http_timeout: Duration,
 }
 
 /// Log output format.
@@ -154,6 +157,7 @@ impl Settings {
         let max_concurrent_runs = number("MAX_CONCURRENT_RUNS", 8, 1, 1_000) as usize;
         let provider_validation_timeout = get("PROVIDER_VALIDATION_TIMEOUT_SECONDS")
             .map(|_| Duration::from_secs(number("PROVIDER_VALIDATION_TIMEOUT_SECONDS", 15, 1, 300)));
+        let provider_http_timeout = Duration::from_secs(number("PROVIDER_HTTP_TIMEOUT_SECONDS", 120, 1, 3_600));
         let run_heartbeat = Duration::from_secs(number("RUN_HEARTBEAT_SECONDS", 10, 1, 600));
         let run_stale_after = Duration::from_secs(number("RUN_STALE_SECONDS", 60, 2, 86_400));
 
@@ -245,6 +249,7 @@ impl Settings {
                 .map(|(k, v)| (k.clone(), v.trim().to_string()))
                 .collect(),
             provider_validation_timeout,
+            provider_http_timeout,
         })
     }
 

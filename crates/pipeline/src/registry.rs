@@ -29,6 +29,16 @@ impl ProcessorError {
     pub fn retryable(&self) -> bool {
         matches!(self, ProcessorError::Transient(_))
     }
+
+    /// The same error with its message rewritten (to add where it happened).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            ProcessorError::Invalid(m) => ProcessorError::Invalid(f(m)),
+            ProcessorError::Transient(m) => ProcessorError::Transient(f(m)),
+            ProcessorError::Failed(m) => ProcessorError::Failed(f(m)),
+            ProcessorError::Cancelled => ProcessorError::Cancelled,
+        }
+    }
 }
 
 impl From<cloudact_core::warehouse::WarehouseError> for ProcessorError {

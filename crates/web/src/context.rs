@@ -150,7 +150,7 @@ impl AppContext {
         let store = OrgStore::new(warehouse.clone());
         let http = match reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(120))
+            .timeout(settings.provider_http_timeout)
             .user_agent(concat!("cloudact/", env!("CARGO_PKG_VERSION")))
             .build()
         {

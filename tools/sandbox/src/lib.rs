@@ -13,6 +13,11 @@
 //! Fault knobs, by key substring or by the `x-sandbox-fault` header: `fault429` (429 with
 //! `Retry-After: 1`), `fault500` (500), `slow` (answers after 3 s), `truncated` (a cut-off
 //! JSON body), `malformed` (valid JSON of the wrong shape).
+//!
+//! Scripted faults for the OpenAI usage and cost endpoints, set with `PUT /_sandbox/faults`
+//! (JSON [`Faults`]) and cleared with `DELETE /_sandbox/faults`: a storm of the next N requests
+//! answered 429 (`Retry-After: 1`) or 500, the next N answered slowly, one day's usage split
+//! over several pages, and one page of one day served malformed until cleared.
 
 #![allow(clippy::result_large_err)] // handler helpers hand back a ready response as their error
 
@@ -30,9 +35,36 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+/// Scripted faults (see the module docs).
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// The next N usage/cost requests answer 429 with `Retry-After: 1`.
+    #[serde(default)]
+    pub rate_limited: u32,
+    /// The next N usage/cost requests answer 500.
+    #[serde(default)]
+    pub server_errors: u32,
+    /// The next N usage/cost requests answer after `slow_ms`.
+    #[serde(default)]
+    pub slow: u32,
+    #[serde(default)]
+    pub slow_ms: u64,
+    /// Each day's OpenAI usage results are split over this many pages.
+    #[serde(default)]
+    pub pages_per_day: Option<usize>,
+    /// This day's page number `malformed_page` (0-based) of OpenAI usage is served as valid JSON
+    /// of the wrong shape, until cleared.
+    #[serde(default)]
+    pub malformed_day: Option<NaiveDate>,
+    #[serde(default)]
+    pub malformed_page: usize,
+}
+
 #[derive(Clone)]
 struct Sandbox {
     seed: u64,
+    faults: std::sync::Arc<std::sync::Mutex<Faults>>,
     /// Service accounts the token endpoint knows: client_email → RSA public key (PEM).
     service_accounts: std::sync::Arc<Vec<(String, String)>>,
 }
@@ -48,7 +80,8 @@ pub fn router_with_service_accounts(seed: u64, service_accounts: Vec<(String, St
     Router::new()
         .route("/token", axum::routing::post(google_token))
         .route("/v1/models", get(models))
-        .route("/v1/organization/usage/completions", get(openai_usage))
+        .route("/v1/organization/usage/{endpoint}", get(openai_usage))
+        .route("/_sandbox/faults", axum::routing::put(set_faults).delete(clear_faults))
         .route("/v1/organization/costs", get(openai_costs))
         .route("/v1/organizations/me", get(anthropic_me))
         .route("/v1/organizations/usage_report/messages", get(anthropic_usage))
@@ -57,6 +90,7 @@ pub fn router_with_service_accounts(seed: u64, service_accounts: Vec<(String, St
         .route("/user/balance", get(deepseek_balance))
         .with_state(Sandbox {
             seed,
+            faults: Default::default(),
             service_accounts: std::sync::Arc::new(service_accounts),
         })
 }
@@ -186,6 +220,7 @@ fn pick(seed: u64, parts: &[&str], below: u64) -> u64 {
 }
 
 const OPENAI_MODELS: [&str; 3] = ["gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "o3-mini-2025-01-31"];
+const OPENAI_EMBEDDING_MODELS: [&str; 1] = ["text-embedding-3-small"];
 const OPENAI_PROJECTS: [&str; 2] = ["proj_sandbox_web", "proj_sandbox_batch"];
 const ANTHROPIC_MODELS: [&str; 2] = ["claude-3-5-sonnet-20241022", "claude-3-5-haiku-20241022"];
 
@@ -371,51 +406,166 @@ fn openai_window(
     Ok(window(start, end, limit, parse_page(one(query, "page"))))
 }
 
+async fn set_faults(State(s): State<Sandbox>, Json(faults): Json<Faults>) -> Response {
+    if let Ok(mut f) = s.faults.lock() {
+        *f = faults.clone();
+    }
+    Json(faults).into_response()
+}
+
+async fn clear_faults(State(s): State<Sandbox>) -> Response {
+    if let Ok(mut f) = s.faults.lock() {
+        *f = Faults::default();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Applies (and counts down) the scripted storms: `Some` is the reply to send instead.
+async fn scripted_fault(s: &Sandbox) -> Option<Response> {
+    let (limited, failed, delay) = {
+        let mut f = s.faults.lock().ok()?;
+        let limited = f.rate_limited > 0;
+        let failed = !limited && f.server_errors > 0;
+        let delay = (f.slow > 0).then_some(f.slow_ms);
+        if limited {
+            f.rate_limited -= 1;
+        } else if failed {
+            f.server_errors -= 1;
+        }
+        if delay.is_some() {
+            f.slow -= 1;
+        }
+        (limited, failed, delay)
+    };
+    if let Some(ms) = delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if limited {
+        let mut r = error(
+            Provider::OpenAi,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit reached; retry after 1 second.",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return Some(r);
+    }
+    failed.then(|| {
+        error(
+            Provider::OpenAi,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server had an error processing your request.",
+        )
+    })
+}
+
+/// Deterministic usage results of one endpoint on one day.
+fn openai_results(seed: u64, endpoint: &str, d: NaiveDate, g: &dyn Fn(&str) -> bool) -> Vec<Value> {
+    let day = d.to_string();
+    let mut results = Vec::new();
+    let dim = |on: bool, v: Value| if on { v } else { Value::Null };
+    if endpoint == "embeddings" {
+        for model in OPENAI_EMBEDDING_MODELS {
+            for project in OPENAI_PROJECTS {
+                let parts = [day.as_str(), "embeddings", model, project];
+                let requests = 5 + pick(seed, &parts, 200);
+                let input = requests * (50 + pick(seed, &[&parts[..], &["i"]].concat(), 4000));
+                results.push(json!({
+                    "object": "organization.usage.embeddings.result",
+                    "input_tokens": input, "num_model_requests": requests,
+                    "project_id": dim(g("project_id"), json!(project)), "user_id": null, "api_key_id": null,
+                    "model": dim(g("model"), json!(model)),
+                }));
+            }
+        }
+        return results;
+    }
+    for model in OPENAI_MODELS {
+        for project in OPENAI_PROJECTS {
+            for batch in [false, true] {
+                let parts = [day.as_str(), model, project, if batch { "b" } else { "n" }];
+                let requests = 10 + pick(seed, &parts, 500);
+                let input = requests * (100 + pick(seed, &[&parts[..], &["i"]].concat(), 2000));
+                let cached = input * pick(seed, &[&parts[..], &["c"]].concat(), 40) / 100;
+                let write = input * pick(seed, &[&parts[..], &["w"]].concat(), 10) / 100;
+                let output = requests * (20 + pick(seed, &[&parts[..], &["o"]].concat(), 600));
+                results.push(json!({
+                    "object": "organization.usage.completions.result",
+                    "input_tokens": input, "output_tokens": output, "num_model_requests": requests,
+                    "input_cached_tokens": cached, "input_cache_write_tokens": write,
+                    "input_uncached_tokens": input - cached - write,
+                    "input_audio_tokens": 0, "output_audio_tokens": 0,
+                    "project_id": dim(g("project_id"), json!(project)),
+                    "user_id": null, "api_key_id": null,
+                    "model": dim(g("model"), json!(model)),
+                    "batch": dim(g("batch"), json!(batch)),
+                    "service_tier": dim(g("service_tier"), json!(if batch { "batch" } else { "default" })),
+                }));
+            }
+        }
+    }
+    results
+}
+
 async fn openai_usage(
     State(s): State<Sandbox>,
+    axum::extract::Path(endpoint): axum::extract::Path<String>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
+    if !["completions", "embeddings"].contains(&endpoint.as_str()) {
+        return error(
+            Provider::OpenAi,
+            StatusCode::NOT_FOUND,
+            &format!("the sandbox serves completions and embeddings usage, not {endpoint}"),
+        );
+    }
     if let Err(r) = openai_admin(&headers).await {
         return r;
+    }
+    if let Some(r) = scripted_fault(&s).await {
+        return r;
+    }
+    let faults = s.faults.lock().map(|f| f.clone()).unwrap_or_default();
+    let group = multi(&query, "group_by");
+    let g = |f: &str| group.iter().any(|x| x == f);
+    let bucket = |d: NaiveDate, results: Vec<Value>| json!({"object": "bucket", "start_time": day_start(d), "end_time": day_start(d) + 86_400, "results": results});
+    // One day split over several pages (cursor `part_N`).
+    if let Some(parts) = faults.pages_per_day.filter(|p| *p > 1) {
+        let day = match openai_window(&query, 31) {
+            Ok((days, _, _)) => days.first().copied(),
+            Err(r) => return r,
+        };
+        let Some(day) = day else {
+            return Json(json!({"object": "page", "data": [], "has_more": false, "next_page": null})).into_response();
+        };
+        let part: usize = one(&query, "page")
+            .and_then(|p| p.strip_prefix("part_"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if faults.malformed_day == Some(day) && faults.malformed_page == part {
+            return (StatusCode::OK, Json(json!({"object": "page", "data": "not-a-list"}))).into_response();
+        }
+        let results = openai_results(s.seed, &endpoint, day, &g);
+        let size = results.len().div_ceil(parts);
+        let chunk: Vec<Value> = results.into_iter().skip(part * size).take(size).collect();
+        let has_more = part + 1 < parts;
+        return Json(
+            json!({"object": "page", "data": [bucket(day, chunk)], "has_more": has_more,
+                           "next_page": has_more.then(|| format!("part_{}", part + 1))}),
+        )
+        .into_response();
     }
     let (days, has_more, next) = match openai_window(&query, 31) {
         Ok(w) => w,
         Err(r) => return r,
     };
-    let group = multi(&query, "group_by");
-    let g = |f: &str| group.iter().any(|x| x == f);
+    if days.iter().any(|d| faults.malformed_day == Some(*d)) {
+        return (StatusCode::OK, Json(json!({"object": "page", "data": "not-a-list"}))).into_response();
+    }
     let data: Vec<Value> = days
         .iter()
-        .map(|d| {
-            let day = d.to_string();
-            let mut results = Vec::new();
-            for model in OPENAI_MODELS {
-                for project in OPENAI_PROJECTS {
-                    for batch in [false, true] {
-                        let parts = [day.as_str(), model, project, if batch { "b" } else { "n" }];
-                        let requests = 10 + pick(s.seed, &parts, 500);
-                        let input = requests * (100 + pick(s.seed, &[&parts[..], &["i"]].concat(), 2000));
-                        let cached = input * pick(s.seed, &[&parts[..], &["c"]].concat(), 40) / 100;
-                        let write = input * pick(s.seed, &[&parts[..], &["w"]].concat(), 10) / 100;
-                        let output = requests * (20 + pick(s.seed, &[&parts[..], &["o"]].concat(), 600));
-                        results.push(json!({
-                            "object": "organization.usage.completions.result",
-                            "input_tokens": input, "output_tokens": output, "num_model_requests": requests,
-                            "input_cached_tokens": cached, "input_cache_write_tokens": write,
-                            "input_uncached_tokens": input - cached - write,
-                            "input_audio_tokens": 0, "output_audio_tokens": 0,
-                            "project_id": if g("project_id") { json!(project) } else { Value::Null },
-                            "user_id": null, "api_key_id": null,
-                            "model": if g("model") { json!(model) } else { Value::Null },
-                            "batch": if g("batch") { json!(batch) } else { Value::Null },
-                            "service_tier": if g("service_tier") { json!(if batch { "batch" } else { "default" }) } else { Value::Null },
-                        }));
-                    }
-                }
-            }
-            json!({"object": "bucket", "start_time": day_start(*d), "end_time": day_start(*d) + 86_400, "results": results})
-        })
+        .map(|d| bucket(*d, openai_results(s.seed, &endpoint, *d, &g)))
         .collect();
     Json(json!({"object": "page", "data": data, "has_more": has_more, "next_page": next})).into_response()
 }
@@ -426,6 +576,9 @@ async fn openai_costs(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
     if let Err(r) = openai_admin(&headers).await {
+        return r;
+    }
+    if let Some(r) = scripted_fault(&s).await {
         return r;
     }
     let (days, has_more, next) = match openai_window(&query, 180) {

@@ -36,6 +36,7 @@ pub async fn run_all_with(wh: Arc<dyn Warehouse>, prefix: &str, quirks: Quirks) 
     bad_rows_are_refused_whole(&*wh, &format!("{prefix}_badrows")).await;
     queries_bind_named_params(&*wh, &format!("{prefix}_params")).await;
     replace_partition_is_idempotent(&*wh, &format!("{prefix}_replace")).await;
+    staged_load_swaps_in_one_step(&*wh, &format!("{prefix}_staged")).await;
     atomic_batches_roll_back(&*wh, &format!("{prefix}_atomic")).await;
     missing_things_are_typed_errors(&*wh, &format!("{prefix}_missing")).await;
     conditional_updates_never_overshoot(wh.clone(), &format!("{prefix}_quota")).await;
@@ -353,6 +354,95 @@ pub async fn replace_partition_is_idempotent(wh: &dyn Warehouse, ds: &str) {
         2,
         "neighbours untouched"
     );
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+pub async fn staged_load_swaps_in_one_step(wh: &dyn Warehouse, ds: &str) {
+    fresh(wh, ds).await;
+    let mut staging = sample_table("usage__staging");
+    staging.clustering.clear();
+    for t in [sample_table("usage"), staging] {
+        wh.create_table(ds, &t).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let key = PartitionKey {
+        org_column: "org_slug".into(),
+        org_slug: "acme".into(),
+        date_column: "usage_date".into(),
+        date: day(5),
+    };
+    // The old day, and neighbours the swap must not touch.
+    wh.insert_rows(
+        ds,
+        "usage",
+        &[
+            usage_row("acme", 5, "old", 1),
+            usage_row("other", 5, "a", 1),
+            usage_row("acme", 4, "a", 1),
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // A crashed earlier load left a row in staging: clearing the slice removes it.
+    wh.insert_rows(ds, "usage__staging", &[usage_row("acme", 5, "leftover", 99)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        wh.delete_partition(ds, "usage__staging", &key)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        1
+    );
+    // Two batches staged; another org's staged slice stays in staging.
+    for batch in [
+        vec![usage_row("acme", 5, "a", 10), usage_row("acme", 5, "b", 20)],
+        vec![usage_row("acme", 5, "c", 30), usage_row("other", 5, "z", 7)],
+    ] {
+        wh.insert_rows(ds, "usage__staging", &batch)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        count(
+            wh,
+            ds,
+            "usage",
+            "usage_date = @d AND org_slug = 'acme'",
+            &Params::new().with("d", day(5))
+        )
+        .await,
+        1,
+        "staged rows are invisible until the swap"
+    );
+    let outcome = wh
+        .swap_partition(ds, "usage__staging", "usage", &key)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((outcome.deleted, outcome.inserted), (1, 3));
+    let sum = wh
+        .query(
+            ds,
+            "SELECT SUM(tokens) AS s, COUNT(*) AS n FROM {{usage}} WHERE org_slug = 'acme' AND usage_date = @d",
+            &Params::new().with("d", day(5)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((sum[0].int("s"), sum[0].int("n")), (Some(60), Some(3)));
+    assert_eq!(
+        count(wh, ds, "usage", "1 = 1", &Params::new()).await,
+        5,
+        "neighbours untouched"
+    );
+    assert_eq!(
+        count(wh, ds, "usage__staging", "1 = 1", &Params::new()).await,
+        1,
+        "only the swapped slice leaves staging"
+    );
+    // Swapping again with nothing staged empties the day: a load of zero rows.
+    let again = wh
+        .swap_partition(ds, "usage__staging", "usage", &key)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((again.deleted, again.inserted), (3, 0));
     wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }
 

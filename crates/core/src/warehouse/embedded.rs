@@ -295,16 +295,61 @@ impl Warehouse for EmbeddedWarehouse {
                 .map_err(map_err)?;
             let def = load_def(&tx, &dataset_name, &table)?;
             def.check_partition_columns(&key)?;
-            let deleted = tx
+            let deleted = delete_day(&tx, &table, &key)?;
+            let inserted = insert_all(&tx, &def, &rows)?;
+            tx.commit().map_err(map_err)?;
+            Ok(ReplaceOutcome { deleted, inserted })
+        })
+        .await
+    }
+
+    async fn delete_partition(&self, dataset: &str, table: &str, key: &PartitionKey) -> Result<u64, WarehouseError> {
+        check_name(table)?;
+        let (dataset_name, table, key) = (dataset.to_string(), table.to_string(), key.clone());
+        self.with_conn(dataset, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            load_def(&tx, &dataset_name, &table)?.check_partition_columns(&key)?;
+            let deleted = delete_day(&tx, &table, &key)?;
+            tx.commit().map_err(map_err)?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn swap_partition(
+        &self,
+        dataset: &str,
+        staging: &str,
+        table: &str,
+        key: &PartitionKey,
+    ) -> Result<ReplaceOutcome, WarehouseError> {
+        check_name(staging)?;
+        check_name(table)?;
+        let (dataset_name, staging, table, key) =
+            (dataset.to_string(), staging.to_string(), table.to_string(), key.clone());
+        self.with_conn(dataset, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let def = load_def(&tx, &dataset_name, &table)?;
+            def.check_partition_columns(&key)?;
+            load_def(&tx, &dataset_name, &staging)?.check_partition_columns(&key)?;
+            let deleted = delete_day(&tx, &table, &key)?;
+            let columns: Vec<String> = def.fields.iter().map(|f| format!("\"{}\"", f.name)).collect();
+            let columns = columns.join(", ");
+            let inserted = tx
                 .execute(
                     &format!(
-                        "DELETE FROM \"{table}\" WHERE \"{}\" = ?1 AND substr(\"{}\", 1, 10) = ?2",
+                        "INSERT INTO \"{table}\" ({columns}) SELECT {columns} FROM \"{staging}\" \
+                         WHERE \"{}\" = ?1 AND substr(\"{}\", 1, 10) = ?2",
                         key.org_column, key.date_column
                     ),
                     rusqlite::params![key.org_slug, key.date.to_string()],
                 )
                 .map_err(map_err)? as u64;
-            let inserted = insert_all(&tx, &def, &rows)?;
+            delete_day(&tx, &staging, &key)?;
             tx.commit().map_err(map_err)?;
             Ok(ReplaceOutcome { deleted, inserted })
         })
@@ -458,24 +503,48 @@ fn create_table_sql(table: &TableDef) -> String {
     sql
 }
 
+/// Deletes one org's rows of one day (DATE text or TIMESTAMP text: the first 10 characters).
+fn delete_day(conn: &Connection, table: &str, key: &PartitionKey) -> Result<u64, WarehouseError> {
+    conn.execute(
+        &format!(
+            "DELETE FROM \"{table}\" WHERE \"{}\" = ?1 AND substr(\"{}\", 1, 10) = ?2",
+            key.org_column, key.date_column
+        ),
+        rusqlite::params![key.org_slug, key.date.to_string()],
+    )
+    .map(|n| n as u64)
+    .map_err(map_err)
+}
+
 fn insert_all(conn: &Connection, def: &TableDef, rows: &[Row]) -> Result<u64, WarehouseError> {
     for row in rows {
         def.check_row(row)?;
     }
     let mut n = 0u64;
+    // Rows of one load usually share their columns: the statement is built once per column set.
+    let mut current: Option<(Vec<&String>, rusqlite::CachedStatement<'_>)> = None;
     for row in rows {
-        let columns: Vec<&String> = row.columns().collect();
-        let names: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
-        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO \"{}\" ({}) VALUES ({})",
-            def.name,
-            names.join(", "),
-            marks.join(", ")
-        );
-        let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
-        let values: Vec<SqlValue> = row.0.values().map(to_sql).collect();
-        stmt.execute(rusqlite::params_from_iter(values)).map_err(map_err)?;
+        let same = current
+            .as_ref()
+            .is_some_and(|(cols, _)| cols.len() == row.0.len() && cols.iter().copied().eq(row.columns()));
+        if !same {
+            let columns: Vec<&String> = row.columns().collect();
+            let names: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
+            let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+            let sql = format!(
+                "INSERT INTO \"{}\" ({}) VALUES ({})",
+                def.name,
+                names.join(", "),
+                marks.join(", ")
+            );
+            current = Some((columns, conn.prepare_cached(&sql).map_err(map_err)?));
+        }
+        if let Some((_, stmt)) = current.as_mut() {
+            for (i, value) in row.0.values().enumerate() {
+                stmt.raw_bind_parameter(i + 1, to_sql(value)).map_err(map_err)?;
+            }
+            stmt.raw_execute().map_err(map_err)?;
+        }
         n += 1;
     }
     Ok(n)

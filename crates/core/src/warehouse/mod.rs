@@ -138,6 +138,20 @@ pub trait Warehouse: Send + Sync {
         rows: &[Row],
     ) -> Result<ReplaceOutcome, WarehouseError>;
 
+    /// Deletes the rows of one org and day (used to clear a staging table's leftovers).
+    async fn delete_partition(&self, dataset: &str, table: &str, key: &PartitionKey) -> Result<u64, WarehouseError>;
+
+    /// Atomically replaces the rows of one org and day in `table` with that slice of
+    /// `staging` (same columns), and removes the slice from `staging`: the commit of a load
+    /// streamed in batches. Readers see the old day or the new day, never a mix.
+    async fn swap_partition(
+        &self,
+        dataset: &str,
+        staging: &str,
+        table: &str,
+        key: &PartitionKey,
+    ) -> Result<ReplaceOutcome, WarehouseError>;
+
     /// Runs a SELECT and returns its rows.
     async fn query(&self, dataset: &str, sql: &str, params: &Params) -> Result<Vec<Row>, WarehouseError>;
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::registry::ProcessorError;
@@ -16,6 +17,15 @@ enum Fetch {
 
 /// Sends the request `build` makes (again on each attempt) and returns its JSON body.
 pub async fn get_json(provider: &str, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Value, ProcessorError> {
+    get_parsed(provider, build).await
+}
+
+/// As [`get_json`], parsed straight into `T` (a body of the wrong shape is retried like a
+/// malformed one, then fails naming the problem).
+pub async fn get_parsed<T: DeserializeOwned>(
+    provider: &str,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<T, ProcessorError> {
     let attempt = || async {
         let resp = build()
             .send()
@@ -26,19 +36,25 @@ pub async fn get_json(provider: &str, build: impl Fn() -> reqwest::RequestBuilde
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = resp
-            .text()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(MAX_RETRY_AFTER_SECONDS)));
+        let body = resp
+            .bytes()
             .await
             .map_err(|e| Fetch::Retry(format!("{provider} response: {e}"), None))?;
         match status {
-            200..=299 => serde_json::from_str::<Value>(&text)
-                .map_err(|e| Fetch::Retry(format!("malformed {provider} response: {e}"), None)),
+            // A cut-off or unparseable body may be a transient fault; valid JSON of the wrong
+            // shape will not fix itself.
+            200..=299 => serde_json::from_slice::<T>(&body).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => {
+                    Fetch::Fail(format!("{provider} response of an unexpected shape: {e}"))
+                }
+                _ => Fetch::Retry(format!("malformed {provider} response: {e}"), None),
+            }),
             429 | 500..=599 => Err(Fetch::Retry(format!("{provider} returned {status}"), retry_after)),
             _ => Err(Fetch::Fail(format!(
                 "{provider} returned {status}: {}",
-                text.chars().take(300).collect::<String>()
+                String::from_utf8_lossy(&body).chars().take(300).collect::<String>()
             ))),
         }
     };
@@ -61,37 +77,116 @@ pub async fn get_json(provider: &str, build: impl Fn() -> reqwest::RequestBuilde
         })
 }
 
-/// Every page of a paged provider listing (`data`, `has_more`, `next_page`, as OpenAI's and
-/// Anthropic's admin APIs page): `build` makes the request for a page cursor (`None` first).
-/// Returns each page's `data` buckets, in order.
+/// A `Retry-After` longer than this is capped (a provider asking for an hour must not park a
+/// run for an hour; the step's own retries take over).
+const MAX_RETRY_AFTER_SECONDS: u64 = 60;
+
+/// A page of a cursor-paged provider listing.
+pub trait Paged {
+    /// The cursor of the next page, `Ok(None)` on the last page.
+    fn next_cursor(&self) -> Result<Option<String>, String>;
+}
+
+/// OpenAI's and Anthropic's admin-API page envelope with untyped buckets.
+#[derive(Debug, serde::Deserialize)]
+pub struct ValuePage {
+    pub data: Vec<Value>,
+    #[serde(default)]
+    pub has_more: bool,
+    #[serde(default)]
+    pub next_page: Option<String>,
+}
+
+impl Paged for ValuePage {
+    fn next_cursor(&self) -> Result<Option<String>, String> {
+        page_cursor(self.has_more, self.next_page.as_deref())
+    }
+}
+
+/// `has_more` + `next_page` → the next cursor (`has_more` without a cursor is an error).
+pub fn page_cursor(has_more: bool, next_page: Option<&str>) -> Result<Option<String>, String> {
+    match (has_more, next_page) {
+        (true, Some(next)) => Ok(Some(next.to_string())),
+        (true, None) => Err("has_more without next_page".to_string()),
+        (false, _) => Ok(None),
+    }
+}
+
+/// Walks a paged listing one page at a time (memory holds one page): `build` makes the request
+/// for a cursor (`None` first). Errors name the page number and its cursor.
+pub struct Pager<'a, B> {
+    provider: &'a str,
+    cancel: &'a tokio_util::sync::CancellationToken,
+    build: B,
+    cursor: Option<String>,
+    fetched: usize,
+    done: bool,
+}
+
+/// Pages one day of a provider listing may have before the load stops (a runaway cursor).
+pub const MAX_PAGES: usize = 100_000;
+
+impl<'a, B: Fn(Option<&str>) -> reqwest::RequestBuilder> Pager<'a, B> {
+    pub fn new(provider: &'a str, cancel: &'a tokio_util::sync::CancellationToken, build: B) -> Self {
+        Pager {
+            provider,
+            cancel,
+            build,
+            cursor: None,
+            fetched: 0,
+            done: false,
+        }
+    }
+
+    /// The next page, or `None` after the last.
+    pub async fn next<T: DeserializeOwned + Paged>(&mut self) -> Result<Option<T>, ProcessorError> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.cancel.is_cancelled() {
+            return Err(ProcessorError::Cancelled);
+        }
+        if self.fetched >= MAX_PAGES {
+            return Err(ProcessorError::Failed(format!(
+                "{}: more than {MAX_PAGES} pages for one load; stopping",
+                self.provider
+            )));
+        }
+        let number = self.fetched + 1;
+        let where_ = match &self.cursor {
+            Some(c) => format!("page {number} (cursor {c:?})"),
+            None => format!("page {number}"),
+        };
+        let cursor = self.cursor.clone();
+        let page: T = get_parsed(self.provider, || (self.build)(cursor.as_deref()))
+            .await
+            .map_err(|e| e.map_message(|m| format!("{m} [{where_}]")))?;
+        let next = page
+            .next_cursor()
+            .map_err(|m| ProcessorError::Transient(format!("{}: {m} [{where_}]", self.provider)))?;
+        self.fetched = number;
+        self.done = next.is_none();
+        self.cursor = next;
+        Ok(Some(page))
+    }
+
+    /// Pages fetched so far.
+    pub fn pages(&self) -> usize {
+        self.fetched
+    }
+}
+
+/// Every page of a paged provider listing (`data`, `has_more`, `next_page`), for listings that
+/// are small by nature (cost reports): each page's `data` buckets, in order.
 pub async fn get_all_pages(
     provider: &str,
     cancel: &tokio_util::sync::CancellationToken,
     build: impl Fn(Option<&str>) -> reqwest::RequestBuilder,
 ) -> Result<Vec<Value>, ProcessorError> {
-    const MAX_PAGES: usize = 1000;
+    let mut pager = Pager::new(provider, cancel, build);
     let mut buckets = Vec::new();
-    let mut page: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        if cancel.is_cancelled() {
-            return Err(ProcessorError::Cancelled);
-        }
-        let body = get_json(provider, || build(page.as_deref())).await?;
-        let data = body["data"]
-            .as_array()
-            .ok_or_else(|| ProcessorError::Transient(format!("{provider} page without data[]")))?;
-        buckets.extend(data.iter().cloned());
-        match (body["has_more"] == Value::Bool(true), body["next_page"].as_str()) {
-            (true, Some(next)) => page = Some(next.to_string()),
-            (true, None) => {
-                return Err(ProcessorError::Transient(format!(
-                    "{provider}: has_more without next_page"
-                )))
-            }
-            _ => return Ok(buckets),
-        }
+    while let Some(page) = pager.next::<ValuePage>().await? {
+        buckets.extend(page.data);
     }
-    Err(ProcessorError::Failed(format!(
-        "{provider}: more than {MAX_PAGES} pages for one day; stopping"
-    )))
+    Ok(buckets)
 }

@@ -352,6 +352,19 @@ impl BigQueryWarehouse {
         self.run_once(sql, &params, Session::Id(session), &request_id).await
     }
 
+    /// `{verb} <table> WHERE <org> = @org AND DATE(<date>) = @day` and its parameters.
+    fn day_filter(&self, dataset: &str, table: &str, key: &PartitionKey, verb: &str) -> (String, Vec<J>) {
+        let sql = format!(
+            "{verb} `{}.{dataset}.{table}` WHERE `{}` = @org AND DATE(`{}`) = @day",
+            self.project, key.org_column, key.date_column
+        );
+        let params = vec![
+            query_param("org", &key.org_slug.as_str().into(), None),
+            query_param("day", &key.date.into(), None),
+        ];
+        (sql, params)
+    }
+
     /// Multi-row INSERT statements for `rows`, each within the parameter limit.
     fn insert_statements(&self, dataset: &str, def: &TableDef, rows: &[Row]) -> Vec<(String, Vec<J>)> {
         let mut columns: Vec<&str> = Vec::new();
@@ -660,14 +673,7 @@ impl Warehouse for BigQueryWarehouse {
         for row in rows {
             def.check_row(row)?;
         }
-        let delete = format!(
-            "DELETE FROM `{}.{dataset}.{table}` WHERE `{}` = @org AND DATE(`{}`) = @day",
-            self.project, key.org_column, key.date_column
-        );
-        let delete_params = vec![
-            query_param("org", &key.org_slug.as_str().into(), None),
-            query_param("day", &key.date.into(), None),
-        ];
+        let (delete, delete_params) = self.day_filter(dataset, table, key, "DELETE FROM");
         let inserts = self.insert_statements(dataset, &def, rows);
         self.transaction(move |wh, session| {
             let (delete, delete_params, inserts) = (delete.clone(), delete_params.clone(), inserts.clone());
@@ -685,6 +691,50 @@ impl Warehouse for BigQueryWarehouse {
                         .affected
                         .unwrap_or(0);
                 }
+                Ok(ReplaceOutcome { deleted, inserted })
+            })
+        })
+        .await
+    }
+
+    async fn delete_partition(&self, dataset: &str, table: &str, key: &PartitionKey) -> Result<u64, WarehouseError> {
+        check_name(table)?;
+        self.table_def(dataset, table).await?.check_partition_columns(key)?;
+        let (sql, params) = self.day_filter(dataset, table, key, "DELETE FROM");
+        Ok(self.run(&sql, params, Session::None).await?.affected.unwrap_or(0))
+    }
+
+    async fn swap_partition(
+        &self,
+        dataset: &str,
+        staging: &str,
+        table: &str,
+        key: &PartitionKey,
+    ) -> Result<ReplaceOutcome, WarehouseError> {
+        check_name(staging)?;
+        let def = self.table_def(dataset, table).await?;
+        def.check_partition_columns(key)?;
+        self.table_def(dataset, staging).await?.check_partition_columns(key)?;
+        let columns: Vec<String> = def.fields.iter().map(|f| format!("`{}`", f.name)).collect();
+        let columns = columns.join(", ");
+        let (delete, params) = self.day_filter(dataset, table, key, "DELETE FROM");
+        let (select, _) = self.day_filter(dataset, staging, key, &format!("SELECT {columns} FROM"));
+        let insert = format!("INSERT INTO `{}.{dataset}.{table}` ({columns}) {select}", self.project);
+        let (clear, _) = self.day_filter(dataset, staging, key, "DELETE FROM");
+        self.transaction(move |wh, session| {
+            let (delete, insert, clear, params) = (delete.clone(), insert.clone(), clear.clone(), params.clone());
+            Box::pin(async move {
+                let deleted = wh
+                    .run(&delete, params.clone(), Session::Id(session))
+                    .await?
+                    .affected
+                    .unwrap_or(0);
+                let inserted = wh
+                    .run(&insert, params.clone(), Session::Id(session))
+                    .await?
+                    .affected
+                    .unwrap_or(0);
+                wh.run(&clear, params, Session::Id(session)).await?;
                 Ok(ReplaceOutcome { deleted, inserted })
             })
         })

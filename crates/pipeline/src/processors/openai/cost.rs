@@ -96,6 +96,10 @@ impl Processor for CostProcessor {
             let mut row = Row::new()
                 .with("org_slug", org.as_str())
                 .with("usage_date", day)
+                .with(
+                    "usage_type",
+                    u.string("usage_type").unwrap_or_else(|| "completions".into()),
+                )
                 .with("model", model.clone())
                 .with("priced_model_id", matched.clone())
                 .with("project_id", u.string("project_id"))

@@ -1,22 +1,30 @@
-//! `openai.usage`: one day of completions usage from the Admin Usage API
-//! (`GET /v1/organization/usage/completions`, daily bucket, grouped by model, project, batch and
-//! service tier), following `page` until `has_more` is false, stored raw (old and new counters)
-//! with a safely derived uncached-input column, replacing that day's rows.
-//! 429 and 5xx are retried with backoff, honouring `Retry-After`.
+//! `openai.usage`: one day of usage from the Admin Usage API
+//! (`GET /v1/organization/usage/{endpoint}`, daily bucket, grouped by model, project, batch and
+//! service tier), for the token-priced endpoints (`completions`, `embeddings`), following
+//! `page` until `has_more` is false. Pages are parsed one at a time straight into typed
+//! results and streamed to the warehouse in batches ([`crate::load::DayLoad`]), so memory is
+//! bounded by one page whatever the day's size; the day is swapped in atomically at the end.
+//! Raw counters are stored as given (old and new meanings) with a safely derived uncached-input
+//! column. 429 and 5xx are retried with backoff, honouring `Retry-After`; an error names the
+//! page it happened on.
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, NaiveDate, Utc};
 use cloudact_core::warehouse::Row;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::{
     context::StepContext,
+    load::DayLoad,
     processors::example::{ensure_day_table, parse_day},
-    providers::http::get_all_pages,
+    providers::http::{page_cursor, Paged, Pager},
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
+
+/// Usage endpoints whose results are priced per token (images, audio and the tool calls are
+/// priced per image, character, second or call, which the token price table does not model).
+pub const TOKEN_ENDPOINTS: [&str; 2] = ["completions", "embeddings"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +33,13 @@ pub struct UsageConfig {
     pub date: String,
     pub table: String,
     pub schema: String,
+    /// Usage endpoints to pull (default: completions and embeddings).
+    #[serde(default = "default_endpoints")]
+    pub endpoints: Vec<String>,
+}
+
+fn default_endpoints() -> Vec<String> {
+    TOKEN_ENDPOINTS.iter().map(|e| e.to_string()).collect()
 }
 
 pub struct UsageProcessor(UsageConfig);
@@ -35,12 +50,97 @@ impl ProcessorDef for UsageProcessor {
 
     fn build(config: UsageConfig) -> Result<Self, String> {
         cloudact_core::warehouse::check_name(&config.table).map_err(|e| e.to_string())?;
+        if config.endpoints.is_empty() {
+            return Err("endpoints must name at least one usage endpoint".into());
+        }
+        for e in &config.endpoints {
+            if !TOKEN_ENDPOINTS.contains(&e.as_str()) {
+                return Err(format!(
+                    "usage endpoint {e:?} is not supported; use {}",
+                    TOKEN_ENDPOINTS.join(", ")
+                ));
+            }
+        }
         Ok(UsageProcessor(config))
     }
 }
 
-fn int(v: &Value) -> Option<i64> {
-    v.as_i64()
+/// One page of the Admin Usage API.
+#[derive(Debug, Deserialize)]
+pub struct UsagePage {
+    pub data: Vec<UsageBucket>,
+    #[serde(default)]
+    pub has_more: bool,
+    #[serde(default)]
+    pub next_page: Option<String>,
+}
+
+impl Paged for UsagePage {
+    fn next_cursor(&self) -> Result<Option<String>, String> {
+        page_cursor(self.has_more, self.next_page.as_deref())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UsageBucket {
+    pub start_time: i64,
+    #[serde(default)]
+    pub results: Vec<UsageResult>,
+}
+
+/// One result row; fields the endpoint does not have are absent (`None`).
+#[derive(Debug, Default, Deserialize)]
+pub struct UsageResult {
+    pub model: Option<String>,
+    pub project_id: Option<String>,
+    pub batch: Option<bool>,
+    pub service_tier: Option<String>,
+    pub num_model_requests: Option<i64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub input_cached_tokens: Option<i64>,
+    pub input_cache_write_tokens: Option<i64>,
+    pub input_uncached_tokens: Option<i64>,
+    pub input_audio_tokens: Option<i64>,
+    pub output_audio_tokens: Option<i64>,
+}
+
+impl UsageResult {
+    /// Uncached input: as reported when the API says so (2026 semantics), otherwise all input
+    /// less cached and cache writes; never negative.
+    pub fn uncached_input(&self) -> i64 {
+        self.input_uncached_tokens
+            .unwrap_or_else(|| {
+                self.input_tokens.unwrap_or(0)
+                    - self.input_cached_tokens.unwrap_or(0)
+                    - self.input_cache_write_tokens.unwrap_or(0)
+            })
+            .max(0)
+    }
+
+    /// The stored row.
+    pub fn into_row(self, org: &str, day: NaiveDate, endpoint: &str, run_id: &str, now: DateTime<Utc>) -> Row {
+        let uncached = self.uncached_input();
+        Row::new()
+            .with("org_slug", org)
+            .with("usage_date", day)
+            .with("usage_type", endpoint)
+            .with("model", self.model)
+            .with("project_id", self.project_id)
+            .with("batch", self.batch)
+            .with("service_tier", self.service_tier)
+            .with("num_model_requests", self.num_model_requests.unwrap_or(0))
+            .with("input_tokens", self.input_tokens.unwrap_or(0))
+            .with("output_tokens", self.output_tokens.unwrap_or(0))
+            .with("input_cached_tokens", self.input_cached_tokens)
+            .with("input_cache_write_tokens", self.input_cache_write_tokens)
+            .with("input_uncached_tokens", self.input_uncached_tokens)
+            .with("uncached_input_tokens", uncached)
+            .with("input_audio_tokens", self.input_audio_tokens)
+            .with("output_audio_tokens", self.output_audio_tokens)
+            .with("run_id", run_id)
+            .with("loaded_at", now)
+    }
 }
 
 #[async_trait]
@@ -49,7 +149,7 @@ impl Processor for UsageProcessor {
         let c = &self.0;
         let org = ctx.require_org()?;
         let day = parse_day(&c.date)?;
-        ensure_day_table(
+        let def = ensure_day_table(
             ctx,
             &c.dataset,
             &c.table,
@@ -63,61 +163,81 @@ impl Processor for UsageProcessor {
         let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0);
         let http = &ctx.services.http;
         let now = Utc::now();
-        let url = format!("{base}/v1/organization/usage/completions");
-        let buckets = get_all_pages("OpenAI", &ctx.cancel, |page| {
-            let mut query = vec![
-                ("start_time", start.to_string()),
-                ("end_time", (start + 86_400).to_string()),
-                ("bucket_width", "1d".to_string()),
-                ("limit", "1".to_string()),
-            ];
-            for g in ["model", "project_id", "batch", "service_tier"] {
-                query.push(("group_by", g.to_string()));
+        let mut load = DayLoad::begin(ctx, &c.dataset, &def, "usage_date", day).await?;
+        let mut pages = 0;
+        for endpoint in &c.endpoints {
+            let url = format!("{base}/v1/organization/usage/{endpoint}");
+            let mut pager = Pager::new("OpenAI", &ctx.cancel, |page| {
+                let mut query = vec![
+                    ("start_time", start.to_string()),
+                    ("end_time", (start + 86_400).to_string()),
+                    ("bucket_width", "1d".to_string()),
+                    ("limit", "1".to_string()),
+                ];
+                let groups: &[&str] = if endpoint == "completions" {
+                    &["model", "project_id", "batch", "service_tier"]
+                } else {
+                    &["model", "project_id"]
+                };
+                for g in groups {
+                    query.push(("group_by", g.to_string()));
+                }
+                if let Some(p) = page {
+                    query.push(("page", p.to_string()));
+                }
+                http.get(&url).query(&query).bearer_auth(key.expose_secret())
+            });
+            while let Some(page) = pager.next::<UsagePage>().await? {
+                for bucket in page.data {
+                    let bucket_day = DateTime::<Utc>::from_timestamp(bucket.start_time, 0).map(|t| t.date_naive());
+                    if bucket_day != Some(day) {
+                        return Err(ProcessorError::Failed(format!(
+                            "OpenAI {endpoint} page {} holds a bucket starting at {} outside {day}",
+                            pager.pages(),
+                            bucket.start_time
+                        )));
+                    }
+                    for r in bucket.results {
+                        load.push(r.into_row(&org, day, endpoint, &ctx.run_id, now)).await?;
+                    }
+                }
             }
-            if let Some(p) = page {
-                query.push(("page", p.to_string()));
-            }
-            http.get(&url).query(&query).bearer_auth(key.expose_secret())
-        })
-        .await?;
-        let mut rows = Vec::new();
-        for bucket in &buckets {
-            for r in bucket["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                let input = int(&r["input_tokens"]).unwrap_or(0);
-                let cached = int(&r["input_cached_tokens"]);
-                let writes = int(&r["input_cache_write_tokens"]);
-                let uncached_reported = int(&r["input_uncached_tokens"]);
-                let uncached = uncached_reported
-                    .unwrap_or_else(|| input - cached.unwrap_or(0) - writes.unwrap_or(0))
-                    .max(0);
-                rows.push(
-                    Row::new()
-                        .with("org_slug", org.as_str())
-                        .with("usage_date", day)
-                        .with("model", r["model"].as_str())
-                        .with("project_id", r["project_id"].as_str())
-                        .with("batch", r["batch"].as_bool())
-                        .with("service_tier", r["service_tier"].as_str())
-                        .with("num_model_requests", int(&r["num_model_requests"]).unwrap_or(0))
-                        .with("input_tokens", input)
-                        .with("output_tokens", int(&r["output_tokens"]).unwrap_or(0))
-                        .with("input_cached_tokens", cached)
-                        .with("input_cache_write_tokens", writes)
-                        .with("input_uncached_tokens", uncached_reported)
-                        .with("uncached_input_tokens", uncached)
-                        .with("input_audio_tokens", int(&r["input_audio_tokens"]))
-                        .with("output_audio_tokens", int(&r["output_audio_tokens"]))
-                        .with("run_id", ctx.run_id.as_str())
-                        .with("loaded_at", now),
-                );
-            }
+            pages += pager.pages();
         }
-        let outcome = ctx
-            .load_day(&c.dataset, &c.table, org, "usage_date", day, &rows)
-            .await?;
+        let outcome = load.commit().await?;
         Ok(StepOutput {
             rows_processed: outcome.inserted,
-            output: serde_json::json!({"table": c.table, "date": c.date, "inserted": outcome.inserted, "replaced": outcome.deleted}),
+            output: serde_json::json!({"table": c.table, "date": c.date, "pages": pages,
+                                       "inserted": outcome.inserted, "replaced": outcome.deleted}),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncached_input_uses_the_reported_counter_or_derives_it_safely() {
+        let new = UsageResult {
+            input_tokens: Some(100),
+            input_cached_tokens: Some(30),
+            input_cache_write_tokens: Some(10),
+            input_uncached_tokens: Some(60),
+            ..Default::default()
+        };
+        assert_eq!(new.uncached_input(), 60);
+        let old = UsageResult {
+            input_tokens: Some(100),
+            input_cached_tokens: Some(30),
+            ..Default::default()
+        };
+        assert_eq!(old.uncached_input(), 70, "before 2026: input less cached");
+        let odd = UsageResult {
+            input_tokens: Some(10),
+            input_cached_tokens: Some(30),
+            ..Default::default()
+        };
+        assert_eq!(odd.uncached_input(), 0, "never negative");
     }
 }
