@@ -2103,11 +2103,17 @@ async fn provider_faults_are_survived_and_a_malformed_page_fails_the_day_naming_
     for day in ["2026-02-01", "2026-02-02", "2026-02-03", "2026-02-04", "2026-02-05"] {
         assert_eq!(per_day(day).await, (14, 14), "{day}: every row once");
     }
-    assert_eq!(
-        app.count("faulty_local", "openai_usage_daily_raw__staging", "faulty")
-            .await,
-        0
-    );
+    for day in ["20260201", "20260203"] {
+        for table in ["openai_usage_daily_raw__stage_", "openai_cost_daily__prices_"] {
+            assert!(
+                !ctx.warehouse
+                    .table_exists("faulty_local", &format!("{table}{day}"))
+                    .await
+                    .unwrap(),
+                "no {table}{day} is left behind"
+            );
+        }
+    }
     let cost_rows = app.count("faulty_local", "openai_cost_daily", "faulty").await;
     assert_eq!(cost_rows, 5 * 14);
 }

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use cloudact_core::warehouse::{
     bigquery::{BigQueryConfig, BigQueryWarehouse},
-    conformance::{self, Quirks},
-    Warehouse,
+    conformance, Warehouse,
 };
 use cloudact_e2e::BigQueryEmulator;
 
@@ -25,14 +24,7 @@ async fn warehouse(emu: &BigQueryEmulator) -> Arc<dyn Warehouse> {
 async fn conformance_suite_on_the_bigquery_emulator() {
     let emu = BigQueryEmulator::start();
     let wh = warehouse(&emu).await;
-    conformance::run_all_with(
-        wh,
-        "bq",
-        Quirks {
-            bqemulator_bytes_params_not_decoded: true,
-        },
-    )
-    .await;
+    conformance::run_all(wh, "bq").await;
 }
 
 /// A large day load, twice: a rerun replaces rather than duplicates. Prints requests and wall

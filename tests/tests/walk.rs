@@ -46,6 +46,9 @@ async fn admin_walk_on_bigquery_and_cloud_kms_emulators() {
 
 async fn walk(dir: &std::path::Path, mut env: HashMap<&'static str, String>, embedded: bool) {
     env.insert("AUTH_CACHE_TTL_SECONDS", "1".to_string());
+    let sandbox = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    env.insert("OPENAI_BASE_URL", format!("http://{}", sandbox.local_addr().unwrap()));
+    tokio::spawn(async move { axum::serve(sandbox, sandbox_providers::router(7)).await });
     let api = Service::start("api-service", dir, &env);
     let pipe = Service::start("pipeline-service", dir, &env);
     println!(
@@ -120,6 +123,62 @@ async fn walk(dir: &std::path::Path, mut env: HashMap<&'static str, String>, emb
         "{b}"
     );
     assert!(!b.to_string().contains(provider_secret));
+
+    // Globex pulls a day of OpenAI usage from the sandbox and prices it in this warehouse;
+    // a rerun replaces the day (same totals).
+    let (s, b) = send(
+        &c,
+        c.post(pipe.url("/api/v1/integrations/globex/openai/setup"))
+            .header("X-API-Key", &globex_key)
+            .json(&json!({"credential": "sk-admin-walk-globex-0001"})),
+    )
+    .await;
+    assert_eq!(b["validation_status"], "VALID", "{s}: {b}");
+    let mut totals = Vec::new();
+    for _ in 0..2 {
+        let (s, b) = send(
+            &c,
+            c.post(pipe.url("/api/v1/pipelines/run/globex/openai/cost/usage_cost"))
+                .header("X-API-Key", &globex_key)
+                .json(&json!({"date": "2026-01-10"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let id = b["pipeline_logging_id"].as_str().unwrap().to_string();
+        let mut run = Value::Null;
+        for _ in 0..1200 {
+            let (_, r) = send(
+                &c,
+                c.get(pipe.url(&format!("/api/v1/pipelines/runs/{id}")))
+                    .header("X-API-Key", &globex_key),
+            )
+            .await;
+            run = r;
+            if !matches!(run["status"].as_str(), Some("PENDING") | Some("RUNNING")) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(run["status"], "COMPLETED", "{run}");
+        let (s, b) = send(
+            &c,
+            c.get(pipe.url("/api/v1/costs/globex?start_date=2026-01-10&end_date=2026-01-10&group_by=model"))
+                .header("X-API-Key", &globex_key),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["unknown_model_rows"], 0, "{b}");
+        let by_model: f64 = b["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["total_cost"].as_str().unwrap().parse::<f64>().unwrap())
+            .sum();
+        let total: f64 = b["total_cost"].as_str().unwrap().parse().unwrap();
+        assert!(total > 0.0 && (total - by_model).abs() < 1e-6, "{b}");
+        totals.push(b["total_cost"].clone());
+    }
+    assert_eq!(totals[0], totals[1], "a rerun replaces the day");
 
     // Rotate: the old key dies at once in the api-service, and within the cache TTL (1 s
     // here) in the pipeline-service; the new key works in both.

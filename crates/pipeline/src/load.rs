@@ -1,9 +1,12 @@
-//! Streaming day loads: rows arrive page by page, are written in batches of
-//! [`BATCH_ROWS`] to a staging table (`{table}__staging`, same columns), and one atomic swap at
-//! the end replaces the org's day in the target table. Memory stays bounded by one batch
-//! whatever the day's size; readers see the old day until the swap and the new day after it;
-//! a crash or failure leaves the target untouched and the staged rows are cleared by the next
-//! load of the same org and day.
+//! Streaming day loads: rows arrive page by page, are written in batches of [`BATCH_ROWS`] to
+//! a staging table of their own (`{table}__stage_{yyyymmdd}` in the org's dataset: same
+//! columns, no index), and one atomic swap at the end replaces the org's day in the target
+//! table. Memory stays bounded by one batch whatever the day's size; readers see the old day
+//! until the swap and the new day after it. A crash or failure leaves the target untouched; the
+//! staging table is dropped after the swap, and a leftover one is dropped by the next load of
+//! that day. One batch is written while the next is being built (at most one in flight), so
+//! fetching and parsing overlap with the warehouse writes. (Two loads of the same table and day at once would share a staging table; run
+//! admission refuses a duplicate of a pending or running run.)
 
 use chrono::NaiveDate;
 use cloudact_core::warehouse::{PartitionKey, ReplaceOutcome, Row, TableDef};
@@ -13,9 +16,9 @@ use crate::{context::StepContext, registry::ProcessorError};
 /// Rows per staged write.
 pub const BATCH_ROWS: usize = 1000;
 
-/// The staging table of `table`.
-pub fn staging_name(table: &str) -> String {
-    format!("{table}__staging")
+/// The staging table of `table` for one day.
+pub fn staging_name(table: &str, date: NaiveDate) -> String {
+    format!("{table}__stage_{}", date.format("%Y%m%d"))
 }
 
 /// One org-day load in progress.
@@ -27,11 +30,12 @@ pub struct DayLoad<'a> {
     key: PartitionKey,
     buffer: Vec<Row>,
     staged: u64,
+    in_flight: Option<tokio::task::JoinHandle<Result<u64, cloudact_core::warehouse::WarehouseError>>>,
 }
 
 impl<'a> DayLoad<'a> {
     /// Starts a load of `def`'s table for the run's org on `date` (partition column
-    /// `date_column`): creates the staging table if needed and clears leftovers of the slice.
+    /// `date_column`), with a fresh staging table.
     pub async fn begin(
         ctx: &'a StepContext,
         dataset: &str,
@@ -40,30 +44,31 @@ impl<'a> DayLoad<'a> {
         date: NaiveDate,
     ) -> Result<DayLoad<'a>, ProcessorError> {
         let org_slug = ctx.require_org()?;
-        let staging = staging_name(&def.name);
-        let mut staging_def = def.clone();
-        staging_def.name = staging.clone();
-        staging_def.description = Some(format!(
-            "rows of {} being loaded; swapped in at the end of a load",
-            def.name
-        ));
-        let wh = ctx.warehouse();
-        wh.create_table(dataset, &staging_def).await?;
-        let key = PartitionKey {
-            org_column: "org_slug".into(),
-            org_slug,
-            date_column: date_column.into(),
-            date,
+        let staging = staging_name(&def.name, date);
+        let staging_def = TableDef {
+            name: staging.clone(),
+            description: Some(format!("rows of {} for {date} being loaded", def.name)),
+            fields: def.fields.clone(),
+            partition_field: None,
+            clustering: Vec::new(),
         };
-        wh.delete_partition(dataset, &staging, &key).await?;
+        let wh = ctx.warehouse();
+        wh.drop_table(dataset, &staging).await?;
+        wh.create_table(dataset, &staging_def).await?;
         Ok(DayLoad {
             ctx,
             dataset: dataset.to_string(),
             table: def.name.clone(),
             staging,
-            key,
+            key: PartitionKey {
+                org_column: "org_slug".into(),
+                org_slug,
+                date_column: date_column.into(),
+                date,
+            },
             buffer: Vec::with_capacity(BATCH_ROWS),
             staged: 0,
+            in_flight: None,
         })
     }
 
@@ -76,36 +81,60 @@ impl<'a> DayLoad<'a> {
         Ok(())
     }
 
-    /// Writes the buffered rows to staging.
+    /// Starts writing the buffered rows to staging (after the previous write finished).
     pub async fn flush(&mut self) -> Result<(), ProcessorError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        cloudact_core::warehouse::check_partition_load(&self.staging, &self.key, &self.buffer)?;
-        let n = self
-            .ctx
-            .warehouse()
-            .insert_rows(&self.dataset, &self.staging, &self.buffer)
-            .await?;
-        self.staged += n;
-        self.buffer.clear();
+        cloudact_core::warehouse::check_partition_load(&self.table, &self.key, &self.buffer)?;
+        self.wait().await?;
+        let rows = std::mem::replace(&mut self.buffer, Vec::with_capacity(BATCH_ROWS));
+        let (wh, dataset, staging) = (self.ctx.warehouse().clone(), self.dataset.clone(), self.staging.clone());
+        self.in_flight = Some(tokio::spawn(
+            async move { wh.insert_batch(&dataset, &staging, rows).await },
+        ));
         Ok(())
     }
 
-    /// Rows written to staging so far (excluding the unflushed buffer).
+    /// Waits for the write in flight.
+    async fn wait(&mut self) -> Result<(), ProcessorError> {
+        if let Some(handle) = self.in_flight.take() {
+            let n = handle
+                .await
+                .map_err(|e| ProcessorError::Failed(format!("staged write task failed: {e}")))??;
+            self.staged += n;
+        }
+        Ok(())
+    }
+
+    /// Rows written to staging so far.
     pub fn staged(&self) -> u64 {
         self.staged
     }
 
-    /// Flushes and swaps the staged day into the target table in one transaction.
+    /// Flushes, swaps the staged day into the target table in one transaction, and drops the
+    /// staging table.
     pub async fn commit(mut self) -> Result<ReplaceOutcome, ProcessorError> {
         self.flush().await?;
-        let outcome = self
-            .ctx
-            .warehouse()
+        self.wait().await?;
+        let wh = self.ctx.warehouse();
+        let outcome = wh
             .swap_partition(&self.dataset, &self.staging, &self.table, &self.key)
             .await?;
         self.ctx.add_rows(outcome.inserted);
+        if let Err(e) = wh.drop_table(&self.dataset, &self.staging).await {
+            tracing::warn!(table = %self.staging, error = %e, "staging table not dropped; the next load of the day drops it");
+        }
         Ok(outcome)
+    }
+}
+
+impl Drop for DayLoad<'_> {
+    fn drop(&mut self) {
+        // An abandoned load (error, cancel) stops its write; the staging table stays until the
+        // next load of the day drops it.
+        if let Some(handle) = self.in_flight.take() {
+            handle.abort();
+        }
     }
 }

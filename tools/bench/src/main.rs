@@ -1,175 +1,23 @@
-//! `cargo run --release -p cloudact-bench -- [RUNS] [MAX_CONCURRENT_RUNS]`: submits RUNS runs
-//! (default 1 000) of the three-step no-op pipeline through the real run service on a fresh
-//! embedded warehouse — admission with quota reservation, run row, RUNNING, three step logs,
-//! finish with quota release — and reports runs per second and the overhead per run.
+//! Benchmarks (see `bench/README.md`):
+//!
+//! - `cloudact-bench [runs] [RUNS] [MAX_CONCURRENT_RUNS]` — run throughput ([`runs`]).
+//! - `cloudact-bench ingest [--pages N] [--rows-per-page N] [--pages-url URL]` — OpenAI usage
+//!   ingestion and pricing ([`ingest`]).
+//! - `cloudact-bench pages DIR PORT` — the plain static page server ([`pages`]).
 
-use std::{collections::HashMap, process::ExitCode, sync::Arc, time::Instant};
+mod ingest;
+mod pages;
+mod runs;
 
-use chrono::{Duration, Utc};
-use cloudact_core::{
-    auth::hash_key,
-    meta::{NewApiKey, NewOrg, Plan, PlanLimits, SubscriptionChange, SubscriptionStatus, CENTRAL_DATASET},
-    settings::Settings,
-    warehouse::Params,
-};
-use cloudact_pipeline::{
-    runs::{SubmitRequest, Submitted},
-    CancellationToken, RunRequest,
-};
-use cloudact_web::AppContext;
+use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let concurrency: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(8);
-    let Ok(dir) = tempfile::tempdir() else {
-        return ExitCode::FAILURE;
-    };
-    let mut env: HashMap<String, String> = HashMap::new();
-    env.insert("DATA_DIR".into(), dir.path().display().to_string());
-    env.insert(
-        "CONFIGS_DIR".into(),
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs").into(),
-    );
-    env.insert("MAX_CONCURRENT_RUNS".into(), concurrency.to_string());
-    let ctx = match Settings::from_map(&env, 8001) {
-        Ok(s) => match AppContext::build("pipeline-service", s).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Ok(spec) = ctx.catalog.require("setup/bootstrap/pipeline.yml") else {
-        return ExitCode::FAILURE;
-    };
-    ctx.executor
-        .run(&spec, RunRequest::default(), CancellationToken::new())
-        .await;
-    let now = Utc::now();
-    let org = NewOrg {
-        org_slug: "bench".into(),
-        company_name: "Bench".into(),
-        admin_email: "b@bench.example".into(),
-        org_dataset_id: "bench_local".into(),
-        plan: Plan::Enterprise,
-        status: SubscriptionStatus::Active,
-        trial_end_date: None,
-        key: NewApiKey {
-            org_api_key_id: "k".into(),
-            hash: hash_key("bench"),
-            ciphertext: vec![0],
-            fingerprint: "ench".into(),
-        },
-        idempotency: None,
-    };
-    if let Err(e) = ctx.store.create_org(&org, now).await {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
-    let _ = ctx.store.activate_org("bench", now).await;
-    if let Ok(Some(current)) = ctx.store.subscription("bench").await {
-        let limits = PlanLimits {
-            concurrent_limit: 100_000,
-            ..current.limits
-        };
-        let _ = ctx
-            .store
-            .update_subscription(
-                "bench",
-                &current,
-                &SubscriptionChange {
-                    limits,
-                    ..Default::default()
-                },
-                now,
-            )
-            .await;
-    }
-    let Some(entry) = ctx.catalog.by_path("example/noop.yml").cloned() else {
-        return ExitCode::FAILURE;
-    };
-    let started = Instant::now();
-    let today = now.date_naive();
-    for i in 0..runs {
-        let day = today - Duration::days(i as i64 + 1);
-        let req = SubmitRequest {
-            org_slug: "bench".into(),
-            org_api_key_id: None,
-            start_date: day,
-            end_date: day,
-            trigger_type: "bench".into(),
-            trigger_by: None,
-            user_id: None,
-            parameters: serde_json::Map::new(),
-            retry_of: None,
-        };
-        match ctx.runs.submit(&entry, req).await {
-            Ok(Submitted::Started(_)) => {}
-            other => {
-                eprintln!("run {i} not started: {other:?}");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    let admitted = started.elapsed();
-    while ctx.runs.active_runs() > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-    let total = started.elapsed();
-    let done = ctx
-        .warehouse
-        .query(
-            CENTRAL_DATASET,
-            "SELECT COUNT(*) AS n FROM {{org_meta_pipeline_runs}} WHERE status = @s",
-            &Params::new().with("s", "COMPLETED"),
-        )
-        .await
-        .ok()
-        .and_then(|r| r.first().and_then(|r| r.int("n")))
-        .unwrap_or(0);
-    let steps = ctx
-        .warehouse
-        .query(
-            CENTRAL_DATASET,
-            "SELECT COUNT(*) AS n FROM {{org_meta_step_logs}}",
-            &Params::new(),
-        )
-        .await
-        .ok()
-        .and_then(|r| r.first().and_then(|r| r.int("n")))
-        .unwrap_or(0);
-    let _ = Arc::strong_count(&ctx);
-    println!("runs: {runs} submitted, {done} COMPLETED, {steps} step rows, MAX_CONCURRENT_RUNS={concurrency}");
-    println!(
-        "admission of all runs: {:.3} s ({:.0} admissions/s)",
-        admitted.as_secs_f64(),
-        runs as f64 / admitted.as_secs_f64()
-    );
-    println!(
-        "end to end: {:.3} s → {:.0} runs/s, {:.2} ms per run (6 write transactions: admission, RUNNING, 3 step logs, finish)",
-        total.as_secs_f64(),
-        runs as f64 / total.as_secs_f64(),
-        total.as_secs_f64() * 1000.0 / runs as f64
-    );
-    // The executor alone (no run bookkeeping): its own overhead per run.
-    let bare = Instant::now();
-    for _ in 0..runs {
-        ctx.executor
-            .run(&entry.spec, RunRequest::default(), CancellationToken::new())
-            .await;
-    }
-    let per_run = bare.elapsed().as_secs_f64() * 1e6 / runs as f64;
-    println!("executor alone (3 no-op steps, no writes): {per_run:.1} µs per run");
-    if done as usize == runs {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ingest") => ingest::run(&args[1..]).await,
+        Some("pages") => pages::run(&args[1..]).await,
+        Some("runs") => runs::run(&args[1..]).await,
+        _ => runs::run(&args).await,
     }
 }

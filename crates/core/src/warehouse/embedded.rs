@@ -263,11 +263,15 @@ impl Warehouse for EmbeddedWarehouse {
     }
 
     async fn insert_rows(&self, dataset: &str, table: &str, rows: &[Row]) -> Result<u64, WarehouseError> {
+        self.insert_batch(dataset, table, rows.to_vec()).await
+    }
+
+    async fn insert_batch(&self, dataset: &str, table: &str, rows: Vec<Row>) -> Result<u64, WarehouseError> {
         check_name(table)?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let (dataset_name, table, rows) = (dataset.to_string(), table.to_string(), rows.to_vec());
+        let (dataset_name, table) = (dataset.to_string(), table.to_string());
         self.with_conn(dataset, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -303,21 +307,6 @@ impl Warehouse for EmbeddedWarehouse {
         .await
     }
 
-    async fn delete_partition(&self, dataset: &str, table: &str, key: &PartitionKey) -> Result<u64, WarehouseError> {
-        check_name(table)?;
-        let (dataset_name, table, key) = (dataset.to_string(), table.to_string(), key.clone());
-        self.with_conn(dataset, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            load_def(&tx, &dataset_name, &table)?.check_partition_columns(&key)?;
-            let deleted = delete_day(&tx, &table, &key)?;
-            tx.commit().map_err(map_err)?;
-            Ok(deleted)
-        })
-        .await
-    }
-
     async fn swap_partition(
         &self,
         dataset: &str,
@@ -349,7 +338,6 @@ impl Warehouse for EmbeddedWarehouse {
                     rusqlite::params![key.org_slug, key.date.to_string()],
                 )
                 .map_err(map_err)? as u64;
-            delete_day(&tx, &staging, &key)?;
             tx.commit().map_err(map_err)?;
             Ok(ReplaceOutcome { deleted, inserted })
         })
@@ -517,11 +505,18 @@ fn delete_day(conn: &Connection, table: &str, key: &PartitionKey) -> Result<u64,
 }
 
 fn insert_all(conn: &Connection, def: &TableDef, rows: &[Row]) -> Result<u64, WarehouseError> {
+    // Every row is checked before any is written.
+    let mut plan: Option<super::schema::ColumnPlan<'_>> = None;
     for row in rows {
-        def.check_row(row)?;
+        if !plan.as_ref().is_some_and(|p| p.matches(row)) {
+            plan = Some(def.plan_columns(row.columns())?);
+        }
+        if let Some(p) = &plan {
+            p.check(row)?;
+        }
     }
     let mut n = 0u64;
-    // Rows of one load usually share their columns: the statement is built once per column set.
+    // Rows of one load usually share their columns: the statement is built once per shape.
     let mut current: Option<(Vec<&String>, rusqlite::CachedStatement<'_>)> = None;
     for row in rows {
         let same = current
@@ -541,13 +536,23 @@ fn insert_all(conn: &Connection, def: &TableDef, rows: &[Row]) -> Result<u64, Wa
         }
         if let Some((_, stmt)) = current.as_mut() {
             for (i, value) in row.0.values().enumerate() {
-                stmt.raw_bind_parameter(i + 1, to_sql(value)).map_err(map_err)?;
+                bind_value(stmt, i + 1, value)?;
             }
             stmt.raw_execute().map_err(map_err)?;
         }
         n += 1;
     }
     Ok(n)
+}
+
+/// Binds a value without copying text or blobs.
+fn bind_value(stmt: &mut rusqlite::Statement<'_>, i: usize, value: &Value) -> Result<(), WarehouseError> {
+    let r = match value {
+        Value::String(s) => stmt.raw_bind_parameter(i, s.as_str()),
+        Value::Bytes(b) => stmt.raw_bind_parameter(i, b.as_slice()),
+        other => stmt.raw_bind_parameter(i, to_sql(other)),
+    };
+    r.map_err(map_err)
 }
 
 fn bind_params(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), WarehouseError> {

@@ -128,6 +128,11 @@ pub trait Warehouse: Send + Sync {
     /// Inserts a batch of rows, all or none. Rows are checked against the table schema first.
     async fn insert_rows(&self, dataset: &str, table: &str, rows: &[Row]) -> Result<u64, WarehouseError>;
 
+    /// As [`Warehouse::insert_rows`], taking the rows (a backend can then avoid copying them).
+    async fn insert_batch(&self, dataset: &str, table: &str, rows: Vec<Row>) -> Result<u64, WarehouseError> {
+        self.insert_rows(dataset, table, &rows).await
+    }
+
     /// Atomically replaces the rows of one org and day with `rows` (which must all belong to
     /// that org and day). Running the same load twice leaves the same table.
     async fn replace_partition(
@@ -138,12 +143,9 @@ pub trait Warehouse: Send + Sync {
         rows: &[Row],
     ) -> Result<ReplaceOutcome, WarehouseError>;
 
-    /// Deletes the rows of one org and day (used to clear a staging table's leftovers).
-    async fn delete_partition(&self, dataset: &str, table: &str, key: &PartitionKey) -> Result<u64, WarehouseError>;
-
     /// Atomically replaces the rows of one org and day in `table` with that slice of
-    /// `staging` (same columns), and removes the slice from `staging`: the commit of a load
-    /// streamed in batches. Readers see the old day or the new day, never a mix.
+    /// `staging` (a table with the same columns): the commit of a load streamed in batches.
+    /// Readers see the old day or the new day, never a mix. `staging` is left as it was.
     async fn swap_partition(
         &self,
         dataset: &str,

@@ -137,25 +137,68 @@ impl TableDef {
     /// Checks one row against the schema before it is sent: no unknown columns, REQUIRED
     /// columns present and non-null, and each value of a type the column can hold.
     pub fn check_row(&self, row: &Row) -> Result<(), WarehouseError> {
+        self.plan_columns(row.columns())?.check(row)
+    }
+
+    /// Resolves a row shape (its column names, in row order) once, for checking many rows of
+    /// that shape with [`ColumnPlan::check`]: unknown columns and missing REQUIRED columns are
+    /// refused here.
+    pub fn plan_columns<'a, 'c>(
+        &'a self,
+        columns: impl Iterator<Item = &'c String>,
+    ) -> Result<ColumnPlan<'a>, WarehouseError> {
         let invalid = |reason: String| WarehouseError::InvalidRow {
             table: self.name.clone(),
             reason,
         };
-        for (column, value) in &row.0 {
+        let mut fields = Vec::new();
+        for column in columns {
             let Some(field) = self.field(column) else {
                 return Err(invalid(format!("unknown column {column}")));
             };
-            if !value_fits(field, value) {
-                return Err(invalid(format!(
-                    "column {column} is {:?} but got a {} value",
-                    field.field_type,
-                    value.type_name()
-                )));
-            }
+            fields.push(field);
         }
         for field in &self.fields {
-            if field.mode == FieldMode::Required && row.get(&field.name).is_none_or(Value::is_null) {
+            if field.mode == FieldMode::Required && !fields.iter().any(|f| f.name == field.name) {
                 return Err(invalid(format!("required column {} is missing or null", field.name)));
+            }
+        }
+        Ok(ColumnPlan { table: self, fields })
+    }
+}
+
+/// The fields of one row shape, in row order (see [`TableDef::plan_columns`]).
+pub struct ColumnPlan<'a> {
+    table: &'a TableDef,
+    fields: Vec<&'a FieldSchema>,
+}
+
+impl ColumnPlan<'_> {
+    /// Whether `row` has this plan's shape (same columns in the same order).
+    pub fn matches(&self, row: &Row) -> bool {
+        row.0.len() == self.fields.len() && self.fields.iter().zip(row.columns()).all(|(f, c)| f.name == *c)
+    }
+
+    /// Checks the values of a row of this plan's shape.
+    pub fn check(&self, row: &Row) -> Result<(), WarehouseError> {
+        for (field, value) in self.fields.iter().zip(row.0.values()) {
+            if value.is_null() {
+                if field.mode == FieldMode::Required {
+                    return Err(WarehouseError::InvalidRow {
+                        table: self.table.name.clone(),
+                        reason: format!("required column {} is missing or null", field.name),
+                    });
+                }
+            } else if !value_fits(field, value) {
+                return Err(WarehouseError::InvalidRow {
+                    table: self.table.name.clone(),
+                    reason: format!(
+                        "column {} is {:?} but got a {} value",
+                        field.name,
+                        field.field_type,
+                        value.type_name()
+                    ),
+                });
             }
         }
         Ok(())

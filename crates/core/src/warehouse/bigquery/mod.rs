@@ -289,6 +289,7 @@ impl BigQueryWarehouse {
         session: Session<'_>,
     ) -> Result<u64, WarehouseError> {
         let sql = self.qualify(dataset, sql)?;
+        let (sql, params) = bytes_via_base64(&sql, params);
         let p: Vec<J> = params.0.iter().map(|(k, v)| query_param(k, v, None)).collect();
         Ok(self.run(&sql, p, session).await?.affected.unwrap_or(0))
     }
@@ -388,6 +389,13 @@ impl BigQueryWarehouse {
                     for (c, col) in columns.iter().enumerate() {
                         let name = format!("r{chunk_no}_{i}_{c}");
                         let value = row.get(col).cloned().unwrap_or(super::Value::Null);
+                        if let super::Value::Bytes(b) = &value {
+                            use base64::Engine;
+                            let text = base64::engine::general_purpose::STANDARD.encode(b);
+                            params.push(query_param(&name, &super::Value::String(text), None));
+                            marks.push(format!("FROM_BASE64(@{name})"));
+                            continue;
+                        }
                         params.push(query_param(&name, &value, def.field(col)));
                         marks.push(format!("@{name}"));
                     }
@@ -697,13 +705,6 @@ impl Warehouse for BigQueryWarehouse {
         .await
     }
 
-    async fn delete_partition(&self, dataset: &str, table: &str, key: &PartitionKey) -> Result<u64, WarehouseError> {
-        check_name(table)?;
-        self.table_def(dataset, table).await?.check_partition_columns(key)?;
-        let (sql, params) = self.day_filter(dataset, table, key, "DELETE FROM");
-        Ok(self.run(&sql, params, Session::None).await?.affected.unwrap_or(0))
-    }
-
     async fn swap_partition(
         &self,
         dataset: &str,
@@ -720,9 +721,8 @@ impl Warehouse for BigQueryWarehouse {
         let (delete, params) = self.day_filter(dataset, table, key, "DELETE FROM");
         let (select, _) = self.day_filter(dataset, staging, key, &format!("SELECT {columns} FROM"));
         let insert = format!("INSERT INTO `{}.{dataset}.{table}` ({columns}) {select}", self.project);
-        let (clear, _) = self.day_filter(dataset, staging, key, "DELETE FROM");
         self.transaction(move |wh, session| {
-            let (delete, insert, clear, params) = (delete.clone(), insert.clone(), clear.clone(), params.clone());
+            let (delete, insert, params) = (delete.clone(), insert.clone(), params.clone());
             Box::pin(async move {
                 let deleted = wh
                     .run(&delete, params.clone(), Session::Id(session))
@@ -730,11 +730,10 @@ impl Warehouse for BigQueryWarehouse {
                     .affected
                     .unwrap_or(0);
                 let inserted = wh
-                    .run(&insert, params.clone(), Session::Id(session))
+                    .run(&insert, params, Session::Id(session))
                     .await?
                     .affected
                     .unwrap_or(0);
-                wh.run(&clear, params, Session::Id(session)).await?;
                 Ok(ReplaceOutcome { deleted, inserted })
             })
         })
@@ -747,6 +746,7 @@ impl Warehouse for BigQueryWarehouse {
         if let Some(m) = missing {
             return Err(WarehouseError::MissingParam(m));
         }
+        let (sql, params) = bytes_via_base64(&sql, params);
         let p: Vec<J> = params.0.iter().map(|(k, v)| query_param(k, v, None)).collect();
         let outcome = self
             .run(&sql, p, Session::None)
@@ -801,6 +801,44 @@ impl Warehouse for BigQueryWarehouse {
 }
 
 /// `@name` parameters used in the SQL but not given (checked before sending, as SQLite does).
+/// BYTES parameters travel as base64 STRING parameters decoded in SQL (`FROM_BASE64(@p)`):
+/// the same stored bytes on BigQuery, and correct on emulators that store a BYTES
+/// parameter's base64 text undecoded.
+fn bytes_via_base64(sql: &str, params: &Params) -> (String, Params) {
+    use base64::Engine;
+    if !params.0.values().any(|v| matches!(v, super::Value::Bytes(_))) {
+        return (sql.to_string(), params.clone());
+    }
+    let mut out = String::with_capacity(sql.len() + 32);
+    let bytes = sql.as_bytes();
+    let (mut i, mut copied) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] == b'@' && bytes.get(i + 1) != Some(&b'@') && (i == 0 || bytes[i - 1] != b'@') {
+            let start = i + 1;
+            let mut end = start;
+            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+                end += 1;
+            }
+            if matches!(params.0.get(&sql[start..end]), Some(super::Value::Bytes(_))) {
+                out.push_str(&sql[copied..i]);
+                out.push_str(&format!("FROM_BASE64({})", &sql[i..end]));
+                copied = end;
+            }
+            i = end.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&sql[copied..]);
+    let mut p = params.clone();
+    for v in p.0.values_mut() {
+        if let super::Value::Bytes(b) = v {
+            *v = super::Value::String(base64::engine::general_purpose::STANDARD.encode(b));
+        }
+    }
+    (out, p)
+}
+
 fn missing_params(sql: &str, params: &Params) -> Option<String> {
     let bytes = sql.as_bytes();
     let mut i = 0;
@@ -876,6 +914,14 @@ mod tests {
         assert!(matches!(e, WarehouseError::Query(_)) && !e.is_transient());
         assert!(!classify(403, "accessDenied", "Access Denied").is_transient());
         assert!(!classify(409, "duplicate", "Already Exists").is_transient());
+    }
+
+    #[test]
+    fn bytes_parameters_are_sent_as_base64_decoded_in_sql() {
+        let p = Params::new().with("b", vec![1u8, 2, 3]).with("a", 1i64);
+        let (sql, p) = bytes_via_base64("INSERT INTO t VALUES (@a, @b) -- @bb", &p);
+        assert_eq!(sql, "INSERT INTO t VALUES (@a, FROM_BASE64(@b)) -- @bb");
+        assert_eq!(p.0.get("b"), Some(&super::super::Value::String("AQID".into())));
     }
 
     #[test]

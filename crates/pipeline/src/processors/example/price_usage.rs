@@ -52,7 +52,8 @@ struct Price {
 
 /// Cost of `tokens` at `price` per 1M tokens, exact, rounded to 9 decimal places (NUMERIC).
 pub fn per_million(tokens: i64, price: Decimal) -> Decimal {
-    (Decimal::from(tokens) * price / Decimal::from(1_000_000)).round_dp(9)
+    (Decimal::from(tokens) * price / Decimal::from(1_000_000))
+        .round_dp_with_strategy(9, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
 }
 
 #[async_trait]

@@ -4,18 +4,20 @@
 //! usage → `batch`, service tier `flex`/`priority` → that tier, otherwise `standard`; a tier
 //! without its own price uses the standard price. Kinds: uncached input × input price; cached ×
 //! cached price (else input); cache writes × 5-minute write price (else input); output × output.
-//! No price → `unknown_model` with null costs, never 0, and a run warning.
+//! No price → `unknown_model` with null costs, never 0, and a run warning. Costs are exact
+//! (NUMERIC on BigQuery, integer picodollars on SQLite), rounded half away from zero to 9
+//! decimals per token kind; the total is the sum of the kinds.
 
 use async_trait::async_trait;
 use chrono::Utc;
-use cloudact_core::warehouse::{Params, Row, Value};
+use cloudact_core::warehouse::{FieldMode, FieldSchema, FieldType, Params, Row, Statement, TableDef};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use crate::{
     context::StepContext,
     processors::{
-        example::{ensure_day_table, parse_day, price_usage::per_million},
+        example::{ensure_day_table, parse_day},
         pricing::PriceBook,
     },
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
@@ -55,13 +57,81 @@ fn tier_of(batch: Option<bool>, service_tier: Option<&str>) -> &'static str {
     }
 }
 
+/// One usage shape of the day (model, batch, service tier) and the price it resolves to.
+struct Resolved {
+    combo: String,
+    priced_model_id: Option<String>,
+    tier: &'static str,
+    prices: Option<[Decimal; 4]>,
+}
+
+/// The key joining a usage row to its resolved price, the same in Rust and in SQL.
+fn combo_key(model: Option<&str>, batch: Option<bool>, service_tier: Option<&str>) -> String {
+    let b = match batch {
+        Some(true) => "b",
+        Some(false) => "n",
+        None => "-",
+    };
+    format!("{}|{b}|{}", model.unwrap_or(""), service_tier.unwrap_or(""))
+}
+
+const COMBO_SQL: &str =
+    "COALESCE(u.model, '') || '|' || CASE WHEN u.batch THEN 'b' WHEN NOT u.batch THEN 'n' ELSE '-' END \
+                         || '|' || COALESCE(u.service_tier, '')";
+
+/// Largest per-row token count the embedded warehouse prices in exact integer arithmetic
+/// (tokens × price in micro-dollars per 1M tokens must stay within i64).
+const EMBEDDED_MAX_TOKENS: i64 = 50_000_000_000;
+
+/// SQL for `tokens × price / 1M`, exact and rounded half away from zero to 9 decimals: on
+/// BigQuery in NUMERIC; on SQLite in integer picodollars rendered as decimal text.
+fn cost_sql(bigquery: bool, parts: &[(&str, &str)]) -> String {
+    if bigquery {
+        let terms: Vec<String> = parts
+            .iter()
+            .map(|(tokens, price)| format!("ROUND(CAST({tokens} AS NUMERIC) * p.{price} / 1000000, 9)"))
+            .collect();
+        return format!(
+            "CASE WHEN p.{} IS NULL THEN NULL ELSE {} END",
+            parts[0].1,
+            terms.join(" + ")
+        );
+    }
+    let nanos: Vec<String> = parts
+        .iter()
+        .map(|(tokens, price)| format!("(({tokens}) * p.{price}_micro + 500) / 1000"))
+        .collect();
+    let n = format!("({})", nanos.join(" + "));
+    format!(
+        "CASE WHEN p.{price}_micro IS NULL THEN NULL ELSE CAST({n} / 1000000000 AS TEXT) || '.' || \
+         substr('000000000' || CAST({n} % 1000000000 AS TEXT), -9) END",
+        price = parts[0].1
+    )
+}
+
+/// A per-1M price in micro-dollars (exact when the price has at most 6 decimals).
+fn micro(price: Decimal) -> Result<i64, ProcessorError> {
+    let m = price * Decimal::from(1_000_000);
+    if m.fract() != Decimal::ZERO || m < Decimal::ZERO {
+        return Err(ProcessorError::Invalid(format!(
+            "price {price} per 1M has more than 6 decimals or is negative"
+        )));
+    }
+    i64::try_from(m).map_err(|_| ProcessorError::Invalid(format!("price {price} per 1M is too large")))
+}
+
 #[async_trait]
 impl Processor for CostProcessor {
+    /// Prices the day inside the warehouse: the day's distinct usage shapes are resolved to
+    /// prices here (model matching, tier fallback), written to a small price map, and one
+    /// `INSERT … SELECT` joining usage to it replaces the day's cost rows atomically. No usage
+    /// row passes through this process, so memory does not grow with the day.
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
         let org = ctx.require_org()?;
         let day = parse_day(&c.date)?;
         let wh = ctx.warehouse();
+        let bigquery = wh.backend_name() == "bigquery";
         ensure_day_table(
             ctx,
             &c.dataset,
@@ -72,88 +142,190 @@ impl Processor for CostProcessor {
         )
         .await?;
         let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "openai", day).await?;
-        let usage = wh
+        let day_params = Params::new().with("org", org.as_str()).with("day", day);
+        let shapes = wh
             .query(
                 &c.dataset,
                 &format!(
-                    "SELECT * FROM {{{{{}}}}} WHERE org_slug = @org AND usage_date = @day",
+                    "SELECT model, batch, service_tier, MAX(uncached_input_tokens) AS a, MAX(input_cached_tokens) AS b, \
+                     MAX(input_cache_write_tokens) AS c, MAX(output_tokens) AS d FROM {{{{{}}}}} \
+                     WHERE org_slug = @org AND usage_date = @day GROUP BY model, batch, service_tier",
                     c.usage_table
                 ),
-                &Params::new().with("org", org.as_str()).with("day", day),
+                &day_params,
             )
             .await?;
-        let now = Utc::now();
-        let (mut rows, mut unknown, mut total) = (Vec::with_capacity(usage.len()), 0u64, Decimal::ZERO);
-        for u in usage {
-            let model = u.string("model");
-            let tier = tier_of(u.boolean("batch"), u.string("service_tier").as_deref());
-            let uncached = u.int("uncached_input_tokens").unwrap_or(0);
-            let cached = u.int("input_cached_tokens").unwrap_or(0);
-            let writes = u.int("input_cache_write_tokens").unwrap_or(0);
-            let output = u.int("output_tokens").unwrap_or(0);
-            let matched = model.as_deref().and_then(|m| book.match_model(m)).cloned();
-            let price = matched.as_ref().and_then(|m| book.price(m, tier));
-            let mut row = Row::new()
-                .with("org_slug", org.as_str())
-                .with("usage_date", day)
-                .with(
-                    "usage_type",
-                    u.string("usage_type").unwrap_or_else(|| "completions".into()),
-                )
-                .with("model", model.clone())
-                .with("priced_model_id", matched.clone())
-                .with("project_id", u.string("project_id"))
-                .with("pricing_tier", tier)
-                .with("num_model_requests", u.int("num_model_requests").unwrap_or(0))
-                .with("uncached_input_tokens", uncached)
-                .with("cached_input_tokens", cached)
-                .with("cache_write_tokens", writes)
-                .with("output_tokens", output)
-                .with("currency", "USD")
-                .with("run_id", ctx.run_id.as_str())
-                .with("loaded_at", now);
-            match price {
-                Some(p) => {
-                    let costs = [
-                        per_million(uncached, p.input),
-                        per_million(cached, p.cached.unwrap_or(p.input)),
-                        per_million(writes, p.write_5m.unwrap_or(p.input)),
-                        per_million(output, p.output),
-                    ];
-                    let sum: Decimal = costs.iter().sum();
-                    total += sum;
-                    row = row
-                        .with("input_cost", costs[0])
-                        .with("cached_input_cost", costs[1])
-                        .with("cache_write_cost", costs[2])
-                        .with("output_cost", costs[3])
-                        .with("total_cost", sum)
-                        .with("unknown_model", false);
-                }
-                None => {
-                    unknown += 1;
-                    row = row.with("total_cost", Value::Null).with("unknown_model", true);
-                }
+        let mut resolved = Vec::with_capacity(shapes.len());
+        let mut max_tokens = 0i64;
+        for s in &shapes {
+            let model = s.string("model");
+            let (batch, service_tier) = (s.boolean("batch"), s.string("service_tier"));
+            for col in ["a", "b", "c", "d"] {
+                max_tokens = max_tokens.max(s.int(col).unwrap_or(0));
             }
-            rows.push(row);
+            let tier = tier_of(batch, service_tier.as_deref());
+            let matched = model.as_deref().and_then(|m| book.match_model(m)).cloned();
+            let prices = matched.as_ref().and_then(|m| book.price(m, tier)).map(|p| {
+                [
+                    p.input,
+                    p.cached.unwrap_or(p.input),
+                    p.write_5m.unwrap_or(p.input),
+                    p.output,
+                ]
+            });
+            resolved.push(Resolved {
+                combo: combo_key(model.as_deref(), batch, service_tier.as_deref()),
+                priced_model_id: matched.filter(|_| prices.is_some()),
+                tier,
+                prices,
+            });
         }
-        if unknown > 0 {
-            tracing::warn!(unknown_models = unknown, date = %day, "OpenAI usage of models without a price: cost left null and flagged");
+        if !bigquery && max_tokens > EMBEDDED_MAX_TOKENS {
+            return Err(ProcessorError::Invalid(format!(
+                "a usage row has {max_tokens} tokens in a day, beyond what the embedded warehouse prices exactly \
+                 ({EMBEDDED_MAX_TOKENS}); use BigQuery"
+            )));
         }
-        let outcome = ctx
-            .load_day(&c.dataset, &c.cost_table, org, "usage_date", day, &rows)
+        // The price map: one row per usage shape of the day.
+        let map_name = format!("{}__prices_{}", c.cost_table, day.format("%Y%m%d"));
+        let field = |name: &str, t: FieldType| FieldSchema {
+            name: name.into(),
+            field_type: t,
+            mode: FieldMode::Nullable,
+            description: None,
+            fields: Vec::new(),
+        };
+        let mut fields = vec![
+            field("combo", FieldType::String),
+            field("priced_model_id", FieldType::String),
+            field("pricing_tier", FieldType::String),
+        ];
+        for k in PRICE_COLUMNS {
+            fields.push(field(k, FieldType::Numeric));
+            fields.push(field(&format!("{k}_micro"), FieldType::Integer));
+        }
+        let map_def = TableDef {
+            name: map_name.clone(),
+            description: Some("resolved prices of one day's usage shapes (dropped after use)".into()),
+            fields,
+            partition_field: None,
+            // An index on the join key: each usage row finds its price in one lookup.
+            clustering: vec!["combo".to_string()],
+        };
+        wh.drop_table(&c.dataset, &map_name).await?;
+        wh.create_table(&c.dataset, &map_def).await?;
+        let mut map_rows = Vec::with_capacity(resolved.len());
+        let mut unknown_shapes = 0;
+        for r in &resolved {
+            let mut row = Row::new()
+                .with("combo", r.combo.as_str())
+                .with("priced_model_id", r.priced_model_id.clone())
+                .with("pricing_tier", r.tier);
+            match r.prices {
+                Some(prices) => {
+                    for (k, p) in PRICE_COLUMNS.iter().zip(prices) {
+                        row.set(k, p);
+                        row.set(&format!("{k}_micro"), micro(p)?);
+                    }
+                }
+                None => unknown_shapes += 1,
+            }
+            map_rows.push(row);
+        }
+        wh.insert_batch(&c.dataset, &map_name, map_rows).await?;
+        let parts = [
+            ("u.uncached_input_tokens", "input_price"),
+            ("COALESCE(u.input_cached_tokens, 0)", "cached_price"),
+            ("COALESCE(u.input_cache_write_tokens, 0)", "write_price"),
+            ("u.output_tokens", "output_price"),
+        ];
+        let insert = format!(
+            "INSERT INTO {{{{{cost}}}}} (org_slug, usage_date, usage_type, model, priced_model_id, project_id, pricing_tier, \
+             num_model_requests, uncached_input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, \
+             input_cost, cached_input_cost, cache_write_cost, output_cost, total_cost, currency, unknown_model, run_id, loaded_at) \
+             SELECT u.org_slug, u.usage_date, COALESCE(u.usage_type, 'completions'), u.model, p.priced_model_id, u.project_id, \
+             p.pricing_tier, u.num_model_requests, u.uncached_input_tokens, COALESCE(u.input_cached_tokens, 0), \
+             COALESCE(u.input_cache_write_tokens, 0), u.output_tokens, {c0}, {c1}, {c2}, {c3}, {total}, 'USD', \
+             p.priced_model_id IS NULL, @run_id, @loaded_at \
+             FROM {{{{{usage}}}}} u JOIN {{{{{map}}}}} p ON p.combo = {COMBO_SQL} \
+             WHERE u.org_slug = @org AND u.usage_date = @day",
+            cost = c.cost_table,
+            usage = c.usage_table,
+            map = map_name,
+            c0 = cost_sql(bigquery, &parts[0..1]),
+            c1 = cost_sql(bigquery, &parts[1..2]),
+            c2 = cost_sql(bigquery, &parts[2..3]),
+            c3 = cost_sql(bigquery, &parts[3..4]),
+            total = cost_sql(bigquery, &parts),
+        );
+        let params = day_params
+            .clone()
+            .with("run_id", ctx.run_id.as_str())
+            .with("loaded_at", Utc::now());
+        let counts = wh
+            .execute_atomic(
+                &c.dataset,
+                &[
+                    Statement::new(
+                        format!(
+                            "DELETE FROM {{{{{}}}}} WHERE org_slug = @org AND usage_date = @day",
+                            c.cost_table
+                        ),
+                        day_params.clone(),
+                    ),
+                    Statement::new(insert, params),
+                ],
+            )
             .await?;
+        let inserted = counts.get(1).copied().unwrap_or(0);
+        ctx.add_rows(inserted);
+        if let Err(e) = wh.drop_table(&c.dataset, &map_name).await {
+            tracing::warn!(table = %map_name, error = %e, "price map not dropped; the next pricing of the day drops it");
+        }
+        let summary = wh
+            .query(
+                &c.dataset,
+                &format!(
+                    "SELECT SUM(total_cost) AS total, SUM(CASE WHEN unknown_model THEN 1 ELSE 0 END) AS unknown \
+                     FROM {{{{{}}}}} WHERE org_slug = @org AND usage_date = @day",
+                    c.cost_table
+                ),
+                &day_params,
+            )
+            .await?;
+        let unknown = summary.first().and_then(|r| r.int("unknown")).unwrap_or(0);
+        if unknown > 0 {
+            tracing::warn!(unknown_models = unknown, shapes = unknown_shapes, date = %day,
+                "OpenAI usage of models without a price: cost left null and flagged");
+        }
+        let total = summary
+            .first()
+            .and_then(|r| {
+                r.numeric("total")
+                    .or_else(|| r.float("total").and_then(|f| Decimal::try_from(f).ok()))
+            })
+            .unwrap_or(Decimal::ZERO);
         Ok(StepOutput {
-            rows_processed: outcome.inserted,
-            output: serde_json::json!({"table": c.cost_table, "date": c.date, "inserted": outcome.inserted,
-                                       "unknown_models": unknown, "total_cost": total.to_string()}),
+            rows_processed: inserted,
+            output: serde_json::json!({"table": c.cost_table, "date": c.date, "inserted": inserted,
+                                       "unknown_models": unknown, "total_cost": total.round_dp(9).to_string()}),
         })
     }
 }
 
+const PRICE_COLUMNS: [&str; 4] = ["input_price", "cached_price", "write_price", "output_price"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prices_convert_to_exact_micro_dollars() {
+        assert_eq!(micro("2.5".parse().unwrap()).unwrap(), 2_500_000);
+        assert_eq!(micro("0.075".parse().unwrap()).unwrap(), 75_000);
+        assert!(micro("0.0000001".parse().unwrap()).is_err());
+        assert_eq!(combo_key(Some("gpt-4o"), Some(true), None), "gpt-4o|b|");
+    }
 
     #[test]
     fn batch_and_service_tiers_pick_the_pricing_tier() {
