@@ -2117,3 +2117,278 @@ async fn provider_faults_are_survived_and_a_malformed_page_fails_the_day_naming_
     let cost_rows = app.count("faulty_local", "openai_cost_daily", "faulty").await;
     assert_eq!(cost_rows, 5 * 14);
 }
+
+// ---------------------------------------------------------------- generic processors
+
+/// A small REST API with every paging style and auth scheme the extractor speaks: 25 records
+/// `{id, name}` per listing. `/cursor` (bearer, 429 on its first call), `/offset` (header
+/// `X-Token`), `/page` (query `api_key`), `/link` (basic auth, `Link` header), `/broken`
+/// (bearer; page 3 answers 500 until fixed).
+async fn rest_api() -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use axum::{
+        extract::{Query, State},
+        http::HeaderMap,
+        response::IntoResponse,
+        routing::get,
+    };
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    #[derive(Clone)]
+    struct S {
+        calls: Arc<AtomicU32>,
+        broken: Arc<AtomicBool>,
+    }
+    type Q = Query<HashMap<String, String>>;
+    let items = |from: usize, n: usize| -> Vec<Value> {
+        (from..(from + n).min(25))
+            .map(|i| serde_json::json!({"id": i, "name": format!("item-{i}")}))
+            .collect()
+    };
+    let deny = || (StatusCode::UNAUTHORIZED, "bad credentials").into_response();
+    let broken = Arc::new(AtomicBool::new(true));
+    let bearer_ok =
+        |h: &HeaderMap| h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer sk-generic-0001");
+    let app = axum::Router::new()
+        .route(
+            "/cursor",
+            get(move |State(s): State<S>, h: HeaderMap, Query(q): Q| async move {
+                if !bearer_ok(&h) {
+                    return deny();
+                }
+                if s.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response();
+                }
+                let from: usize = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+                let data = items(from, 10);
+                let next = (from + 10 < 25).then(|| (from + 10).to_string());
+                axum::Json(serde_json::json!({"data": data, "meta": {"next_cursor": next}})).into_response()
+            }),
+        )
+        .route(
+            "/offset",
+            get(move |h: HeaderMap, Query(q): Q| async move {
+                if h.get("x-token").and_then(|v| v.to_str().ok()) != Some("sk-generic-0001") {
+                    return deny();
+                }
+                let offset: usize = q["offset"].parse().unwrap();
+                let limit: usize = q["limit"].parse().unwrap();
+                axum::Json(serde_json::json!({"results": {"rows": items(offset, limit)}})).into_response()
+            }),
+        )
+        .route(
+            "/page",
+            get(move |Query(q): Q| async move {
+                if q.get("api_key").map(String::as_str) != Some("sk-generic-0001") {
+                    return deny();
+                }
+                let page: usize = q["page"].parse().unwrap();
+                let per: usize = q["per_page"].parse().unwrap();
+                axum::Json(serde_json::json!(items((page - 1) * per, per))).into_response()
+            }),
+        )
+        .route(
+            "/link",
+            get(move |h: HeaderMap, Query(q): Q| async move {
+                // "sk-user" : "generic-0001" in basic auth.
+                if h.get("authorization").and_then(|v| v.to_str().ok()) != Some("Basic c2stdXNlcjpnZW5lcmljLTAwMDE=") {
+                    return deny();
+                }
+                let from: usize = q.get("from").and_then(|a| a.parse().ok()).unwrap_or(0);
+                let mut resp = axum::Json(serde_json::json!({"data": items(from, 7)})).into_response();
+                if from + 7 < 25 {
+                    let link = format!("</link?from={}>; rel=\"next\", </link?from=0>; rel=\"first\"", from + 7);
+                    resp.headers_mut().insert("link", link.parse().unwrap());
+                }
+                resp
+            }),
+        )
+        .route(
+            "/broken",
+            get(move |State(s): State<S>, h: HeaderMap, Query(q): Q| async move {
+                if !bearer_ok(&h) {
+                    return deny();
+                }
+                let page: usize = q["page"].parse().unwrap();
+                if page == 3 && s.broken.load(Ordering::SeqCst) {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
+                }
+                axum::Json(serde_json::json!({"data": items((page - 1) * 5, 5)})).into_response()
+            }),
+        )
+        .with_state(S {
+            calls: Arc::new(AtomicU32::new(0)),
+            broken: broken.clone(),
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), broken)
+}
+
+async fn run_inline(ctx: &Arc<AppContext>, org: &str, yaml: &str) -> cloudact_pipeline::RunReport {
+    let spec = cloudact_pipeline::PipelineSpec::from_yaml(yaml).unwrap();
+    let mut req = RunRequest {
+        org_slug: Some(org.into()),
+        dates: vec!["2026-03-01".parse().unwrap()],
+        ..Default::default()
+    };
+    req.variables.insert("dataset".into(), ctx.settings.org_dataset(org));
+    ctx.executor.run(&spec, req, CancellationToken::new()).await
+}
+
+#[tokio::test]
+async fn the_generic_extractor_pages_authenticates_retries_and_keeps_progress() {
+    let (api, _broken) = rest_api().await;
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "gen").await;
+    let (s, b) = app
+        .setup(
+            &key,
+            "gen",
+            "openai",
+            serde_json::json!({"credential": "sk-generic-0001", "skip_validation": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let step = |name: &str, config: &str| {
+        format!(
+            "pipeline_id: gen_{name}\nsteps:\n  - step_id: extract\n    ps_type: generic.api_extractor\n    config:\n      \
+             dataset: \"{{dataset}}\"\n      date: \"{{date}}\"\n      url: \"{api}/{name}\"\n      {config}\n"
+        )
+    };
+    let records = |table: &'static str| {
+        let wh = ctx.warehouse.clone();
+        async move {
+            let rows = wh
+                .query(
+                    "gen_local",
+                    &format!("SELECT record FROM {{{{{table}}}}} ORDER BY extracted_at"),
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+            let mut ids: Vec<i64> = rows
+                .iter()
+                .map(|r| r.json("record").unwrap()["id"].as_i64().unwrap())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let all: Vec<i64> = (0..25).collect();
+    let cases = [
+        ("cursor", "pagination: {type: cursor, param: after, response_path: meta.next_cursor}\n      auth: {type: bearer, provider: openai}\n      rate_limit: {requests_per_second: 50}\n      destination: {table: ext_cursor}", "ext_cursor", 3),
+        ("offset", "data_path: results.rows\n      pagination: {type: offset, param: offset, limit: 10, limit_param: limit}\n      auth: {type: header, provider: openai, header_name: X-Token}\n      destination: {table: ext_offset}", "ext_offset", 3),
+        ("page", "data_path: \"\"\n      pagination: {type: page, param: page, limit: 10, limit_param: per_page}\n      auth: {type: query, provider: openai, param_name: api_key}\n      destination: {table: ext_page}", "ext_page", 3),
+    ];
+    for (name, config, table, pages) in cases {
+        for _ in 0..2 {
+            let report = run_inline(&ctx, "gen", &step(name, config)).await;
+            assert_eq!(report.status, RunStatus::Completed, "{name}: {report:?}");
+            assert_eq!(
+                report.steps[0].output["pages"], pages,
+                "{name}: {:?}",
+                report.steps[0].output
+            );
+            assert_eq!(
+                records(table).await,
+                all,
+                "{name}: every record once, also after a rerun"
+            );
+        }
+    }
+    // Basic auth: the credential is "user:password".
+    let report = run_inline(
+        &ctx,
+        "gen",
+        &step("link", "pagination: {type: link}\n      auth: {type: basic, provider: openai}\n      destination: {table: ext_link}"),
+    )
+    .await;
+    assert_eq!(
+        report.status,
+        RunStatus::Failed,
+        "sk-generic-0001 has no ':' → user only; the API refuses"
+    );
+    let (s, _) = app
+        .setup(
+            &key,
+            "gen",
+            "openai",
+            serde_json::json!({"credential": "sk-user:generic-0001", "skip_validation": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let report = run_inline(
+        &ctx,
+        "gen",
+        &step("link", "pagination: {type: link}\n      auth: {type: basic, provider: openai}\n      destination: {table: ext_link}"),
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
+    assert_eq!(report.steps[0].output["pages"], 4);
+    assert_eq!(records("ext_link").await, all);
+}
+
+#[tokio::test]
+async fn a_failed_extraction_keeps_merged_progress_and_a_rerun_completes_without_duplicates() {
+    let (api, broken) = rest_api().await;
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "mrg").await;
+    let (s, _) = app
+        .setup(
+            &key,
+            "mrg",
+            "openai",
+            serde_json::json!({"credential": "sk-generic-0001", "skip_validation": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let yaml = |table: &str, mode: &str| {
+        format!(
+            "pipeline_id: broken\nsteps:\n  - step_id: extract\n    ps_type: generic.api_extractor\n    config:\n      \
+             dataset: \"{{dataset}}\"\n      date: \"{{date}}\"\n      url: \"{api}/broken\"\n      \
+             pagination: {{type: page, param: page, limit: 5}}\n      auth: {{type: bearer, provider: openai}}\n      \
+             destination: {{table: {table}, write_mode: {mode}, key_fields: [id]}}\n"
+        )
+    };
+    let count = |table: &'static str| {
+        let wh = ctx.warehouse.clone();
+        async move {
+            let r = wh
+                .query(
+                    "mrg_local",
+                    &format!("SELECT COUNT(*) AS n FROM {{{{{table}}}}}"),
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+            r[0].int("n").unwrap()
+        }
+    };
+    let merge = run_inline(&ctx, "mrg", &yaml("ext_merge", "merge")).await;
+    assert_eq!(merge.status, RunStatus::Failed);
+    let error = merge.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("page 3") && error.contains("10 records from 2 pages") && error.contains("10 are kept"),
+        "{error}"
+    );
+    assert_eq!(count("ext_merge").await, 10, "merged progress is kept");
+    let day = run_inline(&ctx, "mrg", &yaml("ext_day", "replace_day")).await;
+    assert_eq!(day.status, RunStatus::Failed);
+    assert!(day
+        .error
+        .clone()
+        .unwrap_or_default()
+        .contains("the day keeps its previous rows"));
+    assert_eq!(count("ext_day").await, 0, "a failed replace_day load changes nothing");
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    for table in ["ext_merge", "ext_day"] {
+        let mode = if table == "ext_merge" { "merge" } else { "replace_day" };
+        for _ in 0..2 {
+            let report = run_inline(&ctx, "mrg", &yaml(table, mode)).await;
+            assert_eq!(report.status, RunStatus::Completed, "{report:?}");
+            assert_eq!(count(table).await, 25, "{table}: every record once");
+        }
+    }
+}

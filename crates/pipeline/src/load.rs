@@ -9,7 +9,7 @@
 //! admission refuses a duplicate of a pending or running run.)
 
 use chrono::NaiveDate;
-use cloudact_core::warehouse::{PartitionKey, ReplaceOutcome, Row, TableDef};
+use cloudact_core::warehouse::{Params, PartitionKey, ReplaceOutcome, Row, Statement, TableDef};
 
 use crate::{context::StepContext, registry::ProcessorError};
 
@@ -136,5 +136,127 @@ impl Drop for DayLoad<'_> {
         if let Some(handle) = self.in_flight.take() {
             handle.abort();
         }
+    }
+}
+
+/// Upserts by key, batch by batch: each batch of [`BATCH_ROWS`] (the last row of a key wins)
+/// goes to a staging table and one transaction deletes the target's rows with the batch's keys
+/// and inserts the batch. Progress is durable batch by batch, and a rerun never duplicates.
+pub struct MergeLoad<'a> {
+    ctx: &'a StepContext,
+    dataset: String,
+    table: String,
+    staging: String,
+    columns: String,
+    key_column: String,
+    org_slug: String,
+    buffer: Vec<Row>,
+    merged: u64,
+}
+
+impl<'a> MergeLoad<'a> {
+    /// Starts a merge into `def`'s table keyed by `key_column` (rows of the run's org).
+    pub async fn begin(
+        ctx: &'a StepContext,
+        dataset: &str,
+        def: &TableDef,
+        key_column: &str,
+    ) -> Result<MergeLoad<'a>, ProcessorError> {
+        let org_slug = ctx.require_org()?;
+        let run: String = ctx
+            .run_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        let staging = format!("{}__merge_{run}", def.name);
+        let staging_def = TableDef {
+            name: staging.clone(),
+            description: Some(format!("one batch being merged into {}", def.name)),
+            fields: def.fields.clone(),
+            partition_field: None,
+            clustering: Vec::new(),
+        };
+        let wh = ctx.warehouse();
+        wh.drop_table(dataset, &staging).await?;
+        wh.create_table(dataset, &staging_def).await?;
+        let columns: Vec<&str> = def.fields.iter().map(|f| f.name.as_str()).collect();
+        Ok(MergeLoad {
+            ctx,
+            dataset: dataset.to_string(),
+            table: def.name.clone(),
+            staging,
+            columns: columns.join(", "),
+            key_column: key_column.to_string(),
+            org_slug,
+            buffer: Vec::with_capacity(BATCH_ROWS),
+            merged: 0,
+        })
+    }
+
+    pub async fn push(&mut self, row: Row) -> Result<(), ProcessorError> {
+        self.buffer.push(row);
+        if self.buffer.len() >= BATCH_ROWS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Merges the buffered rows.
+    pub async fn flush(&mut self) -> Result<(), ProcessorError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        // Within a batch the last row of a key wins.
+        let mut seen = std::collections::HashSet::new();
+        let mut batch: Vec<Row> = std::mem::take(&mut self.buffer)
+            .into_iter()
+            .rev()
+            .filter(|r| seen.insert(r.string(&self.key_column).unwrap_or_default()))
+            .collect();
+        batch.reverse();
+        if batch
+            .iter()
+            .any(|r| r.string("org_slug").as_deref() != Some(self.org_slug.as_str()))
+        {
+            return Err(ProcessorError::Failed("a merged row belongs to another org".into()));
+        }
+        let wh = self.ctx.warehouse();
+        wh.insert_batch(&self.dataset, &self.staging, batch).await?;
+        let org = Params::new().with("org", self.org_slug.as_str());
+        let (t, s, k, cols) = (&self.table, &self.staging, &self.key_column, &self.columns);
+        let counts = wh
+            .execute_atomic(
+                &self.dataset,
+                &[
+                    Statement::new(
+                        format!(
+                            "DELETE FROM {{{{{t}}}}} WHERE org_slug = @org AND {k} IN (SELECT {k} FROM {{{{{s}}}}})"
+                        ),
+                        org.clone(),
+                    ),
+                    Statement::new(
+                        format!(
+                            "INSERT INTO {{{{{t}}}}} ({cols}) SELECT {cols} FROM {{{{{s}}}}} WHERE org_slug = @org"
+                        ),
+                        org.clone(),
+                    ),
+                    Statement::new(format!("DELETE FROM {{{{{s}}}}} WHERE org_slug = @org"), org),
+                ],
+            )
+            .await?;
+        let inserted = counts.get(1).copied().unwrap_or(0);
+        self.merged += inserted;
+        self.ctx.add_rows(inserted);
+        Ok(())
+    }
+
+    /// Merges what is buffered, drops the staging table, and returns the rows merged.
+    pub async fn finish(mut self) -> Result<u64, ProcessorError> {
+        let flushed = self.flush().await;
+        if let Err(e) = self.ctx.warehouse().drop_table(&self.dataset, &self.staging).await {
+            tracing::warn!(table = %self.staging, error = %e, "merge staging table not dropped");
+        }
+        flushed.map(|()| self.merged)
     }
 }

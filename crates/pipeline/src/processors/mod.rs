@@ -3,6 +3,7 @@
 pub mod anthropic;
 pub mod deepseek;
 pub mod example;
+pub mod generic;
 pub mod openai;
 pub mod pricing;
 pub mod setup;
@@ -24,4 +25,5 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<anthropic::cost::CostProcessor>();
     registry.register::<anthropic::costs_api::CostsApiProcessor>();
     registry.register::<deepseek::balance::BalanceProcessor>();
+    registry.register::<generic::api_extractor::ApiExtractor>();
 }

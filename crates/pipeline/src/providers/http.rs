@@ -26,12 +26,21 @@ pub async fn get_parsed<T: DeserializeOwned>(
     provider: &str,
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<T, ProcessorError> {
+    Ok(get_with_headers(provider, build).await?.0)
+}
+
+/// As [`get_parsed`], with the response headers (for `Link` paging).
+pub async fn get_with_headers<T: DeserializeOwned>(
+    provider: &str,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<(T, reqwest::header::HeaderMap), ProcessorError> {
     let attempt = || async {
         let resp = build()
             .send()
             .await
             .map_err(|e| Fetch::Retry(format!("{provider} unreachable: {e}"), None))?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let retry_after = resp
             .headers()
             .get("retry-after")
@@ -45,12 +54,14 @@ pub async fn get_parsed<T: DeserializeOwned>(
         match status {
             // A cut-off or unparseable body may be a transient fault; valid JSON of the wrong
             // shape will not fix itself.
-            200..=299 => serde_json::from_slice::<T>(&body).map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => {
-                    Fetch::Fail(format!("{provider} response of an unexpected shape: {e}"))
-                }
-                _ => Fetch::Retry(format!("malformed {provider} response: {e}"), None),
-            }),
+            200..=299 => serde_json::from_slice::<T>(&body)
+                .map(|v| (v, headers))
+                .map_err(|e| match e.classify() {
+                    serde_json::error::Category::Data => {
+                        Fetch::Fail(format!("{provider} response of an unexpected shape: {e}"))
+                    }
+                    _ => Fetch::Retry(format!("malformed {provider} response: {e}"), None),
+                }),
             429 | 500..=599 => Err(Fetch::Retry(format!("{provider} returned {status}"), retry_after)),
             _ => Err(Fetch::Fail(format!(
                 "{provider} returned {status}: {}",
