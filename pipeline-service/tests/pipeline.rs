@@ -2392,3 +2392,172 @@ async fn a_failed_extraction_keeps_merged_progress_and_a_rerun_completes_without
         }
     }
 }
+
+#[tokio::test]
+async fn a_sql_transform_and_data_quality_checks_run_inside_the_org_dataset() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "dqorg").await;
+    let (_, b) = app
+        .setup(
+            &key,
+            "dqorg",
+            "openai",
+            serde_json::json!({"credential": "sk-admin-dqorg-000001"}),
+        )
+        .await;
+    assert_eq!(b["validation_status"], "VALID");
+    for url in [
+        "/api/v1/pipelines/run/dqorg/openai/cost/usage_cost",
+        "/api/v1/pipelines/run/dqorg/openai/cost/daily_summary",
+    ] {
+        for _ in 0..2 {
+            let (s, b, _) = app.post_run(&key, url, serde_json::json!({"date": "2026-01-10"})).await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+            let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+            assert_eq!(run["status"], "COMPLETED", "{run}");
+        }
+    }
+    // The summary equals the cost rows summed here, and a rerun replaced (not appended) the day.
+    let summary = ctx
+        .warehouse
+        .query(
+            "dqorg_local",
+            "SELECT COUNT(*) AS n, SUM(total_cost) AS total, SUM(requests) AS r FROM {{openai_model_daily_summary}}",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let costs = ctx
+        .warehouse
+        .query("dqorg_local", "SELECT total_cost, num_model_requests, COALESCE(priced_model_id, model) AS m, usage_type FROM {{openai_cost_daily}}", &Default::default())
+        .await
+        .unwrap();
+    let mut groups = std::collections::BTreeSet::new();
+    let mut total = rust_decimal::Decimal::ZERO;
+    let mut requests = 0;
+    for r in &costs {
+        groups.insert((r.string("usage_type"), r.string("m")));
+        total += r.numeric("total_cost").unwrap();
+        requests += r.int("num_model_requests").unwrap();
+    }
+    assert_eq!(summary[0].int("n"), Some(groups.len() as i64));
+    assert_eq!(summary[0].int("r"), Some(requests));
+    let got = summary[0]
+        .numeric("total")
+        .or_else(|| {
+            summary[0]
+                .float("total")
+                .map(|f| rust_decimal::Decimal::try_from(f).unwrap())
+        })
+        .unwrap();
+    assert!(
+        (got - total).abs() < rust_decimal::Decimal::new(1, 6),
+        "{got} vs {total}"
+    );
+    // Two DQ results, both PASS, with every expectation passed.
+    let dq = ctx
+        .warehouse
+        .query(
+            cloudact_core::meta::CENTRAL_DATASET,
+            "SELECT overall_status, expectations_passed, expectations_failed FROM {{org_meta_dq_results}} WHERE org_slug = 'dqorg'",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dq.len(), 2);
+    assert!(dq
+        .iter()
+        .all(|r| r.string("overall_status").as_deref() == Some("PASS") && r.int("expectations_passed") == Some(5)));
+
+    // A warn failure is recorded and the step passes; a fail failure fails the step.
+    let suite = |severity: &str| {
+        format!(
+            "pipeline_id: dq_check\nsteps:\n  - step_id: check\n    ps_type: data_quality.expectations\n    config:\n      \
+             dataset: \"{{dataset}}\"\n      table: openai_cost_daily\n      suite: strict\n      expectations:\n        \
+             - {{type: row_count, max: 3, severity: {severity}}}\n        - {{type: not_null, column: model}}\n"
+        )
+    };
+    let warn = run_inline(&ctx, "dqorg", &suite("warn")).await;
+    assert_eq!(warn.status, RunStatus::Completed, "{warn:?}");
+    assert_eq!(warn.steps[0].output["status"], "WARNING");
+    let fail = run_inline(&ctx, "dqorg", &suite("fail")).await;
+    assert_eq!(fail.status, RunStatus::Failed);
+    assert!(
+        fail.error
+            .clone()
+            .unwrap()
+            .contains("row_count (observed {\"rows\":14})"),
+        "{:?}",
+        fail.error
+    );
+    let last = ctx
+        .warehouse
+        .query(
+            cloudact_core::meta::CENTRAL_DATASET,
+            "SELECT overall_status, failed_expectations FROM {{org_meta_dq_results}} WHERE org_slug = 'dqorg' AND dq_config_id = 'strict' ORDER BY executed_at",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 2);
+    assert_eq!(last[1].string("overall_status").as_deref(), Some("FAIL"));
+    assert_eq!(last[1].json("failed_expectations").unwrap()[0]["observed"]["rows"], 14);
+
+    // Append adds on every run; truncate replaces the whole table.
+    let transform = |mode: &str| {
+        format!(
+            "pipeline_id: modes\nsteps:\n  - step_id: t\n    ps_type: generic.local_bq_transformer\n    config:\n      \
+             dataset: \"{{dataset}}\"\n      sql: SELECT org_slug, usage_date, usage_type, model, total_cost FROM {{{{openai_cost_daily}}}} WHERE total_cost > @min\n      \
+             params: {{min: 0}}\n      destination: {{table: cost_copy, schema: openai/schemas/openai_model_daily_summary.json, \
+             columns: [org_slug, usage_date, usage_type, model, total_cost], write_mode: {mode}}}\n"
+        )
+    };
+    let copies = |n: i64| {
+        let wh = ctx.warehouse.clone();
+        async move {
+            let r = wh
+                .query(
+                    "dqorg_local",
+                    "SELECT COUNT(*) AS n FROM {{cost_copy}}",
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r[0].int("n"), Some(n));
+        }
+    };
+    for (mode, expected) in [("append", 14), ("append", 28), ("truncate", 14), ("truncate", 14)] {
+        let report = run_inline(&ctx, "dqorg", &transform(mode)).await;
+        assert_eq!(report.status, RunStatus::Completed, "{report:?}");
+        copies(expected).await;
+    }
+
+    // A transform may only read the org's own tables.
+    let err = cloudact_pipeline::PipelineSpec::from_yaml(
+        "pipeline_id: sneaky\nsteps:\n  - step_id: t\n    ps_type: generic.local_bq_transformer\n    config:\n      dataset: x\n      \
+         sql: SELECT * FROM organizations.org_api_keys\n      destination: {table: t, columns: [a], write_mode: append}\n",
+    )
+    .unwrap();
+    let report = ctx
+        .executor
+        .run(
+            &err,
+            RunRequest {
+                org_slug: Some("dqorg".into()),
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(
+        report
+            .error
+            .clone()
+            .unwrap()
+            .contains("tables of the org's dataset only"),
+        "{:?}",
+        report.error
+    );
+}

@@ -1,5 +1,6 @@
 //! `{name}` placeholders in step configs: finding them, and substituting them before a step
-//! runs. A placeholder nothing defines is an error, never left in place.
+//! runs. A placeholder nothing defines is an error, never left in place. `{{name}}` (a table
+//! reference in SQL, qualified by the warehouse) is not a placeholder and is left as it is.
 
 use std::{collections::BTreeMap, sync::OnceLock};
 
@@ -7,12 +8,17 @@ use regex::Regex;
 
 fn placeholder_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"\{([a-z][a-z0-9_]*)\}").unwrap_or_else(|e| panic!("static regex: {e}")))
+    RE.get_or_init(|| {
+        Regex::new(r"\{\{[a-z][a-z0-9_]*\}\}|\{([a-z][a-z0-9_]*)\}").unwrap_or_else(|e| panic!("static regex: {e}"))
+    })
 }
 
 /// Placeholder names used in one string.
 pub fn placeholders_in_str(s: &str) -> Vec<String> {
-    placeholder_re().captures_iter(s).map(|c| c[1].to_string()).collect()
+    placeholder_re()
+        .captures_iter(s)
+        .filter_map(|c| c.get(1).map(|m| m.as_str().to_string()))
+        .collect()
 }
 
 /// Placeholder names used anywhere in a JSON value (strings only; keys are not templated).
@@ -51,8 +57,9 @@ fn replace(value: &serde_json::Value, vars: &BTreeMap<String, String>) -> serde_
     match value {
         J::String(s) => J::String(
             placeholder_re()
-                .replace_all(s, |c: &regex::Captures<'_>| {
-                    vars.get(&c[1]).cloned().unwrap_or_default()
+                .replace_all(s, |c: &regex::Captures<'_>| match c.get(1) {
+                    Some(name) => vars.get(name.as_str()).cloned().unwrap_or_default(),
+                    None => c[0].to_string(),
                 })
                 .into_owned(),
         ),
@@ -66,6 +73,17 @@ fn replace(value: &serde_json::Value, vars: &BTreeMap<String, String>) -> serde_
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn double_braced_table_references_are_not_placeholders() {
+        let vars: BTreeMap<String, String> = [("date".to_string(), "2026-01-02".to_string())].into();
+        let cfg = json!("SELECT * FROM {{usage}} WHERE d = '{date}'");
+        assert_eq!(placeholders(&cfg), vec!["date".to_string()]);
+        assert_eq!(
+            substitute(&cfg, &vars).unwrap(),
+            json!("SELECT * FROM {{usage}} WHERE d = '2026-01-02'")
+        );
+    }
 
     #[test]
     fn substitutes_everywhere_and_reports_all_missing() {

@@ -1,6 +1,7 @@
 //! Every processor type, and the one function that registers them all.
 
 pub mod anthropic;
+pub mod data_quality;
 pub mod deepseek;
 pub mod example;
 pub mod generic;
@@ -26,4 +27,6 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<anthropic::costs_api::CostsApiProcessor>();
     registry.register::<deepseek::balance::BalanceProcessor>();
     registry.register::<generic::api_extractor::ApiExtractor>();
+    registry.register::<generic::transformer::Transformer>();
+    registry.register::<data_quality::expectations::ExpectationsProcessor>();
 }

@@ -47,7 +47,7 @@ pub(crate) async fn ensure_day_table(
         name: table.to_string(),
         description: Some(format!("example table from {schema_rel}")),
         fields,
-        partition_field: Some(partition.to_string()),
+        partition_field: (!partition.is_empty()).then(|| partition.to_string()),
         clustering: clustering.iter().map(|c| c.to_string()).collect(),
     };
     ctx.warehouse().create_table(dataset, &def).await?;

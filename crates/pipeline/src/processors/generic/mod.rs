@@ -2,3 +2,4 @@
 //! dataset.
 
 pub mod api_extractor;
+pub mod transformer;

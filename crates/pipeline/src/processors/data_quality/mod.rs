@@ -1,0 +1,3 @@
+//! Data quality: declared expectations checked inside the warehouse.
+
+pub mod expectations;
