@@ -355,3 +355,63 @@ pub fn cloud_env(bq: &BigQueryEmulator, kms: &KmsEmulator, key_name: String) -> 
     .into_iter()
     .collect()
 }
+
+/// A real local SMTP server (`aiosmtpd` from PyPI) delivering into a maildir; killed on drop.
+pub struct SmtpServer {
+    child: Child,
+    pub port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    pub fn start() -> SmtpServer {
+        let python = venv_bin("python");
+        let maildir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(maildir.path().join(sub)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let port = free_port();
+        let child = Command::new(&python)
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(maildir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("aiosmtpd: {e}"));
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return SmtpServer { child, port, maildir };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("aiosmtpd did not listen on {port}");
+    }
+
+    /// The messages delivered so far, as raw RFC 5322 text.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.maildir.path().join("new"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

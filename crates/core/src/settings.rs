@@ -88,6 +88,33 @@ pub struct Settings {
     /// Timeout of one provider HTTP request made by a pipeline (`PROVIDER_HTTP_TIMEOUT_SECONDS`,
     /// default 120): a hung provider becomes a retried, then failed, step.
     pub provider_http_timeout: Duration,
+    /// Outgoing mail for email notifications (`SMTP_HOST` and friends); `None` when unset.
+    pub smtp: Option<SmtpSettings>,
+    /// Slack incoming webhook for Slack notifications (`SLACK_WEBHOOK_URL`).
+    pub slack_webhook_url: Option<SecretString>,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required), usually port 587.
+    Starttls,
+    /// TLS from the first byte, usually port 465.
+    Tls,
+    /// No encryption (local relays and tests only; refused in production).
+    None,
+}
+
+/// SMTP relay settings: `SMTP_HOST`, `SMTP_PORT` (587), `SMTP_TLS` (starttls | tls | none),
+/// `SMTP_USERNAME`, `SMTP_PASSWORD`, `SMTP_FROM`.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub from: String,
 }
 
 /// Log output format.
@@ -158,9 +185,29 @@ impl Settings {
         let provider_validation_timeout = get("PROVIDER_VALIDATION_TIMEOUT_SECONDS")
             .map(|_| Duration::from_secs(number("PROVIDER_VALIDATION_TIMEOUT_SECONDS", 15, 1, 300)));
         let provider_http_timeout = Duration::from_secs(number("PROVIDER_HTTP_TIMEOUT_SECONDS", 120, 1, 3_600));
+        let smtp_port = number("SMTP_PORT", 587, 1, 65_535) as u16;
         let run_heartbeat = Duration::from_secs(number("RUN_HEARTBEAT_SECONDS", 10, 1, 600));
         let run_stale_after = Duration::from_secs(number("RUN_STALE_SECONDS", 60, 2, 86_400));
 
+        let smtp = get("SMTP_HOST").map(|host| {
+            let tls = match get("SMTP_TLS").map(|v| v.to_ascii_lowercase()).as_deref() {
+                None | Some("starttls") => SmtpTls::Starttls,
+                Some("tls") => SmtpTls::Tls,
+                Some("none") => SmtpTls::None,
+                Some(other) => {
+                    problems.push(format!("SMTP_TLS={other:?} is not one of starttls, tls, none"));
+                    SmtpTls::Starttls
+                }
+            };
+            SmtpSettings {
+                host,
+                port: smtp_port,
+                tls,
+                username: get("SMTP_USERNAME"),
+                password: get("SMTP_PASSWORD").map(SecretString::from),
+                from: get("SMTP_FROM").unwrap_or_else(|| "CloudAct <noreply@cloudact.local>".to_string()),
+            }
+        });
         let host = match get("HOST") {
             None => IpAddr::from([0, 0, 0, 0]),
             Some(v) => v.parse().unwrap_or_else(|_| {
@@ -250,6 +297,8 @@ impl Settings {
                 .collect(),
             provider_validation_timeout,
             provider_http_timeout,
+            smtp,
+            slack_webhook_url: get("SLACK_WEBHOOK_URL").map(SecretString::from),
         })
     }
 
@@ -289,6 +338,11 @@ impl Settings {
         }
         if self.gcp_project_id.is_none() {
             problems.push("GCP_PROJECT_ID is not set (the BigQuery project)".to_string());
+        }
+        if self.smtp.as_ref().is_some_and(|s| s.tls == SmtpTls::None) {
+            problems.push(
+                "SMTP_TLS=none (mail and SMTP credentials in the clear) is not allowed in production".to_string(),
+            );
         }
         if self.bigquery_base_url.is_some() || self.kms_endpoint.is_some() || !self.provider_base_urls.is_empty() {
             problems.push(

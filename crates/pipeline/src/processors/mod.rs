@@ -5,6 +5,7 @@ pub mod data_quality;
 pub mod deepseek;
 pub mod example;
 pub mod generic;
+pub mod notify_systems;
 pub mod openai;
 pub mod pricing;
 pub mod setup;
@@ -29,4 +30,6 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<generic::api_extractor::ApiExtractor>();
     registry.register::<generic::transformer::Transformer>();
     registry.register::<data_quality::expectations::ExpectationsProcessor>();
+    registry.register::<notify_systems::email_notification::EmailNotification>();
+    registry.register::<notify_systems::slack_notification::SlackNotification>();
 }
