@@ -386,12 +386,14 @@ impl SmtpServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("aiosmtpd: {e}"));
+        let server = SmtpServer { child, port, maildir };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return SmtpServer { child, port, maildir };
+                return server;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        drop(server);
         panic!("aiosmtpd did not listen on {port}");
     }
 
