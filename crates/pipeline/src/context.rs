@@ -94,6 +94,15 @@ impl StepContext {
     /// The org's active credential for `provider`, decrypted (KMS, bound to org and
     /// provider by its associated data). Only on request; never logged.
     pub async fn credential(&self, provider: &str) -> Result<secrecy::SecretString, crate::registry::ProcessorError> {
+        Ok(self.credential_with_metadata(provider).await?.0)
+    }
+
+    /// As [`StepContext::credential`], with the integration's stored metadata (for GCP: the
+    /// billing export table).
+    pub async fn credential_with_metadata(
+        &self,
+        provider: &str,
+    ) -> Result<(secrecy::SecretString, serde_json::Value), crate::registry::ProcessorError> {
         use crate::registry::ProcessorError;
         use cloudact_core::{meta::CENTRAL_DATASET, warehouse::Params};
         let org = self
@@ -105,7 +114,7 @@ impl StepContext {
             .warehouse()
             .query(
                 CENTRAL_DATASET,
-                "SELECT encrypted_credential FROM {{org_integration_credentials}} WHERE org_slug = @org \
+                "SELECT encrypted_credential, metadata FROM {{org_integration_credentials}} WHERE org_slug = @org \
                  AND provider = @provider AND is_active = @active ORDER BY created_at DESC LIMIT 1",
                 &Params::new()
                     .with("org", org)
@@ -113,6 +122,10 @@ impl StepContext {
                     .with("active", true),
             )
             .await?;
+        let metadata = rows
+            .first()
+            .and_then(|r| r.json("metadata"))
+            .unwrap_or(serde_json::Value::Null);
         let ciphertext = rows
             .first()
             .and_then(|r| r.bytes("encrypted_credential"))
@@ -128,7 +141,7 @@ impl StepContext {
             .map_err(|e| ProcessorError::Failed(format!("cannot decrypt the {provider} credential: {e}")))?;
         let text = String::from_utf8(secrecy::ExposeSecret::expose_secret(&plain).clone())
             .map_err(|_| ProcessorError::Failed(format!("the {provider} credential is not UTF-8")))?;
-        Ok(secrecy::SecretString::from(text))
+        Ok((secrecy::SecretString::from(text), metadata))
     }
 
     /// The run's org (every org-scoped processor needs one).

@@ -4,6 +4,7 @@ pub mod anthropic;
 pub mod data_quality;
 pub mod deepseek;
 pub mod example;
+pub mod gcp;
 pub mod generic;
 pub mod notify_systems;
 pub mod openai;
@@ -27,6 +28,7 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<anthropic::cost::CostProcessor>();
     registry.register::<anthropic::costs_api::CostsApiProcessor>();
     registry.register::<deepseek::balance::BalanceProcessor>();
+    registry.register::<gcp::bq_etl::BillingEtl>();
     registry.register::<generic::api_extractor::ApiExtractor>();
     registry.register::<generic::transformer::Transformer>();
     registry.register::<data_quality::expectations::ExpectationsProcessor>();

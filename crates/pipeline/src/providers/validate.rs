@@ -112,15 +112,15 @@ pub async fn validate_api_key(http: &reqwest::Client, provider: &ProviderEntry, 
     }
 }
 
-/// Checks a GCP service account: signs a JWT (RS256) for the BigQuery read-only scope,
-/// exchanges it at the account's `token_uri`, and reads zero rows of the customer's billing
-/// export table (`SELECT * FROM \`project.dataset.table\` LIMIT 0`) in the account's project.
-pub async fn validate_service_account(
+/// An OAuth2 access token for a GCP service account: a JWT (RS256) for `scope` signed with the
+/// account's key, exchanged at its `token_uri`. Returns (token, the account's project).
+/// `Invalid` when Google (or the JSON) refuses the account, `Pending` when it could not answer.
+pub async fn service_account_token(
     http: &reqwest::Client,
-    bigquery: &ProviderEntry,
     sa_json: &str,
-    billing_table: &str,
-) -> Validation {
+    scope: &str,
+    timeout: Duration,
+) -> Result<(String, String), Validation> {
     #[derive(serde::Serialize)]
     struct Claims<'a> {
         iss: &'a str,
@@ -129,55 +129,53 @@ pub async fn validate_service_account(
         iat: i64,
         exp: i64,
     }
-    let sa: serde_json::Value = match serde_json::from_str(sa_json) {
-        Ok(v) => v,
-        Err(e) => return Validation::Invalid(format!("service-account JSON: {e}")),
-    };
+    let sa: serde_json::Value =
+        serde_json::from_str(sa_json).map_err(|e| Validation::Invalid(format!("service-account JSON: {e}")))?;
     let (Some(email), Some(key_pem), Some(project)) = (
         sa["client_email"].as_str(),
         sa["private_key"].as_str(),
         sa["project_id"].as_str(),
     ) else {
-        return Validation::Invalid("service-account JSON lacks client_email, private_key or project_id".into());
+        return Err(Validation::Invalid(
+            "service-account JSON lacks client_email, private_key or project_id".into(),
+        ));
     };
     let token_uri = sa["token_uri"]
         .as_str()
         .unwrap_or("https://oauth2.googleapis.com/token");
-    let key = match jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes()) {
-        Ok(k) => k,
-        Err(e) => return Validation::Invalid(format!("private_key is not a usable RSA key: {e}")),
-    };
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes())
+        .map_err(|e| Validation::Invalid(format!("private_key is not a usable RSA key: {e}")))?;
     let now = Utc::now().timestamp();
     let claims = Claims {
         iss: email,
-        scope: "https://www.googleapis.com/auth/bigquery.readonly",
+        scope,
         aud: token_uri,
         iat: now,
         exp: now + 3600,
     };
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = sa["private_key_id"].as_str().map(str::to_string);
-    let assertion = match jsonwebtoken::encode(&header, &claims, &key) {
-        Ok(a) => a,
-        Err(e) => return Validation::Invalid(format!("could not sign a token request: {e}")),
-    };
-    let timeout = Duration::from_secs(bigquery.validation_timeout_seconds);
+    let assertion = jsonwebtoken::encode(&header, &claims, &key)
+        .map_err(|e| Validation::Invalid(format!("could not sign a token request: {e}")))?;
     let form = [
         ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
         ("assertion", assertion.as_str()),
     ];
-    let token = match http.post(token_uri).form(&form).timeout(timeout).send().await {
-        Err(e) => {
-            return Validation::Pending(format!(
-                "the token endpoint could not be reached ({e}); re-validate later"
-            ))
-        }
+    match http.post(token_uri).form(&form).timeout(timeout).send().await {
+        Err(e) => Err(Validation::Pending(format!(
+            "the token endpoint could not be reached ({}); re-validate later",
+            e.without_url()
+        ))),
         Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
             Ok(v) => match v["access_token"].as_str() {
-                Some(t) => t.to_string(),
-                None => return Validation::Pending("the token endpoint answered without a token".into()),
+                Some(t) => Ok((t.to_string(), project.to_string())),
+                None => Err(Validation::Pending(
+                    "the token endpoint answered without a token".into(),
+                )),
             },
-            Err(_) => return Validation::Pending("the token endpoint answered with a malformed body".into()),
+            Err(_) => Err(Validation::Pending(
+                "the token endpoint answered with a malformed body".into(),
+            )),
         },
         Ok(r) => {
             let body: serde_json::Value = r.json().await.unwrap_or_default();
@@ -185,8 +183,29 @@ pub async fn validate_service_account(
                 .as_str()
                 .or(body["error"].as_str())
                 .unwrap_or("rejected");
-            return Validation::Invalid(format!("Google refused the service account: {reason}"));
+            Err(Validation::Invalid(format!(
+                "Google refused the service account: {reason}"
+            )))
         }
+    }
+}
+
+/// Scope for reading BigQuery.
+pub const BIGQUERY_READONLY_SCOPE: &str = "https://www.googleapis.com/auth/bigquery.readonly";
+
+/// Checks a GCP service account: gets a token ([`service_account_token`]) for the BigQuery
+/// read-only scope and reads zero rows of the customer's billing export table
+/// (`SELECT * FROM \`project.dataset.table\` LIMIT 0`) in the account's project.
+pub async fn validate_service_account(
+    http: &reqwest::Client,
+    bigquery: &ProviderEntry,
+    sa_json: &str,
+    billing_table: &str,
+) -> Validation {
+    let timeout = Duration::from_secs(bigquery.validation_timeout_seconds);
+    let (token, project) = match service_account_token(http, sa_json, BIGQUERY_READONLY_SCOPE, timeout).await {
+        Ok(t) => t,
+        Err(v) => return v,
     };
     let url = format!(
         "{}/bigquery/v2/projects/{project}/queries",

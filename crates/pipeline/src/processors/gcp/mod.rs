@@ -1,0 +1,3 @@
+//! Google Cloud: the org's own Cloud Billing export.
+
+pub mod bq_etl;

@@ -1,0 +1,362 @@
+//! GCP billing end to end: the customer's Cloud Billing export lives in a BigQuery (the local
+//! emulator) and is read with the customer's service account (JWT grant at the sandbox's
+//! Google token endpoint); our warehouse is the embedded default or BigQuery itself. Both real
+//! binaries, real HTTP. The expected figures are worked out by hand from the fixture rows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on unexpected values
+
+use std::{collections::HashMap, sync::Arc};
+
+use cloudact_core::warehouse::{
+    bigquery::{BigQueryConfig, BigQueryWarehouse},
+    embedded::EmbeddedWarehouse,
+    Params, Warehouse,
+};
+use cloudact_e2e::{BigQueryEmulator, KmsEmulator, Service, ROOT_KEY};
+use reqwest::{Client, StatusCode};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+const SOURCE: &str = "test-proj.cust_billing.gcp_billing_export_v1_0A1B2C";
+
+async fn bq(c: &Client, emu: &BigQueryEmulator, path: &str, body: Value) -> Value {
+    let r = c
+        .post(format!("{}/projects/test-proj{path}", emu.base_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {v}");
+    v
+}
+
+/// One export row: usage start, export time, cost, credit amounts, cost type.
+async fn export_row(
+    c: &Client,
+    emu: &BigQueryEmulator,
+    usage: &str,
+    export: &str,
+    cost: &str,
+    credits: &[&str],
+    kind: &str,
+) {
+    let credits: Vec<String> = credits
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("STRUCT('credit{i}' AS name, {a} AS amount)"))
+        .collect();
+    let credits = if credits.is_empty() {
+        "CAST([] AS ARRAY<STRUCT<name STRING, amount FLOAT64>>)".to_string()
+    } else {
+        format!("[{}]", credits.join(", "))
+    };
+    let sql = format!(
+        "INSERT INTO `{SOURCE}` (billing_account_id, service, sku, usage_start_time, usage_end_time, project, location, \
+         export_time, cost, currency, currency_conversion_rate, usage, cost_type, credits, invoice, labels, system_labels, cost_at_list) \
+         VALUES ('01A2B3-C4D5E6-F7A8B9', STRUCT('6F81-5844-456A' AS id, 'Compute Engine' AS description), \
+         STRUCT('2E27-4F75-95CD' AS id, 'N2 Instance Core' AS description), TIMESTAMP '{usage}', \
+         TIMESTAMP_ADD(TIMESTAMP '{usage}', INTERVAL 1 HOUR), STRUCT('acme-prod' AS id, 'Acme Prod' AS name, '1234' AS number), \
+         STRUCT('us-central1' AS location, 'US' AS country, 'us-central1' AS region, 'us-central1-a' AS zone), \
+         TIMESTAMP '{export}', {cost}, 'USD', 1.0, STRUCT(3600.0 AS amount, 'seconds' AS unit, 1.0 AS amount_in_pricing_units, 'hour' AS pricing_unit), \
+         '{kind}', {credits}, STRUCT('202601' AS month), [STRUCT('env' AS key, 'prod' AS value)], \
+         CAST([] AS ARRAY<STRUCT<key STRING, value STRING>>), {cost})"
+    );
+    bq(c, emu, "/queries", json!({"query": sql, "useLegacySql": false})).await;
+}
+
+async fn customer_export(c: &Client, emu: &BigQueryEmulator) {
+    bq(
+        c,
+        emu,
+        "/datasets",
+        json!({"datasetReference": {"projectId": "test-proj", "datasetId": "cust_billing"}}),
+    )
+    .await;
+    let rec = |name: &str, fields: Value| json!({"name": name, "type": "RECORD", "fields": fields});
+    let kv = json!([{"name": "key", "type": "STRING"}, {"name": "value", "type": "STRING"}]);
+    let idd = json!([{"name": "id", "type": "STRING"}, {"name": "description", "type": "STRING"}]);
+    let schema = json!({"fields": [
+        {"name": "billing_account_id", "type": "STRING"},
+        rec("service", idd.clone()), rec("sku", idd),
+        {"name": "usage_start_time", "type": "TIMESTAMP"}, {"name": "usage_end_time", "type": "TIMESTAMP"},
+        rec("project", json!([{"name": "id", "type": "STRING"}, {"name": "name", "type": "STRING"}, {"name": "number", "type": "STRING"}])),
+        rec("location", json!([{"name": "location", "type": "STRING"}, {"name": "country", "type": "STRING"}, {"name": "region", "type": "STRING"}, {"name": "zone", "type": "STRING"}])),
+        {"name": "export_time", "type": "TIMESTAMP"}, {"name": "cost", "type": "FLOAT"}, {"name": "currency", "type": "STRING"},
+        {"name": "currency_conversion_rate", "type": "FLOAT"},
+        rec("usage", json!([{"name": "amount", "type": "FLOAT"}, {"name": "unit", "type": "STRING"}, {"name": "amount_in_pricing_units", "type": "FLOAT"}, {"name": "pricing_unit", "type": "STRING"}])),
+        {"name": "cost_type", "type": "STRING"},
+        {"name": "credits", "type": "RECORD", "mode": "REPEATED", "fields": [{"name": "name", "type": "STRING"}, {"name": "amount", "type": "FLOAT"}]},
+        rec("invoice", json!([{"name": "month", "type": "STRING"}])),
+        {"name": "labels", "type": "RECORD", "mode": "REPEATED", "fields": kv.clone()},
+        {"name": "system_labels", "type": "RECORD", "mode": "REPEATED", "fields": kv},
+        {"name": "cost_at_list", "type": "FLOAT"},
+    ]});
+    bq(
+        c,
+        emu,
+        "/datasets/cust_billing/tables",
+        json!({"tableReference": {"projectId": "test-proj", "datasetId": "cust_billing",
+        "tableId": "gcp_billing_export_v1_0A1B2C"}, "schema": schema}),
+    )
+    .await;
+    // Usage day 2026-01-10; exports read up to 2026-01-14 00:00 (3 days after the day).
+    export_row(
+        c,
+        emu,
+        "2026-01-10 03:00:00+00",
+        "2026-01-10 08:00:00+00",
+        "12.345678",
+        &["-1.2", "-0.045678"],
+        "regular",
+    )
+    .await;
+    export_row(
+        c,
+        emu,
+        "2026-01-10 05:00:00+00",
+        "2026-01-11 02:00:00+00",
+        "0.5",
+        &[],
+        "regular",
+    )
+    .await;
+    export_row(
+        c,
+        emu,
+        "2026-01-10 05:00:00+00",
+        "2026-01-12 20:00:00+00",
+        "-0.1",
+        &[],
+        "adjustment",
+    )
+    .await;
+    export_row(
+        c,
+        emu,
+        "2026-01-10 06:00:00+00",
+        "2026-01-16 00:00:00+00",
+        "7.0",
+        &[],
+        "regular",
+    )
+    .await; // exported too late
+    export_row(
+        c,
+        emu,
+        "2026-01-09 23:00:00+00",
+        "2026-01-10 01:00:00+00",
+        "3.0",
+        &[],
+        "regular",
+    )
+    .await; // the day before
+    export_row(
+        c,
+        emu,
+        "2026-01-11 00:00:00+00",
+        "2026-01-11 05:00:00+00",
+        "4.0",
+        &[],
+        "regular",
+    )
+    .await; // the day after
+}
+
+async fn send(c: &Client, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let r = req.send().await.unwrap();
+    let s = r.status();
+    let text = r.text().await.unwrap();
+    (s, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{s}: {text}")))
+}
+
+async fn billing_day(embedded: bool) {
+    let emu = BigQueryEmulator::start();
+    let c = Client::new();
+    customer_export(&c, &emu).await;
+    let fixtures = cloudact_e2e::configs_dir().join("../tests/fixtures");
+    let mut sa: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("sandbox-service-account.json")).unwrap()).unwrap();
+    let public = std::fs::read_to_string(fixtures.join("sandbox-service-account.pub.pem")).unwrap();
+    let email = sa["client_email"].as_str().unwrap().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            sandbox_providers::router_with_service_accounts(42, vec![(email, public)]),
+        )
+        .await
+    });
+    sa["token_uri"] = json!(format!("http://{addr}/token"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut env: HashMap<&'static str, String> = HashMap::new();
+    env.insert(
+        "GCP_BIGQUERY_BASE_URL",
+        emu.base_url.trim_end_matches("/bigquery/v2").to_string(),
+    );
+    let _kms = if embedded {
+        None
+    } else {
+        let kms = KmsEmulator::start();
+        let key = kms.create_key("cloudact", "org-secrets").await;
+        env.extend(cloudact_e2e::cloud_env(&emu, &kms, key));
+        Some(kms)
+    };
+    let api = Service::start("api-service", dir.path(), &env);
+    let pipe = Service::start("pipeline-service", dir.path(), &env);
+    let root = |r: reqwest::RequestBuilder| r.header("X-CA-Root-Key", ROOT_KEY);
+    let (s, b) = send(&c, root(c.post(api.url("/api/v1/admin/bootstrap")))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let mut keys = Vec::new();
+    for slug in ["gcporg", "otherorg"] {
+        let (s, b) = send(
+            &c,
+            root(c.post(api.url("/api/v1/organizations/onboard")))
+                .json(&json!({"org_slug": slug, "company_name": slug, "admin_email": format!("ops@{slug}.example")})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        keys.push(b["api_key"].as_str().unwrap().to_string());
+    }
+    let key = &keys[0];
+    let (s, b) = send(
+        &c,
+        c.post(pipe.url("/api/v1/integrations/gcporg/gcp/setup"))
+            .header("X-API-Key", key)
+            .json(&json!({"credential": sa.to_string(), "metadata": {"billing_export_table": SOURCE}})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["validation_status"].as_str()),
+        (StatusCode::OK, Some("VALID")),
+        "{b}"
+    );
+    // Another org cannot run GCP billing: it has no GCP integration of its own.
+    let (s, b) = send(
+        &c,
+        c.post(pipe.url("/api/v1/pipelines/run/otherorg/gcp/cost/billing"))
+            .header("X-API-Key", &keys[1])
+            .json(&json!({"date": "2026-01-10"})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INTEGRATION_NOT_CONFIGURED")),
+        "{b}"
+    );
+
+    let warehouse: Arc<dyn Warehouse> = if embedded {
+        Arc::new(EmbeddedWarehouse::open(dir.path()).unwrap())
+    } else {
+        Arc::new(
+            BigQueryWarehouse::connect(BigQueryConfig {
+                project: emu.project.clone(),
+                location: "US".into(),
+                base_url: Some(emu.base_url.clone()),
+            })
+            .await
+            .unwrap(),
+        )
+    };
+    let run_day = || async {
+        let (s, b) = send(
+            &c,
+            c.post(pipe.url("/api/v1/pipelines/run/gcporg/gcp/cost/billing"))
+                .header("X-API-Key", key)
+                .json(&json!({"date": "2026-01-10"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let id = b["pipeline_logging_id"].as_str().unwrap().to_string();
+        for _ in 0..600 {
+            let (_, run) = send(
+                &c,
+                c.get(pipe.url(&format!("/api/v1/pipelines/runs/{id}")))
+                    .header("X-API-Key", key),
+            )
+            .await;
+            if !matches!(run["status"].as_str(), Some("PENDING") | Some("RUNNING")) {
+                assert_eq!(run["status"], "COMPLETED", "{run}");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("run {id} did not finish");
+    };
+    let totals = || async {
+        let rows = warehouse
+            .query(
+                "gcporg_local",
+                "SELECT COUNT(*) AS n, SUM(cost) AS cost, SUM(net_cost) AS net, SUM(credits_total) AS credits, \
+                 COUNT(DISTINCT usage_date) AS days FROM {{gcp_billing_daily_raw}} WHERE org_slug = @org",
+                &Params::new().with("org", "gcporg"),
+            )
+            .await
+            .unwrap();
+        let dec = |col: &str| {
+            rows[0]
+                .numeric(col)
+                .or_else(|| rows[0].float(col).map(|f| Decimal::try_from(f).unwrap().round_dp(9)))
+                .unwrap()
+        };
+        (
+            rows[0].int("n").unwrap(),
+            dec("cost"),
+            dec("net"),
+            dec("credits"),
+            rows[0].int("days").unwrap(),
+        )
+    };
+    let d = |s: &str| s.parse::<Decimal>().unwrap();
+    for _ in 0..2 {
+        run_day().await;
+        // 12.345678 + 0.5 − 0.1 before credits; credits −1.2 − 0.045678; net 11.5.
+        assert_eq!(
+            totals().await,
+            (3, d("12.745678"), d("11.5"), d("-1.245678"), 1),
+            "and a rerun replaces the day"
+        );
+    }
+    let detail = warehouse
+        .query(
+            "gcporg_local",
+            "SELECT * FROM {{gcp_billing_daily_raw}} WHERE cost_type = 'regular' ORDER BY usage_start_time",
+            &Params::new(),
+        )
+        .await
+        .unwrap();
+    let first = &detail[0];
+    assert_eq!(first.string("service_description").as_deref(), Some("Compute Engine"));
+    assert_eq!(first.string("project_id").as_deref(), Some("acme-prod"));
+    assert_eq!(first.string("location_region").as_deref(), Some("us-central1"));
+    assert_eq!(first.string("invoice_month").as_deref(), Some("202601"));
+    assert!(first.string("labels_json").unwrap().contains("\"prod\""));
+    assert_eq!(first.numeric("net_cost"), Some(d("11.1")));
+    // A late correction exported after the first load is picked up by a rerun of the day.
+    export_row(
+        &c,
+        &emu,
+        "2026-01-10 07:00:00+00",
+        "2026-01-13 09:00:00+00",
+        "-0.25",
+        &[],
+        "adjustment",
+    )
+    .await;
+    run_day().await;
+    assert_eq!(totals().await, (4, d("12.495678"), d("11.25"), d("-1.245678"), 1));
+    drop((api, pipe));
+}
+
+#[tokio::test]
+async fn gcp_billing_export_into_the_embedded_warehouse() {
+    billing_day(true).await;
+}
+
+#[tokio::test]
+async fn gcp_billing_export_into_bigquery() {
+    billing_day(false).await;
+}
