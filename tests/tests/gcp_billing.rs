@@ -164,7 +164,7 @@ async fn customer_export(c: &Client, emu: &BigQueryEmulator) {
     .await; // the day after
 }
 
-async fn send(c: &Client, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+async fn send(_client: &Client, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let r = req.send().await.unwrap();
     let s = r.status();
     let text = r.text().await.unwrap();
