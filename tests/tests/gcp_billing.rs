@@ -164,7 +164,7 @@ async fn customer_export(c: &Client, emu: &BigQueryEmulator) {
     .await; // the day after
 }
 
-async fn send(_client: &Client, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let r = req.send().await.unwrap();
     let s = r.status();
     let text = r.text().await.unwrap();
@@ -208,12 +208,11 @@ async fn billing_day(embedded: bool) {
     let api = Service::start("api-service", dir.path(), &env);
     let pipe = Service::start("pipeline-service", dir.path(), &env);
     let root = |r: reqwest::RequestBuilder| r.header("X-CA-Root-Key", ROOT_KEY);
-    let (s, b) = send(&c, root(c.post(api.url("/api/v1/admin/bootstrap")))).await;
+    let (s, b) = send(root(c.post(api.url("/api/v1/admin/bootstrap")))).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let mut keys = Vec::new();
     for slug in ["gcporg", "otherorg"] {
         let (s, b) = send(
-            &c,
             root(c.post(api.url("/api/v1/organizations/onboard")))
                 .json(&json!({"org_slug": slug, "company_name": slug, "admin_email": format!("ops@{slug}.example")})),
         )
@@ -223,7 +222,6 @@ async fn billing_day(embedded: bool) {
     }
     let key = &keys[0];
     let (s, b) = send(
-        &c,
         c.post(pipe.url("/api/v1/integrations/gcporg/gcp/setup"))
             .header("X-API-Key", key)
             .json(&json!({"credential": sa.to_string(), "metadata": {"billing_export_table": SOURCE}})),
@@ -236,7 +234,6 @@ async fn billing_day(embedded: bool) {
     );
     // Another org cannot run GCP billing: it has no GCP integration of its own.
     let (s, b) = send(
-        &c,
         c.post(pipe.url("/api/v1/pipelines/run/otherorg/gcp/cost/billing"))
             .header("X-API-Key", &keys[1])
             .json(&json!({"date": "2026-01-10"})),
@@ -263,7 +260,6 @@ async fn billing_day(embedded: bool) {
     };
     let run_day = || async {
         let (s, b) = send(
-            &c,
             c.post(pipe.url("/api/v1/pipelines/run/gcporg/gcp/cost/billing"))
                 .header("X-API-Key", key)
                 .json(&json!({"date": "2026-01-10"})),
@@ -273,7 +269,6 @@ async fn billing_day(embedded: bool) {
         let id = b["pipeline_logging_id"].as_str().unwrap().to_string();
         for _ in 0..600 {
             let (_, run) = send(
-                &c,
                 c.get(pipe.url(&format!("/api/v1/pipelines/runs/{id}")))
                     .header("X-API-Key", key),
             )
