@@ -2561,3 +2561,184 @@ async fn a_sql_transform_and_data_quality_checks_run_inside_the_org_dataset() {
         report.error
     );
 }
+
+/// An OpenAI Admin API serving hand-written usage (see the test below): completions and
+/// embeddings for 2026-02-10 and 2026-02-20, nothing billed, and an empty page for anything
+/// else (including the one-bucket validation call).
+async fn hand_written_openai() -> String {
+    use axum::{extract::Query, routing::get};
+    let day = |q: &HashMap<String, String>| {
+        q.get("start_time")
+            .and_then(|s| s.parse::<i64>().ok())
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| t.date_naive().to_string())
+            .unwrap_or_default()
+    };
+    let page = |start: i64, results: Value| {
+        axum::Json(
+            serde_json::json!({"object": "page", "has_more": false, "next_page": null,
+            "data": [{"object": "bucket", "start_time": start, "end_time": start + 86_400, "results": results}]}),
+        )
+    };
+    let completions = move |Query(q): Query<HashMap<String, String>>| async move {
+        let start: i64 = q.get("start_time").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let results = match day(&q).as_str() {
+            "2026-02-10" | "2026-02-20" => serde_json::json!([
+                // gpt-4o, standard: every input kind (2026 counters: uncached reported).
+                {"model": "gpt-4o-2024-08-06", "project_id": "proj_a", "batch": false, "service_tier": "default",
+                 "num_model_requests": 10, "input_tokens": 1_234_567, "input_cached_tokens": 200_000,
+                 "input_cache_write_tokens": 34_567, "input_uncached_tokens": 1_000_000, "output_tokens": 98_765},
+                // gpt-4o through the Batch API (old counters: uncached derived as input − cached).
+                {"model": "gpt-4o", "project_id": "proj_a", "batch": true, "service_tier": "batch",
+                 "num_model_requests": 2, "input_tokens": 500_001, "input_cached_tokens": 0, "output_tokens": 7},
+                // gpt-4o-mini on the flex tier, which has no price of its own: standard applies.
+                {"model": "gpt-4o-mini-2024-07-18", "project_id": "proj_b", "batch": false, "service_tier": "flex",
+                 "num_model_requests": 3, "input_tokens": 333_444, "input_cached_tokens": 111,
+                 "input_cache_write_tokens": 0, "input_uncached_tokens": 333_333, "output_tokens": 3},
+                // A model nobody priced.
+                {"model": "my-private-model", "project_id": "proj_b", "batch": false, "service_tier": "default",
+                 "num_model_requests": 1, "input_tokens": 1000, "output_tokens": 1000},
+            ]),
+            _ => serde_json::json!([]),
+        };
+        page(start, results)
+    };
+    let embeddings = move |Query(q): Query<HashMap<String, String>>| async move {
+        let start: i64 = q.get("start_time").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let results = match day(&q).as_str() {
+            "2026-02-10" | "2026-02-20" => serde_json::json!([
+                {"model": "text-embedding-3-small", "project_id": "proj_a", "num_model_requests": 40, "input_tokens": 12_345_678}
+            ]),
+            _ => serde_json::json!([]),
+        };
+        page(start, results)
+    };
+    let app = axum::Router::new()
+        .route("/v1/organization/usage/completions", get(completions))
+        .route("/v1/organization/usage/embeddings", get(embeddings))
+        .fallback(|| async {
+            axum::Json(serde_json::json!({"object": "page", "data": [], "has_more": false, "next_page": null}))
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn costs_match_a_hand_computed_fixture_to_the_nano_dollar() {
+    let url = hand_written_openai().await;
+    let app = spawn_with_clock(
+        Arc::new(cloudact_core::clock::SystemClock),
+        &[("OPENAI_BASE_URL", &url), ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "2")],
+    )
+    .await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "exact").await;
+    let (_, b) = app
+        .setup(
+            &key,
+            "exact",
+            "openai",
+            serde_json::json!({"credential": "sk-admin-exact-000001"}),
+        )
+        .await;
+    assert_eq!(b["validation_status"], "VALID", "{b}");
+    // gpt-4o's standard price changes on 2026-02-15 (from 2.5 / 1.25 / 10 per 1M).
+    let (s, b) = app
+        .send(
+            reqwest::Method::POST,
+            &key,
+            "/api/v1/integrations/exact/openai/pricing",
+            Some(
+                serde_json::json!({"model_id": "gpt-4o", "input_price_per_1m": "3", "cached_input_price_per_1m": "1.5",
+                                    "output_price_per_1m": "12", "effective_date": "2026-02-15"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    for date in ["2026-02-10", "2026-02-20"] {
+        let (s, b, _) = app
+            .post_run(
+                &key,
+                "/api/v1/pipelines/run/exact/openai/cost/usage_cost",
+                serde_json::json!({"date": date}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "COMPLETED", "{run}");
+    }
+    let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+    // Worked by hand (USD; tokens × price per 1M ÷ 1 000 000):
+    let expected = [
+        // 1 000 000 × 2.5 + 200 000 × 1.25 + 34 567 × 2.5 (no cache-write price: input) + 98 765 × 10
+        ("2026-02-10", "gpt-4o-2024-08-06", "standard", Some("3.8240675")),
+        // after the change: 1 000 000 × 3 + 200 000 × 1.5 + 34 567 × 3 + 98 765 × 12
+        ("2026-02-20", "gpt-4o-2024-08-06", "standard", Some("4.588881")),
+        // batch prices (unchanged): 500 001 × 1.25 + 7 × 5
+        ("2026-02-10", "gpt-4o", "batch", Some("0.62503625")),
+        ("2026-02-20", "gpt-4o", "batch", Some("0.62503625")),
+        // flex → standard gpt-4o-mini: 333 333 × 0.15 + 111 × 0.075 + 3 × 0.6
+        ("2026-02-10", "gpt-4o-mini-2024-07-18", "flex", Some("0.050010075")),
+        ("2026-02-20", "gpt-4o-mini-2024-07-18", "flex", Some("0.050010075")),
+        // embeddings: 12 345 678 × 0.02
+        ("2026-02-10", "text-embedding-3-small", "standard", Some("0.24691356")),
+        ("2026-02-20", "text-embedding-3-small", "standard", Some("0.24691356")),
+        // no price: null, flagged, never 0
+        ("2026-02-10", "my-private-model", "standard", None),
+        ("2026-02-20", "my-private-model", "standard", None),
+    ];
+    let rows = ctx
+        .warehouse
+        .query(
+            "exact_local",
+            "SELECT usage_date, model, pricing_tier, total_cost, unknown_model FROM {{openai_cost_daily}}",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for (date, model, tier, cost) in expected {
+        let row = rows
+            .iter()
+            .find(|r| {
+                r.date("usage_date").unwrap().to_string() == date
+                    && r.string("model").as_deref() == Some(model)
+                    && r.string("pricing_tier").as_deref() == Some(tier)
+            })
+            .unwrap_or_else(|| panic!("no row for {date} {model} {tier}"));
+        assert_eq!(row.numeric("total_cost"), cost.map(d), "{date} {model} {tier}");
+        assert_eq!(row.boolean("unknown_model"), Some(cost.is_none()));
+    }
+    // The cost query adds them up exactly: 4.746027385 + 5.510840885.
+    let (s, b) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/costs/exact?start_date=2026-02-01&end_date=2026-02-28&group_by=day",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(d(b["total_cost"].as_str().unwrap()), d("10.25686827"), "{b}");
+    let days: Vec<(String, rust_decimal::Decimal)> = b["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["day"].as_str().unwrap().to_string(),
+                d(r["total_cost"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        days,
+        vec![
+            ("2026-02-10".to_string(), d("4.746027385")),
+            ("2026-02-20".to_string(), d("5.510840885"))
+        ]
+    );
+    assert_eq!(b["unknown_model_rows"], 2);
+}
