@@ -2742,3 +2742,72 @@ async fn costs_match_a_hand_computed_fixture_to_the_nano_dollar() {
     );
     assert_eq!(b["unknown_model_rows"], 2);
 }
+
+#[tokio::test]
+async fn anthropic_and_deepseek_pipelines_ride_out_rate_limit_storms_and_server_errors() {
+    let sandbox_url = sandbox().await;
+    let app = spawn_with_clock(
+        Arc::new(cloudact_core::clock::SystemClock),
+        &[
+            ("ANTHROPIC_BASE_URL", &sandbox_url),
+            ("DEEPSEEK_BASE_URL", &sandbox_url),
+            ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "2"),
+        ],
+    )
+    .await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "storm").await;
+    for (provider, credential) in [
+        ("claude", "sk-ant-admin01-storm-1"),
+        ("deepseek", "sk-ds-storm-0000001"),
+    ] {
+        let (_, b) = app
+            .setup(&key, "storm", provider, serde_json::json!({"credential": credential}))
+            .await;
+        assert_eq!(b["validation_status"], "VALID", "{b}");
+    }
+    let total = || {
+        let wh = ctx.warehouse.clone();
+        async move {
+            let r = wh
+                .query(
+                    "storm_local",
+                    "SELECT COUNT(*) AS n, SUM(total_cost) AS c FROM {{anthropic_cost_daily}}",
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+            (
+                r[0].int("n"),
+                r[0].numeric("c")
+                    .or_else(|| r[0].float("c").map(|f| rust_decimal::Decimal::try_from(f).unwrap())),
+            )
+        }
+    };
+    let mut seen = Vec::new();
+    for faults in [
+        serde_json::json!({"rate_limited": 3, "server_errors": 2}),
+        serde_json::json!({}),
+    ] {
+        sandbox_faults(&sandbox_url, faults).await;
+        for (url, body) in [
+            (
+                "/api/v1/pipelines/run/storm/anthropic/cost/usage_cost",
+                serde_json::json!({"date": "2026-01-10"}),
+            ),
+            (
+                "/api/v1/pipelines/run/storm/deepseek/balance",
+                serde_json::json!({"date": "2026-01-10"}),
+            ),
+        ] {
+            let (s, b, _) = app.post_run(&key, url, body).await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+            let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+            assert_eq!(run["status"], "COMPLETED", "{url}: {run}");
+        }
+        seen.push(total().await);
+    }
+    assert_eq!(seen[0], seen[1], "the same day with or without the storm");
+    assert_eq!(seen[0].0, Some(4));
+    assert_eq!(app.count("storm_local", "deepseek_balance_daily", "storm").await, 1);
+}

@@ -14,7 +14,7 @@
 //! `Retry-After: 1`), `fault500` (500), `slow` (answers after 3 s), `truncated` (a cut-off
 //! JSON body), `malformed` (valid JSON of the wrong shape).
 //!
-//! Scripted faults for the OpenAI usage and cost endpoints, set with `PUT /_sandbox/faults`
+//! Scripted faults for the usage, cost and balance endpoints of every provider, set with `PUT /_sandbox/faults`
 //! (JSON [`Faults`]) and cleared with `DELETE /_sandbox/faults`: a storm of the next N requests
 //! answered 429 (`Retry-After: 1`) or 500, the next N answered slowly, one day's usage split
 //! over several pages, and one page of one day served malformed until cleared.
@@ -421,7 +421,7 @@ async fn clear_faults(State(s): State<Sandbox>) -> Response {
 }
 
 /// Applies (and counts down) the scripted storms: `Some` is the reply to send instead.
-async fn scripted_fault(s: &Sandbox) -> Option<Response> {
+async fn scripted_fault(s: &Sandbox, provider: Provider) -> Option<Response> {
     let (limited, failed, delay) = {
         let mut f = s.faults.lock().ok()?;
         let limited = f.rate_limited > 0;
@@ -442,7 +442,7 @@ async fn scripted_fault(s: &Sandbox) -> Option<Response> {
     }
     if limited {
         let mut r = error(
-            Provider::OpenAi,
+            provider,
             StatusCode::TOO_MANY_REQUESTS,
             "Rate limit reached; retry after 1 second.",
         );
@@ -452,7 +452,7 @@ async fn scripted_fault(s: &Sandbox) -> Option<Response> {
     }
     failed.then(|| {
         error(
-            Provider::OpenAi,
+            provider,
             StatusCode::INTERNAL_SERVER_ERROR,
             "The server had an error processing your request.",
         )
@@ -523,7 +523,7 @@ async fn openai_usage(
     if let Err(r) = openai_admin(&headers).await {
         return r;
     }
-    if let Some(r) = scripted_fault(&s).await {
+    if let Some(r) = scripted_fault(&s, Provider::OpenAi).await {
         return r;
     }
     let faults = s.faults.lock().map(|f| f.clone()).unwrap_or_default();
@@ -578,7 +578,7 @@ async fn openai_costs(
     if let Err(r) = openai_admin(&headers).await {
         return r;
     }
-    if let Some(r) = scripted_fault(&s).await {
+    if let Some(r) = scripted_fault(&s, Provider::OpenAi).await {
         return r;
     }
     let (days, has_more, next) = match openai_window(&query, 180) {
@@ -659,6 +659,9 @@ async fn anthropic_usage(
     if let Err(r) = anthropic_admin(&headers).await {
         return r;
     }
+    if let Some(r) = scripted_fault(&s, Provider::Anthropic).await {
+        return r;
+    }
     let (days, has_more, next) = match anthropic_window(&query) {
         Ok(w) => w,
         Err(r) => return r,
@@ -701,6 +704,9 @@ async fn anthropic_costs(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
     if let Err(r) = anthropic_admin(&headers).await {
+        return r;
+    }
+    if let Some(r) = scripted_fault(&s, Provider::Anthropic).await {
         return r;
     }
     let (days, has_more, next) = match anthropic_window(&query) {
@@ -747,6 +753,9 @@ async fn deepseek_balance(State(s): State<Sandbox>, headers: HeaderMap) -> Respo
         Err(r) => return r,
     };
     if let Some(r) = fault(Provider::DeepSeek, &k, &headers).await {
+        return r;
+    }
+    if let Some(r) = scripted_fault(&s, Provider::DeepSeek).await {
         return r;
     }
     let today = Utc::now().date_naive().to_string();
