@@ -1932,82 +1932,115 @@ async fn computed_cost_is_reconciled_with_what_the_providers_billed() {
         serde_json::json!({"credential": "sk-ant-admin01-recon-1"}),
     )
     .await;
+    let range = serde_json::json!({"start_date": "2026-01-01", "end_date": "2026-01-10"});
     for url in [
         "/api/v1/pipelines/run/recon/openai/cost/usage_cost",
         "/api/v1/pipelines/run/recon/anthropic/cost/usage_cost",
     ] {
-        let (s, b, _) = app.post_run(&key, url, serde_json::json!({"date": "2026-01-10"})).await;
+        let (s, b, _) = app.post_run(&key, url, range.clone()).await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
         let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
         assert_eq!(run["status"], "COMPLETED", "{run}");
-        assert_eq!(run["steps"].as_array().unwrap().len(), 3, "usage, cost and billed cost");
+        assert_eq!(
+            run["steps"].as_array().unwrap().len(),
+            30,
+            "usage, cost and billed cost, 10 days"
+        );
     }
-    let billed = |table: &'static str| {
+    // Per provider and day, from the stored rows: billed total, and whether the provider
+    // billed something its usage API does not show (the sandbox's fine-tuning / seat charges).
+    let stored = |table: &'static str, extra: &'static str| {
         let ctx = ctx.clone();
         async move {
             let rows = ctx
                 .warehouse
                 .query(
                     "recon_local",
-                    &format!("SELECT amount FROM {{{{{table}}}}}"),
+                    &format!("SELECT usage_date, amount, {extra} AS extra FROM {{{{{table}}}}}"),
                     &Default::default(),
                 )
                 .await
                 .unwrap();
-            rows.iter()
-                .filter_map(|r| r.numeric("amount"))
-                .sum::<rust_decimal::Decimal>()
+            let mut out: std::collections::BTreeMap<String, (rust_decimal::Decimal, bool)> = Default::default();
+            for r in rows {
+                let e = out.entry(r.date("usage_date").unwrap().to_string()).or_default();
+                e.0 += r.numeric("amount").unwrap();
+                e.1 |= r.boolean("extra").unwrap_or(false) || r.int("extra") == Some(1);
+            }
+            out
         }
     };
+    let openai = stored(
+        "openai_billed_cost_daily",
+        "CASE WHEN line_item = 'fine_tuning_training' THEN 1 ELSE 0 END",
+    )
+    .await;
+    let anthropic = stored(
+        "anthropic_billed_cost_daily",
+        "CASE WHEN model IS NULL THEN 1 ELSE 0 END",
+    )
+    .await;
     let (s, b) = app
         .send(
             reqwest::Method::GET,
             &key,
-            "/api/v1/costs/recon/reconciliation?start_date=2026-01-10&end_date=2026-01-10",
+            "/api/v1/costs/recon/reconciliation?start_date=2026-01-01&end_date=2026-01-10",
             None,
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let rows = b["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2, "{b}");
+    assert_eq!(rows.len(), 20, "{b}");
+    let d = |v: &Value| v.as_str().unwrap().parse::<rust_decimal::Decimal>().unwrap();
+    let mut flagged = 0;
     for r in rows {
-        let table = if r["provider"] == "openai" {
-            "openai_billed_cost_daily"
+        let day = r["day"].as_str().unwrap();
+        let (billed, extra) = if r["provider"] == "openai" {
+            openai[day]
         } else {
-            "anthropic_billed_cost_daily"
+            anthropic[day]
         };
-        let expected = billed(table).await;
-        assert_eq!(
-            r["billed_cost"]
-                .as_str()
-                .unwrap()
-                .parse::<rust_decimal::Decimal>()
-                .unwrap(),
-            expected.normalize()
-        );
-        let computed: rust_decimal::Decimal = r["computed_cost"].as_str().unwrap().parse().unwrap();
-        assert_eq!(
-            r["difference"]
-                .as_str()
-                .unwrap()
-                .parse::<rust_decimal::Decimal>()
-                .unwrap(),
-            expected - computed
-        );
+        assert_eq!(d(&r["billed_cost"]), billed.normalize());
+        assert_eq!(d(&r["difference"]), (billed - d(&r["computed_cost"])).round_dp(9));
+        // Usage priced with the seeded prices matches what the provider billed for it, to
+        // float rounding; only the unexplained charges are flagged.
+        assert_eq!(r["flagged"], extra, "{r}");
+        if !extra {
+            assert!(d(&r["difference"]).abs() < rust_decimal::Decimal::new(1, 6), "{r}");
+        }
+        flagged += usize::from(extra);
     }
-    // Anthropic's cost report is in cents: stored in dollars.
-    let cents = ctx
-        .warehouse
-        .query(
-            "recon_local",
-            "SELECT amount FROM {{anthropic_billed_cost_daily}}",
-            &Default::default(),
+    assert!(
+        flagged > 0 && flagged < 20,
+        "some days, not all, carry an unexplained charge"
+    );
+    assert_eq!(b["flagged_days"], flagged);
+    // Thresholds are the caller's: a generous one flags nothing; a bad one is a 400.
+    let (_, b) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/costs/recon/reconciliation?start_date=2026-01-01&end_date=2026-01-10&threshold_usd=1000000",
+            None,
         )
-        .await
-        .unwrap();
-    assert!(cents
-        .iter()
-        .all(|r| r.numeric("amount").unwrap() < rust_decimal::Decimal::from(10_000)));
+        .await;
+    assert_eq!(b["flagged_days"], 0);
+    let (s, b) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/costs/recon/reconciliation?start_date=2026-01-01&end_date=2026-01-10&threshold_percent=-1",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_QUERY"))
+    );
+    // Anthropic's cost report is in cents: stored in dollars.
+    assert!(anthropic
+        .values()
+        .all(|(v, _)| *v < rust_decimal::Decimal::from(10_000)));
 }
 
 /// Sets the sandbox's scripted faults.

@@ -67,6 +67,21 @@ pub struct CostQuery {
     pub group_by: Option<String>,
 }
 
+/// Reconciliation window and the threshold above which a day is flagged.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationQuery {
+    /// First day (YYYY-MM-DD).
+    pub start_date: String,
+    /// Last day (YYYY-MM-DD); at most 366 days after start_date.
+    pub end_date: String,
+    /// Flag a day when |billed − computed| exceeds this share of the billed amount (percent,
+    /// default 1) …
+    pub threshold_percent: Option<String>,
+    /// … and this absolute amount (USD, default 0.01).
+    pub threshold_usd: Option<String>,
+}
+
 #[derive(Default)]
 struct Totals {
     cost: Decimal,
@@ -185,13 +200,13 @@ pub async fn costs(
 }
 
 /// Computed vs provider-billed cost per provider and day.
-#[utoipa::path(get, path = "/api/v1/costs/{org_slug}/reconciliation", tag = "costs", params(("org_slug" = String, Path), CostQuery),
+#[utoipa::path(get, path = "/api/v1/costs/{org_slug}/reconciliation", tag = "costs", params(("org_slug" = String, Path), ReconciliationQuery),
     security(("api_key" = [])), responses((status = 200), (status = 400), (status = 401), (status = 403)))]
 pub async fn reconciliation(
     State(ctx): State<Arc<AppContext>>,
     org: OrgAuth,
     Path(org_slug): Path<String>,
-    query: Result<Query<CostQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ReconciliationQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     org.require_org(&org_slug)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
@@ -202,12 +217,21 @@ pub async fn reconciliation(
             .ok_or_else(|| ApiError::bad_request("INVALID_QUERY", format!("{f} must be YYYY-MM-DD")))
     };
     let (start, end) = (parse("start_date", &q.start_date)?, parse("end_date", &q.end_date)?);
-    if start > end || (end - start).num_days() > 366 || q.group_by.is_some() {
+    if start > end || (end - start).num_days() > 366 {
         return Err(ApiError::bad_request(
             "INVALID_QUERY",
-            "start_date ≤ end_date, at most 366 days apart, no group_by",
+            "start_date ≤ end_date, at most 366 days apart",
         ));
     }
+    let threshold = |name: &str, v: &Option<String>, default: &str, max: Decimal| {
+        let text = v.as_deref().unwrap_or(default);
+        text.parse::<Decimal>()
+            .ok()
+            .filter(|d| *d >= Decimal::ZERO && *d <= max)
+            .ok_or_else(|| ApiError::bad_request("INVALID_QUERY", format!("{name} must be a number from 0 to {max}")))
+    };
+    let percent = threshold("threshold_percent", &q.threshold_percent, "1", Decimal::from(100))?;
+    let absolute = threshold("threshold_usd", &q.threshold_usd, "0.01", Decimal::from(1_000_000))?;
     let params = Params::new()
         .with("org", org.org_slug.as_str())
         .with("start", start)
@@ -241,12 +265,24 @@ pub async fn reconciliation(
     let rows: Vec<Value> = out
         .into_iter()
         .map(|((provider, day), (computed, billed, unknown))| {
+            let difference = (billed - computed).round_dp(9);
+            let allowed = absolute.max(billed.abs() * percent / Decimal::from(100));
+            let difference_percent = (billed != Decimal::ZERO).then(|| {
+                (difference * Decimal::from(100) / billed)
+                    .round_dp(4)
+                    .normalize()
+                    .to_string()
+            });
             json!({"provider": provider, "day": day, "computed_cost": computed.round_dp(9).normalize().to_string(),
                    "billed_cost": billed.round_dp(9).normalize().to_string(),
-                   "difference": (billed - computed).round_dp(9).normalize().to_string(), "unknown_model_rows": unknown})
+                   "difference": difference.normalize().to_string(), "difference_percent": difference_percent,
+                   "flagged": difference.abs() > allowed || unknown > 0, "unknown_model_rows": unknown})
         })
         .collect();
+    let flagged = rows.iter().filter(|r| r["flagged"] == true).count();
     Ok(Json(
-        json!({"org_slug": org.org_slug, "start_date": start.to_string(), "end_date": end.to_string(), "currency": "USD", "rows": rows}),
+        json!({"org_slug": org.org_slug, "start_date": start.to_string(), "end_date": end.to_string(), "currency": "USD",
+               "threshold_percent": percent.normalize().to_string(), "threshold_usd": absolute.normalize().to_string(),
+               "flagged_days": flagged, "rows": rows}),
     ))
 }

@@ -6,6 +6,11 @@
 //! Without `CA_ROOT_API_KEY`, a random development root key is created once in
 //! `{DATA_DIR}/dev_root_key` (mode 0600) and printed here, so the curl walkthrough in the
 //! README works. Production never uses this launcher.
+//!
+//! `--sandbox` also starts the sandbox provider server (a demo tool speaking the OpenAI,
+//! Anthropic and DeepSeek APIs with deterministic data) on `SANDBOX_PORT` (default 8090) and
+//! points both services' provider base URLs at it, so the provider pipelines of the README
+//! demo run offline.
 
 use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path, process::ExitCode};
 
@@ -32,8 +37,13 @@ fn dev_root_key(data_dir: &Path) -> std::io::Result<String> {
     Ok(key)
 }
 
-fn settings_for(port_var: &str, default_port: u16, root_key: &str) -> Result<Settings, String> {
+fn settings_for(port_var: &str, default_port: u16, root_key: &str, sandbox: Option<&str>) -> Result<Settings, String> {
     let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    if let Some(url) = sandbox {
+        for var in ["OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "DEEPSEEK_BASE_URL"] {
+            env.entry(var.into()).or_insert_with(|| url.to_string());
+        }
+    }
     env.entry("CA_ROOT_API_KEY".into())
         .or_insert_with(|| root_key.to_string());
     env.entry("LOG_FORMAT".into()).or_insert_with(|| "pretty".into());
@@ -55,9 +65,27 @@ async fn main() -> ExitCode {
             }
         },
     };
+    let sandbox = if std::env::args().any(|a| a == "--sandbox") {
+        let port: u16 = std::env::var("SANDBOX_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(8090);
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => {
+                tokio::spawn(async move { axum::serve(listener, sandbox_providers::router(42)).await });
+                Some(format!("http://127.0.0.1:{port}"))
+            }
+            Err(e) => {
+                eprintln!("cannot start the sandbox on 127.0.0.1:{port}: {e} (set SANDBOX_PORT)");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let (api_settings, pipe_settings) = match (
-        settings_for("API_PORT", 8000, &root_key),
-        settings_for("PIPELINE_PORT", 8001, &root_key),
+        settings_for("API_PORT", 8000, &root_key, sandbox.as_deref()),
+        settings_for("PIPELINE_PORT", 8001, &root_key, sandbox.as_deref()),
     ) {
         (Ok(a), Ok(p)) => (a, p),
         (Err(e), _) | (_, Err(e)) => {
@@ -99,6 +127,11 @@ async fn main() -> ExitCode {
          \nRoot key for this data directory:\n  export ROOT_KEY='{root_key}'\n\
          \nThen follow the walkthrough in README.md (bootstrap, dryrun, onboard). Ctrl-C stops both.\n"
     );
+    if let Some(url) = &sandbox {
+        println!(
+            "Sandbox providers (DEMO ONLY, deterministic data) on {url}: OpenAI, Anthropic and DeepSeek calls go there.\n"
+        );
+    }
     let (a, p) = tokio::join!(
         api.serve_until(server::shutdown_signal()),
         pipe.serve_until(server::shutdown_signal())

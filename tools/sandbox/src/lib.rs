@@ -570,6 +570,120 @@ async fn openai_usage(
     Json(json!({"object": "page", "data": data, "has_more": has_more, "next_page": next})).into_response()
 }
 
+/// The sandbox's list prices in micro-dollars per 1M tokens: (input, cached input, output);
+/// cache writes are billed as input. Batch usage: the batch prices.
+fn openai_list_price(model: &str, batch: bool) -> (u64, u64, u64) {
+    let (i, c, o) = match model {
+        "gpt-4o-2024-08-06" => (2_500_000, 1_250_000, 10_000_000),
+        "gpt-4o-mini-2024-07-18" => (150_000, 75_000, 600_000),
+        "o3-mini-2025-01-31" => (1_100_000, 550_000, 4_400_000),
+        "text-embedding-3-small" => (20_000, 20_000, 0),
+        _ => (0, 0, 0),
+    };
+    if batch {
+        (i / 2, i / 2, o / 2)
+    } else {
+        (i, c, o)
+    }
+}
+
+/// Days on which the provider bills something its usage API does not show (a fine-tuning
+/// job): about one day in five, so reconciliation has something to flag.
+fn unexplained_charge(seed: u64, provider: &str, d: NaiveDate) -> Option<u64> {
+    let day = d.to_string();
+    (pick(seed, &[provider, day.as_str(), "extra"], 5) == 0)
+        .then(|| 500 + pick(seed, &[provider, day.as_str(), "cents"], 5_000))
+}
+
+/// What the sandbox OpenAI bills for a day: its own usage priced at its list prices, per
+/// project and line item (input, output), as the Costs API reports it (amounts in dollars).
+fn openai_billed(seed: u64, d: NaiveDate) -> Vec<Value> {
+    let all = |_: &str| true;
+    // Picodollars per (project, line item).
+    let mut totals: std::collections::BTreeMap<(String, &str), u128> = Default::default();
+    for endpoint in ["completions", "embeddings"] {
+        for r in openai_results(seed, endpoint, d, &all) {
+            let n = |k: &str| u128::from(r[k].as_u64().unwrap_or(0));
+            let batch = r["batch"].as_bool().unwrap_or(false);
+            let (i, c, o) = openai_list_price(r["model"].as_str().unwrap_or(""), batch);
+            let uncached = n("input_tokens") - n("input_cached_tokens");
+            let input = uncached * u128::from(i) + n("input_cached_tokens") * u128::from(c);
+            let project = r["project_id"].as_str().unwrap_or("").to_string();
+            *totals.entry((project.clone(), "input_tokens")).or_default() += input;
+            *totals.entry((project, "output_tokens")).or_default() += n("output_tokens") * u128::from(o);
+        }
+    }
+    let mut results: Vec<Value> = totals
+        .into_iter()
+        .map(|((project, line), pico)| {
+            json!({"object": "organization.costs.result",
+                   "amount": {"value": pico as f64 / 1e12, "currency": "usd"},
+                   "line_item": line, "project_id": project, "quantity": null, "quantity_unit": null})
+        })
+        .collect();
+    if let Some(cents) = unexplained_charge(seed, "openai", d) {
+        results.push(json!({"object": "organization.costs.result", "amount": {"value": cents as f64 / 100.0, "currency": "usd"},
+                            "line_item": "fine_tuning_training", "project_id": OPENAI_PROJECTS[0], "quantity": null, "quantity_unit": null}));
+    }
+    results
+}
+
+/// The sandbox's Anthropic list prices in micro-dollars per 1M tokens: (uncached input,
+/// cache read, 5-minute write, 1-hour write, output); batch at half.
+fn anthropic_list_price(model: &str, tier: &str) -> [u64; 5] {
+    let p = match model {
+        "claude-3-5-sonnet-20241022" => [3_000_000, 300_000, 3_750_000, 6_000_000, 15_000_000],
+        "claude-3-5-haiku-20241022" => [800_000, 80_000, 1_000_000, 1_600_000, 4_000_000],
+        _ => [0; 5],
+    };
+    if tier == "batch" {
+        p.map(|x| x / 2)
+    } else {
+        p
+    }
+}
+
+/// A non-negative amount of 10^-scale units as decimal text.
+fn decimal_text(units: u128, scale: u32) -> String {
+    let div = 10u128.pow(scale);
+    format!("{}.{:0width$}", units / div, units % div, width = scale as usize)
+}
+
+/// What the sandbox Anthropic bills for a day: its own usage at its list prices, per model,
+/// tier and token type, in cents as decimal strings (as the Cost API reports them).
+fn anthropic_billed(seed: u64, d: NaiveDate) -> Vec<Value> {
+    let day = d.to_string();
+    let mut results = Vec::new();
+    for m in ANTHROPIC_MODELS {
+        for tier in ["standard", "batch"] {
+            let p = |k: &str, n: u64| u128::from(pick(seed, &[day.as_str(), m, tier, k], n));
+            let tokens = [
+                ("uncached_input_tokens", 1_000 + p("u", 500_000)),
+                ("cache_read_input_tokens", p("r", 200_000)),
+                ("cache_creation.ephemeral_5m_input_tokens", p("f", 50_000)),
+                ("cache_creation.ephemeral_1h_input_tokens", p("h", 20_000)),
+                ("output_tokens", 500 + p("o", 100_000)),
+            ];
+            let prices = anthropic_list_price(m, tier);
+            for ((token_type, n), price) in tokens.into_iter().zip(prices) {
+                // tokens × µ$/1M = 10^-12 $ = 10^-10 cents.
+                let amount = decimal_text(n * u128::from(price), 10);
+                results.push(json!({"amount": amount, "currency": "USD", "workspace_id": null,
+                    "description": format!("{m} Usage - {token_type}"), "cost_type": "tokens", "model": m,
+                    "service_tier": tier, "token_type": token_type, "context_window": "0-200k"}));
+            }
+        }
+    }
+    if let Some(cents) = unexplained_charge(seed, "anthropic", d) {
+        results.push(
+            json!({"amount": format!("{cents}.00"), "currency": "USD", "workspace_id": null,
+            "description": "Claude Code seats", "cost_type": "subscription", "model": null, "service_tier": null,
+            "token_type": null, "context_window": null}),
+        );
+    }
+    results
+}
+
 async fn openai_costs(
     State(s): State<Sandbox>,
     headers: HeaderMap,
@@ -588,19 +702,7 @@ async fn openai_costs(
     let data: Vec<Value> = days
         .iter()
         .map(|d| {
-            let day = d.to_string();
-            let results: Vec<Value> = OPENAI_PROJECTS
-                .iter()
-                .flat_map(|p| {
-                    ["input_tokens", "output_tokens"].into_iter().map(move |li| (p, li))
-                })
-                .map(|(p, li)| {
-                    let cents = pick(s.seed, &[day.as_str(), p, li, "cost"], 100_000);
-                    json!({"object": "organization.costs.result",
-                           "amount": {"value": cents as f64 / 100.0, "currency": "usd"},
-                           "line_item": li, "project_id": p, "quantity": null, "quantity_unit": null})
-                })
-                .collect();
+            let results = openai_billed(s.seed, *d);
             json!({"object": "bucket", "start_time": day_start(*d), "end_time": day_start(*d) + 86_400, "results": results})
         })
         .collect();
@@ -717,15 +819,7 @@ async fn anthropic_costs(
         .iter()
         .map(|d| {
             let day = d.to_string();
-            let results: Vec<Value> = ANTHROPIC_MODELS
-                .iter()
-                .map(|m| {
-                    let cents = pick(s.seed, &[day.as_str(), m, "cost"], 1_000_000);
-                    json!({"amount": format!("{}.{:02}", cents / 100, cents % 100), "currency": "USD", "workspace_id": null,
-                           "description": format!("{m} Usage - Input Tokens"), "cost_type": "tokens", "model": m,
-                           "service_tier": "standard", "token_type": "uncached_input_tokens", "context_window": "0-200k"})
-                })
-                .collect();
+            let results = anthropic_billed(s.seed, *d);
             json!({"starting_at": format!("{day}T00:00:00Z"), "ending_at": format!("{}T00:00:00Z", *d + chrono::Duration::days(1)), "results": results})
         })
         .collect();
