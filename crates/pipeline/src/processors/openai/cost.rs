@@ -60,6 +60,9 @@ fn tier_of(batch: Option<bool>, service_tier: Option<&str>) -> &'static str {
 /// One usage shape of the day (model, batch, service tier) and the price it resolves to.
 struct Resolved {
     combo: String,
+    model: Option<String>,
+    batch: Option<bool>,
+    service_tier: Option<String>,
     priced_model_id: Option<String>,
     tier: &'static str,
     prices: Option<[Decimal; 4]>,
@@ -103,8 +106,7 @@ fn cost_sql(bigquery: bool, parts: &[(&str, &str)]) -> String {
         .collect();
     let n = format!("({})", nanos.join(" + "));
     format!(
-        "CASE WHEN p.{price}_micro IS NULL THEN NULL ELSE CAST({n} / 1000000000 AS TEXT) || '.' || \
-         substr('000000000' || CAST({n} % 1000000000 AS TEXT), -9) END",
+        "CASE WHEN p.{price}_micro IS NULL THEN NULL ELSE printf('%d.%09d', {n} / 1000000000, {n} % 1000000000) END",
         price = parts[0].1
     )
 }
@@ -175,6 +177,9 @@ impl Processor for CostProcessor {
             });
             resolved.push(Resolved {
                 combo: combo_key(model.as_deref(), batch, service_tier.as_deref()),
+                model: model.clone(),
+                batch,
+                service_tier: service_tier.clone(),
                 priced_model_id: matched.filter(|_| prices.is_some()),
                 tier,
                 prices,
@@ -197,6 +202,9 @@ impl Processor for CostProcessor {
         };
         let mut fields = vec![
             field("combo", FieldType::String),
+            field("model", FieldType::String),
+            field("batch", FieldType::Boolean),
+            field("service_tier", FieldType::String),
             field("priced_model_id", FieldType::String),
             field("pricing_tier", FieldType::String),
         ];
@@ -210,7 +218,11 @@ impl Processor for CostProcessor {
             fields,
             partition_field: None,
             // An index on the join key: each usage row finds its price in one lookup.
-            clustering: vec!["combo".to_string()],
+            clustering: if bigquery {
+                vec!["combo".to_string()]
+            } else {
+                vec!["model".to_string(), "batch".to_string(), "service_tier".to_string()]
+            },
         };
         wh.drop_table(&c.dataset, &map_name).await?;
         wh.create_table(&c.dataset, &map_def).await?;
@@ -219,6 +231,9 @@ impl Processor for CostProcessor {
         for r in &resolved {
             let mut row = Row::new()
                 .with("combo", r.combo.as_str())
+                .with("model", r.model.clone())
+                .with("batch", r.batch)
+                .with("service_tier", r.service_tier.clone())
                 .with("priced_model_id", r.priced_model_id.clone())
                 .with("pricing_tier", r.tier);
             match r.prices {
@@ -247,7 +262,7 @@ impl Processor for CostProcessor {
              p.pricing_tier, u.num_model_requests, u.uncached_input_tokens, COALESCE(u.input_cached_tokens, 0), \
              COALESCE(u.input_cache_write_tokens, 0), u.output_tokens, {c0}, {c1}, {c2}, {c3}, {total}, 'USD', \
              p.priced_model_id IS NULL, @run_id, @loaded_at \
-             FROM {{{{{usage}}}}} u JOIN {{{{{map}}}}} p ON p.combo = {COMBO_SQL} \
+             FROM {{{{{usage}}}}} u JOIN {{{{{map}}}}} p ON {join} \
              WHERE u.org_slug = @org AND u.usage_date = @day",
             cost = c.cost_table,
             usage = c.usage_table,
@@ -257,6 +272,12 @@ impl Processor for CostProcessor {
             c2 = cost_sql(bigquery, &parts[2..3]),
             c3 = cost_sql(bigquery, &parts[3..4]),
             total = cost_sql(bigquery, &parts),
+            // SQLite matches NULLs with IS (and uses the index); BigQuery joins on the key text.
+            join = if bigquery {
+                format!("p.combo = {COMBO_SQL}")
+            } else {
+                "p.model IS u.model AND p.batch IS u.batch AND p.service_tier IS u.service_tier".to_string()
+            },
         );
         let params = day_params
             .clone()
