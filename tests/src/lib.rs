@@ -417,3 +417,29 @@ impl Drop for SmtpServer {
         let _ = self.child.wait();
     }
 }
+
+/// The fixture service account (`tests/fixtures/sandbox-service-account.json`) with its
+/// `token_uri` pointing at a sandbox Google token endpoint started here, which knows the
+/// account's public key: the JSON a customer would paste into the GCP integration.
+pub async fn sandbox_service_account() -> serde_json::Value {
+    let fixtures = configs_dir().join("../tests/fixtures");
+    let read =
+        |name: &str| std::fs::read_to_string(fixtures.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    let mut sa: serde_json::Value =
+        serde_json::from_str(&read("sandbox-service-account.json")).unwrap_or_else(|e| panic!("fixture: {e}"));
+    let public = read("sandbox-service-account.pub.pem");
+    let email = sa["client_email"].as_str().unwrap_or_default().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            sandbox_providers::router_with_service_accounts(42, vec![(email, public)]),
+        )
+        .await
+    });
+    sa["token_uri"] = serde_json::json!(format!("http://{addr}/token"));
+    sa
+}

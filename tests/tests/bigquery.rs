@@ -279,21 +279,7 @@ async fn gcp_service_accounts_are_validated_with_a_signed_jwt_and_a_limit_0_read
         clustering: vec![],
     };
     wh.create_table("billing", &def).await.unwrap();
-    let fixtures = cloudact_e2e::configs_dir().join("../tests/fixtures");
-    let mut sa: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("sandbox-service-account.json")).unwrap()).unwrap();
-    let public = std::fs::read_to_string(fixtures.join("sandbox-service-account.pub.pem")).unwrap();
-    let email = sa["client_email"].as_str().unwrap().to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            sandbox_providers::router_with_service_accounts(42, vec![(email, public)]),
-        )
-        .await
-    });
-    sa["token_uri"] = serde_json::json!(format!("http://{addr}/token"));
+    let sa = cloudact_e2e::sandbox_service_account().await;
     let bigquery = ProviderEntry {
         name: "GCP_SA".into(),
         aliases: vec!["gcp".into()],

@@ -175,21 +175,7 @@ async fn billing_day(embedded: bool) {
     let emu = BigQueryEmulator::start();
     let c = Client::new();
     customer_export(&c, &emu).await;
-    let fixtures = cloudact_e2e::configs_dir().join("../tests/fixtures");
-    let mut sa: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("sandbox-service-account.json")).unwrap()).unwrap();
-    let public = std::fs::read_to_string(fixtures.join("sandbox-service-account.pub.pem")).unwrap();
-    let email = sa["client_email"].as_str().unwrap().to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            sandbox_providers::router_with_service_accounts(42, vec![(email, public)]),
-        )
-        .await
-    });
-    sa["token_uri"] = json!(format!("http://{addr}/token"));
+    let sa = cloudact_e2e::sandbox_service_account().await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut env: HashMap<&'static str, String> = HashMap::new();
@@ -343,6 +329,16 @@ async fn billing_day(embedded: bool) {
     .await;
     run_day().await;
     assert_eq!(totals().await, (4, d("12.495678"), d("11.25"), d("-1.245678"), 1));
+    // The cost query counts GCP at its net cost, by service.
+    let (s, b) = send(
+        c.get(pipe.url("/api/v1/costs/gcporg?start_date=2026-01-01&end_date=2026-01-31&group_by=provider,model"))
+            .header("X-API-Key", key),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["rows"][0]["provider"], "gcp", "{b}");
+    assert_eq!(b["rows"][0]["model"], "Compute Engine");
+    assert_eq!(d(b["total_cost"].as_str().unwrap()), d("11.25"));
     drop((api, pipe));
 }
 

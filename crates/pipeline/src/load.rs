@@ -21,6 +21,27 @@ pub fn staging_name(table: &str, date: NaiveDate) -> String {
     format!("{table}__stage_{}", date.format("%Y%m%d"))
 }
 
+/// Creates `name` afresh (dropping a leftover) with `def`'s columns and no index.
+async fn fresh_staging(
+    ctx: &StepContext,
+    dataset: &str,
+    def: &TableDef,
+    name: &str,
+    description: String,
+) -> Result<(), ProcessorError> {
+    let staging = TableDef {
+        name: name.to_string(),
+        description: Some(description),
+        fields: def.fields.clone(),
+        partition_field: None,
+        clustering: Vec::new(),
+    };
+    let wh = ctx.warehouse();
+    wh.drop_table(dataset, name).await?;
+    wh.create_table(dataset, &staging).await?;
+    Ok(())
+}
+
 /// One org-day load in progress.
 pub struct DayLoad<'a> {
     ctx: &'a StepContext,
@@ -45,16 +66,14 @@ impl<'a> DayLoad<'a> {
     ) -> Result<DayLoad<'a>, ProcessorError> {
         let org_slug = ctx.require_org()?;
         let staging = staging_name(&def.name, date);
-        let staging_def = TableDef {
-            name: staging.clone(),
-            description: Some(format!("rows of {} for {date} being loaded", def.name)),
-            fields: def.fields.clone(),
-            partition_field: None,
-            clustering: Vec::new(),
-        };
-        let wh = ctx.warehouse();
-        wh.drop_table(dataset, &staging).await?;
-        wh.create_table(dataset, &staging_def).await?;
+        fresh_staging(
+            ctx,
+            dataset,
+            def,
+            &staging,
+            format!("rows of {} for {date} being loaded", def.name),
+        )
+        .await?;
         Ok(DayLoad {
             ctx,
             dataset: dataset.to_string(),
@@ -170,16 +189,14 @@ impl<'a> MergeLoad<'a> {
             .take(12)
             .collect();
         let staging = format!("{}__merge_{run}", def.name);
-        let staging_def = TableDef {
-            name: staging.clone(),
-            description: Some(format!("one batch being merged into {}", def.name)),
-            fields: def.fields.clone(),
-            partition_field: None,
-            clustering: Vec::new(),
-        };
-        let wh = ctx.warehouse();
-        wh.drop_table(dataset, &staging).await?;
-        wh.create_table(dataset, &staging_def).await?;
+        fresh_staging(
+            ctx,
+            dataset,
+            def,
+            &staging,
+            format!("one batch being merged into {}", def.name),
+        )
+        .await?;
         let columns: Vec<&str> = def.fields.iter().map(|f| f.name.as_str()).collect();
         Ok(MergeLoad {
             ctx,

@@ -1,6 +1,7 @@
 //! `GET /api/v1/costs/{org}?start_date&end_date&group_by=provider,model,day,project` (org key):
-//! totals from the org's cost tables, summed exactly (decimal) in the service, with token
-//! counts and how many rows had no price (`unknown_model`: their cost is unknown, not 0).
+//! totals from the org's cost tables (OpenAI, Anthropic, GCP billing net of credits in USD, the
+//! example), summed exactly (decimal) in the service, with token counts and how many rows had
+//! no price (`unknown_model`: their cost is unknown, not 0).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -23,15 +24,27 @@ struct CostSource {
     model_col: &'static str,
     project_col: &'static str,
     input_cols: &'static [&'static str],
+    /// The cost column, and the SQL for "no price" and output tokens.
+    cost_col: &'static str,
+    unknown_sql: &'static str,
+    output_sql: &'static str,
+    /// Currency and USD→currency rate columns when costs are not in USD (GCP billing).
+    currency_cols: Option<(&'static str, &'static str)>,
 }
 
-const SOURCES: [CostSource; 3] = [
+const LLM: (&str, &str, &str, Option<(&str, &str)>) = ("total_cost", "unknown_model", "output_tokens", None);
+
+const SOURCES: [CostSource; 4] = [
     CostSource {
         provider: "openai",
         table: "openai_cost_daily",
         model_col: "model",
         project_col: "project_id",
         input_cols: &["uncached_input_tokens", "cached_input_tokens", "cache_write_tokens"],
+        cost_col: LLM.0,
+        unknown_sql: LLM.1,
+        output_sql: LLM.2,
+        currency_cols: LLM.3,
     },
     CostSource {
         provider: "anthropic",
@@ -44,6 +57,22 @@ const SOURCES: [CostSource; 3] = [
             "cache_write_1h_tokens",
             "cache_read_tokens",
         ],
+        cost_col: LLM.0,
+        unknown_sql: LLM.1,
+        output_sql: LLM.2,
+        currency_cols: LLM.3,
+    },
+    // GCP billing: net cost (after credits) by service ("model") and project, converted to USD.
+    CostSource {
+        provider: "gcp",
+        table: "gcp_billing_daily_raw",
+        model_col: "service_description",
+        project_col: "project_id",
+        input_cols: &[],
+        cost_col: "net_cost",
+        unknown_sql: "0",
+        output_sql: "0",
+        currency_cols: Some(("currency", "currency_conversion_rate")),
     },
     CostSource {
         provider: "example",
@@ -51,6 +80,10 @@ const SOURCES: [CostSource; 3] = [
         model_col: "model_id",
         project_col: "project_id",
         input_cols: &["input_tokens", "cached_input_tokens"],
+        cost_col: LLM.0,
+        unknown_sql: LLM.1,
+        output_sql: LLM.2,
+        currency_cols: LLM.3,
     },
 ];
 
@@ -137,12 +170,17 @@ pub async fn costs(
             continue;
         }
         let inputs: Vec<String> = src.input_cols.iter().map(|c| format!("COALESCE({c}, 0)")).collect();
-        let sql = format!(
-            "SELECT usage_date, {} AS model, {} AS project, total_cost, unknown_model, ({}) AS input_tokens, \
-             output_tokens FROM {{{{{table}}}}} WHERE org_slug = @org AND usage_date >= @start AND usage_date <= @end",
-            src.model_col,
-            src.project_col,
+        let inputs = if inputs.is_empty() {
+            "0".to_string()
+        } else {
             inputs.join(" + ")
+        };
+        let (currency, rate) = src.currency_cols.unwrap_or(("'USD'", "1"));
+        let sql = format!(
+            "SELECT usage_date, {} AS model, {} AS project, {} AS total_cost, {} AS unknown_model, ({inputs}) AS input_tokens, \
+             {} AS output_tokens, {currency} AS currency, {rate} AS usd_rate FROM {{{{{table}}}}} \
+             WHERE org_slug = @org AND usage_date >= @start AND usage_date <= @end",
+            src.model_col, src.project_col, src.cost_col, src.unknown_sql, src.output_sql,
         );
         let rows = ctx
             .warehouse
@@ -165,7 +203,11 @@ pub async fn costs(
                     _ => r.string("project").unwrap_or_default(),
                 })
                 .collect();
-            let cost = r.numeric("total_cost");
+            let cost = to_usd(
+                r.numeric("total_cost"),
+                r.string("currency").as_deref(),
+                r.float("usd_rate"),
+            );
             let unknown = r.boolean("unknown_model").unwrap_or(false) || cost.is_none();
             for t in [groups.entry(key).or_default(), &mut all] {
                 t.cost += cost.unwrap_or(Decimal::ZERO);
@@ -197,6 +239,17 @@ pub async fn costs(
         "total_cost": all.cost.round_dp(9).normalize().to_string(), "input_tokens": all.input_tokens,
         "output_tokens": all.output_tokens, "unknown_model_rows": all.unknown_model_rows,
     })))
+}
+
+/// A cost in USD: as is when in USD; otherwise divided by the USD→currency rate the row
+/// carries (GCP's `currency_conversion_rate`); unknown without a usable rate.
+fn to_usd(cost: Option<Decimal>, currency: Option<&str>, rate: Option<f64>) -> Option<Decimal> {
+    let cost = cost?;
+    if currency.is_none_or(|c| c.eq_ignore_ascii_case("USD")) {
+        return Some(cost);
+    }
+    let rate = Decimal::try_from(rate?).ok().filter(|r| *r > Decimal::ZERO)?;
+    Some((cost / rate).round_dp(9))
 }
 
 /// Computed vs provider-billed cost per provider and day.

@@ -9,7 +9,6 @@
 //! `--pages-url URL` reads pages from another server instead (same `?page=N` scheme).
 
 use std::{
-    collections::HashMap,
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
@@ -17,12 +16,7 @@ use std::{
 };
 
 use chrono::{NaiveDate, Utc};
-use cloudact_core::{
-    auth::hash_key,
-    meta::{integrations::NewCredential, NewApiKey, NewOrg, Plan, SubscriptionStatus},
-    settings::Settings,
-    warehouse::Params,
-};
+use cloudact_core::{meta::integrations::NewCredential, warehouse::Params};
 use cloudact_pipeline::{context::credential_aad, CancellationToken, PipelineSpec, RunRequest, RunStatus};
 use cloudact_web::AppContext;
 
@@ -153,43 +147,8 @@ fn serve_pages(dir: &Path) -> Result<(Child, String), String> {
 }
 
 async fn context(data_dir: &Path, base_url: &str) -> Result<std::sync::Arc<AppContext>, String> {
-    let mut env: HashMap<String, String> = HashMap::new();
-    env.insert("DATA_DIR".into(), data_dir.display().to_string());
-    env.insert(
-        "CONFIGS_DIR".into(),
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs").into(),
-    );
-    env.insert("OPENAI_BASE_URL".into(), base_url.into());
-    let settings = Settings::from_map(&env, 8001).map_err(|e| e.to_string())?;
-    let ctx = AppContext::build("pipeline-service", settings)
-        .await
-        .map_err(|e| e.to_string())?;
-    let bootstrap = ctx
-        .catalog
-        .require("setup/bootstrap/pipeline.yml")
-        .map_err(|e| e.to_string())?;
-    ctx.executor
-        .run(&bootstrap, RunRequest::default(), CancellationToken::new())
-        .await;
+    let ctx = crate::bench_context(data_dir, &[("OPENAI_BASE_URL", base_url.to_string())]).await?;
     let now = Utc::now();
-    let org = NewOrg {
-        org_slug: "bench".into(),
-        company_name: "Bench".into(),
-        admin_email: "b@bench.example".into(),
-        org_dataset_id: "bench_local".into(),
-        plan: Plan::Enterprise,
-        status: SubscriptionStatus::Active,
-        trial_end_date: None,
-        key: NewApiKey {
-            org_api_key_id: "k".into(),
-            hash: hash_key("bench"),
-            ciphertext: vec![0],
-            fingerprint: "ench".into(),
-        },
-        idempotency: None,
-    };
-    ctx.store.create_org(&org, now).await.map_err(|e| e.to_string())?;
-    ctx.store.activate_org("bench", now).await.map_err(|e| e.to_string())?;
     let onboarding = ctx
         .catalog
         .require("setup/organizations/onboarding/pipeline.yml")

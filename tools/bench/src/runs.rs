@@ -2,20 +2,17 @@
 //! run service on a fresh embedded warehouse — admission with quota reservation, run row,
 //! RUNNING, three step logs, finish with quota release — runs per second and the overhead per run.
 
-use std::{collections::HashMap, process::ExitCode, sync::Arc, time::Instant};
+use std::{process::ExitCode, sync::Arc, time::Instant};
 
 use chrono::{Duration, Utc};
 use cloudact_core::{
-    auth::hash_key,
-    meta::{NewApiKey, NewOrg, Plan, PlanLimits, SubscriptionChange, SubscriptionStatus, CENTRAL_DATASET},
-    settings::Settings,
+    meta::{PlanLimits, SubscriptionChange, CENTRAL_DATASET},
     warehouse::Params,
 };
 use cloudact_pipeline::{
     runs::{SubmitRequest, Submitted},
     CancellationToken, RunRequest,
 };
-use cloudact_web::AppContext;
 
 pub async fn run(args: &[String]) -> ExitCode {
     let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
@@ -23,54 +20,14 @@ pub async fn run(args: &[String]) -> ExitCode {
     let Ok(dir) = tempfile::tempdir() else {
         return ExitCode::FAILURE;
     };
-    let mut env: HashMap<String, String> = HashMap::new();
-    env.insert("DATA_DIR".into(), dir.path().display().to_string());
-    env.insert(
-        "CONFIGS_DIR".into(),
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs").into(),
-    );
-    env.insert("MAX_CONCURRENT_RUNS".into(), concurrency.to_string());
-    let ctx = match Settings::from_map(&env, 8001) {
-        Ok(s) => match AppContext::build("pipeline-service", s).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        },
+    let ctx = match crate::bench_context(dir.path(), &[("MAX_CONCURRENT_RUNS", concurrency.to_string())]).await {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let Ok(spec) = ctx.catalog.require("setup/bootstrap/pipeline.yml") else {
-        return ExitCode::FAILURE;
-    };
-    ctx.executor
-        .run(&spec, RunRequest::default(), CancellationToken::new())
-        .await;
     let now = Utc::now();
-    let org = NewOrg {
-        org_slug: "bench".into(),
-        company_name: "Bench".into(),
-        admin_email: "b@bench.example".into(),
-        org_dataset_id: "bench_local".into(),
-        plan: Plan::Enterprise,
-        status: SubscriptionStatus::Active,
-        trial_end_date: None,
-        key: NewApiKey {
-            org_api_key_id: "k".into(),
-            hash: hash_key("bench"),
-            ciphertext: vec![0],
-            fingerprint: "ench".into(),
-        },
-        idempotency: None,
-    };
-    if let Err(e) = ctx.store.create_org(&org, now).await {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
-    let _ = ctx.store.activate_org("bench", now).await;
     if let Ok(Some(current)) = ctx.store.subscription("bench").await {
         let limits = PlanLimits {
             concurrent_limit: 100_000,

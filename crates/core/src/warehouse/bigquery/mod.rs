@@ -800,7 +800,29 @@ impl Warehouse for BigQueryWarehouse {
     }
 }
 
-/// `@name` parameters used in the SQL but not given (checked before sending, as SQLite does).
+/// Where `@name` parameters appear in `sql`: (index of `@`, end of the name). `@@system`
+/// variables are not parameters.
+fn param_refs(sql: &str) -> Vec<(usize, usize)> {
+    let bytes = sql.as_bytes();
+    let mut refs = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'@' && bytes.get(i + 1) != Some(&b'@') && (i == 0 || bytes[i - 1] != b'@') {
+            let mut end = i + 1;
+            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+                end += 1;
+            }
+            if end > i + 1 {
+                refs.push((i, end));
+            }
+            i = end.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    refs
+}
+
 /// BYTES parameters travel as base64 STRING parameters decoded in SQL (`FROM_BASE64(@p)`):
 /// the same stored bytes on BigQuery, and correct on emulators that store a BYTES
 /// parameter's base64 text undecoded.
@@ -810,23 +832,12 @@ fn bytes_via_base64(sql: &str, params: &Params) -> (String, Params) {
         return (sql.to_string(), params.clone());
     }
     let mut out = String::with_capacity(sql.len() + 32);
-    let bytes = sql.as_bytes();
-    let (mut i, mut copied) = (0, 0);
-    while i < bytes.len() {
-        if bytes[i] == b'@' && bytes.get(i + 1) != Some(&b'@') && (i == 0 || bytes[i - 1] != b'@') {
-            let start = i + 1;
-            let mut end = start;
-            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
-                end += 1;
-            }
-            if matches!(params.0.get(&sql[start..end]), Some(super::Value::Bytes(_))) {
-                out.push_str(&sql[copied..i]);
-                out.push_str(&format!("FROM_BASE64({})", &sql[i..end]));
-                copied = end;
-            }
-            i = end.max(i + 1);
-        } else {
-            i += 1;
+    let mut copied = 0;
+    for (at, end) in param_refs(sql) {
+        if matches!(params.0.get(&sql[at + 1..end]), Some(super::Value::Bytes(_))) {
+            out.push_str(&sql[copied..at]);
+            out.push_str(&format!("FROM_BASE64({})", &sql[at..end]));
+            copied = end;
         }
     }
     out.push_str(&sql[copied..]);
@@ -839,26 +850,13 @@ fn bytes_via_base64(sql: &str, params: &Params) -> (String, Params) {
     (out, p)
 }
 
+/// `@name` parameters used in the SQL but not given (checked before sending, as SQLite does).
 fn missing_params(sql: &str, params: &Params) -> Option<String> {
-    let bytes = sql.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'@' && bytes.get(i + 1) != Some(&b'@') && (i == 0 || bytes[i - 1] != b'@') {
-            let start = i + 1;
-            let mut end = start;
-            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
-                end += 1;
-            }
-            let name = &sql[start..end];
-            if !name.is_empty() && !params.0.contains_key(name) {
-                return Some(name.to_string());
-            }
-            i = end;
-        } else {
-            i += 1;
-        }
-    }
-    None
+    param_refs(sql)
+        .into_iter()
+        .map(|(at, end)| &sql[at + 1..end])
+        .find(|name| !params.0.contains_key(*name))
+        .map(str::to_string)
 }
 
 fn with_dataset(e: WarehouseError, dataset: &str) -> WarehouseError {

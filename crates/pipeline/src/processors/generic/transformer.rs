@@ -122,12 +122,31 @@ pub fn check_select(sql: &str) -> Result<(), String> {
         .filter(|w| w[1].eq_ignore_ascii_case("AS"))
         .map(|w| w[0].to_ascii_lowercase())
         .collect();
+    // FROM lists are tracked (by parenthesis depth) so a comma join cannot name a table.
+    let mut depth = 0usize;
+    let mut from_depths: Vec<usize> = Vec::new();
     for (i, w) in words.iter().enumerate() {
         let upper = w.to_ascii_uppercase();
         if FORBIDDEN.contains(&upper.as_str()) {
             return Err(format!("{upper} is not allowed in a transform"));
         }
+        match upper.as_str() {
+            "(" => depth += 1,
+            ")" => {
+                from_depths.retain(|d| *d < depth);
+                depth = depth.saturating_sub(1);
+            }
+            "WHERE" | "GROUP" | "ORDER" | "HAVING" | "LIMIT" | "WINDOW" | "QUALIFY" | "UNION" | "EXCEPT"
+            | "INTERSECT" => from_depths.retain(|d| *d != depth),
+            "," if from_depths.contains(&depth) => {
+                return Err("comma joins are not allowed; use JOIN {{table}}".into());
+            }
+            _ => {}
+        }
         if upper == "FROM" || upper == "JOIN" {
+            if upper == "FROM" {
+                from_depths.push(depth);
+            }
             let Some(next) = words.get(i + 1) else {
                 return Err(format!("{upper} without a table"));
             };
@@ -304,6 +323,8 @@ mod tests {
         )
         .is_ok());
         assert!(check_select("WITH x AS (SELECT * FROM {{t}}) SELECT * FROM x").is_ok());
+        assert!(check_select("SELECT a, b FROM {{t}} WHERE c IN (1, 2) GROUP BY a, b ORDER BY a, b").is_ok());
+        assert!(check_select("SELECT COALESCE(a, 0), SUM(b) FROM (SELECT a, b FROM {{t}}) AS x GROUP BY 1").is_ok());
         assert!(
             check_select("SELECT 'DELETE FROM other' AS s FROM {{t}}").is_ok(),
             "words in strings are data"
@@ -317,6 +338,8 @@ mod tests {
             "SELECT * FROM {{t}} /* hidden */",
             "SELECT * FROM {{t}} WHERE a = 'open",
             "INSERT INTO {{t}} SELECT 1",
+            "SELECT * FROM {{t}} u, other_ds.secrets s",
+            "SELECT * FROM (SELECT a FROM {{t}}), secrets",
         ] {
             assert!(check_select(bad).is_err(), "{bad}");
         }
