@@ -2360,6 +2360,20 @@ async fn the_generic_extractor_pages_authenticates_retries_and_keeps_progress() 
     assert_eq!(report.status, RunStatus::Completed, "{report:?}");
     assert_eq!(report.steps[0].output["pages"], 4);
     assert_eq!(records("ext_link").await, all);
+    // An unreachable API: the error says so and never carries the query-string credential.
+    let dead = format!("http://127.0.0.1:{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    let yaml = step("page", "data_path: \"\"\n      pagination: {type: page, param: page, limit: 10, limit_param: per_page}\n      auth: {type: query, provider: openai, param_name: api_key}\n      destination: {table: ext_dead}")
+        .replace(&api, &dead);
+    let report = run_inline(&ctx, "gen", &yaml).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let error = report.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("unreachable") && !error.contains("generic-0001"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

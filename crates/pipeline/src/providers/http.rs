@@ -38,7 +38,8 @@ pub async fn get_with_headers<T: DeserializeOwned>(
         let resp = build()
             .send()
             .await
-            .map_err(|e| Fetch::Retry(format!("{provider} unreachable: {e}"), None))?;
+            // Never the URL: a query-string credential would end up in the step's error.
+            .map_err(|e| Fetch::Retry(format!("{provider} unreachable: {}", e.without_url()), None))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let retry_after = resp
@@ -50,7 +51,7 @@ pub async fn get_with_headers<T: DeserializeOwned>(
         let body = resp
             .bytes()
             .await
-            .map_err(|e| Fetch::Retry(format!("{provider} response: {e}"), None))?;
+            .map_err(|e| Fetch::Retry(format!("{provider} response: {}", e.without_url()), None))?;
         match status {
             // A cut-off or unparseable body may be a transient fault; valid JSON of the wrong
             // shape will not fix itself.
