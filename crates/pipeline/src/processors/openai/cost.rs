@@ -86,28 +86,61 @@ const COMBO_SQL: &str =
 /// (tokens × price in micro-dollars per 1M tokens must stay within i64).
 const EMBEDDED_MAX_TOKENS: i64 = 50_000_000_000;
 
-/// SQL for `tokens × price / 1M`, exact and rounded half away from zero to 9 decimals: on
-/// BigQuery in NUMERIC; on SQLite in integer picodollars rendered as decimal text.
-fn cost_sql(bigquery: bool, parts: &[(&str, &str)]) -> String {
-    if bigquery {
-        let terms: Vec<String> = parts
+/// The pricing `INSERT … SELECT`. An inner query joins the day's usage to the price map; the
+/// outer one computes `tokens × price / 1M` per token kind, exact and rounded half away from
+/// zero to 9 decimals, and the total as their sum: on BigQuery in NUMERIC; on SQLite in integer
+/// nano-dollars (computed once per kind in the inner query, which `OFFSET 0` keeps from being
+/// flattened into the outer one) rendered as decimal text.
+fn pricing_sql(bigquery: bool, cost: &str, usage: &str, map: &str, join: &str) -> String {
+    const KINDS: [(&str, &str); 4] = [
+        ("u.uncached_input_tokens", "input_price"),
+        ("COALESCE(u.input_cached_tokens, 0)", "cached_price"),
+        ("COALESCE(u.input_cache_write_tokens, 0)", "write_price"),
+        ("u.output_tokens", "output_price"),
+    ];
+    let (prices, costs, no_flatten) = if bigquery {
+        let prices: Vec<String> = KINDS
             .iter()
-            .map(|(tokens, price)| format!("ROUND(CAST({tokens} AS NUMERIC) * p.{price} / 1000000, 9)"))
+            .enumerate()
+            .map(|(i, (_, price))| format!("p.{price} AS p{i}"))
             .collect();
-        return format!(
-            "CASE WHEN p.{} IS NULL THEN NULL ELSE {} END",
-            parts[0].1,
-            terms.join(" + ")
-        );
-    }
-    let nanos: Vec<String> = parts
+        let terms: Vec<String> = (0..4)
+            .map(|i| format!("ROUND(CAST(t{i} AS NUMERIC) * p{i} / 1000000, 9)"))
+            .collect();
+        let mut costs = terms.clone();
+        costs.push(terms.join(" + "));
+        (prices, costs, "")
+    } else {
+        let prices: Vec<String> = KINDS
+            .iter()
+            .enumerate()
+            .map(|(i, (tokens, price))| format!("({tokens} * p.{price}_micro + 500) / 1000 AS n{i}"))
+            .collect();
+        let text = |n: &str| {
+            format!("CASE WHEN {n} IS NULL THEN NULL ELSE printf('%d.%09d', {n} / 1000000000, {n} % 1000000000) END")
+        };
+        let mut costs: Vec<String> = (0..4).map(|i| text(&format!("n{i}"))).collect();
+        costs.push(text("(n0 + n1 + n2 + n3)"));
+        (prices, costs, " LIMIT -1 OFFSET 0")
+    };
+    let tokens: Vec<String> = KINDS
         .iter()
-        .map(|(tokens, price)| format!("(({tokens}) * p.{price}_micro + 500) / 1000"))
+        .enumerate()
+        .map(|(i, (tokens, _))| format!("{tokens} AS t{i}"))
         .collect();
-    let n = format!("({})", nanos.join(" + "));
     format!(
-        "CASE WHEN p.{price}_micro IS NULL THEN NULL ELSE printf('%d.%09d', {n} / 1000000000, {n} % 1000000000) END",
-        price = parts[0].1
+        "INSERT INTO {{{{{cost}}}}} (org_slug, usage_date, usage_type, model, priced_model_id, project_id, pricing_tier, \
+         num_model_requests, uncached_input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, \
+         input_cost, cached_input_cost, cache_write_cost, output_cost, total_cost, currency, unknown_model, run_id, loaded_at) \
+         SELECT org_slug, usage_date, usage_type, model, priced_model_id, project_id, pricing_tier, num_model_requests, \
+         t0, t1, t2, t3, {costs}, 'USD', priced_model_id IS NULL, @run_id, @loaded_at FROM (\
+         SELECT u.org_slug, u.usage_date, COALESCE(u.usage_type, 'completions') AS usage_type, u.model, p.priced_model_id, \
+         u.project_id, p.pricing_tier, u.num_model_requests, {tokens}, {prices} \
+         FROM {{{{{usage}}}}} u JOIN {{{{{map}}}}} p ON {join} \
+         WHERE u.org_slug = @org AND u.usage_date = @day{no_flatten}) AS priced",
+        costs = costs.join(", "),
+        tokens = tokens.join(", "),
+        prices = prices.join(", "),
     )
 }
 
@@ -248,37 +281,13 @@ impl Processor for CostProcessor {
             map_rows.push(row);
         }
         wh.insert_batch(&c.dataset, &map_name, map_rows).await?;
-        let parts = [
-            ("u.uncached_input_tokens", "input_price"),
-            ("COALESCE(u.input_cached_tokens, 0)", "cached_price"),
-            ("COALESCE(u.input_cache_write_tokens, 0)", "write_price"),
-            ("u.output_tokens", "output_price"),
-        ];
-        let insert = format!(
-            "INSERT INTO {{{{{cost}}}}} (org_slug, usage_date, usage_type, model, priced_model_id, project_id, pricing_tier, \
-             num_model_requests, uncached_input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, \
-             input_cost, cached_input_cost, cache_write_cost, output_cost, total_cost, currency, unknown_model, run_id, loaded_at) \
-             SELECT u.org_slug, u.usage_date, COALESCE(u.usage_type, 'completions'), u.model, p.priced_model_id, u.project_id, \
-             p.pricing_tier, u.num_model_requests, u.uncached_input_tokens, COALESCE(u.input_cached_tokens, 0), \
-             COALESCE(u.input_cache_write_tokens, 0), u.output_tokens, {c0}, {c1}, {c2}, {c3}, {total}, 'USD', \
-             p.priced_model_id IS NULL, @run_id, @loaded_at \
-             FROM {{{{{usage}}}}} u JOIN {{{{{map}}}}} p ON {join} \
-             WHERE u.org_slug = @org AND u.usage_date = @day",
-            cost = c.cost_table,
-            usage = c.usage_table,
-            map = map_name,
-            c0 = cost_sql(bigquery, &parts[0..1]),
-            c1 = cost_sql(bigquery, &parts[1..2]),
-            c2 = cost_sql(bigquery, &parts[2..3]),
-            c3 = cost_sql(bigquery, &parts[3..4]),
-            total = cost_sql(bigquery, &parts),
-            // SQLite matches NULLs with IS (and uses the index); BigQuery joins on the key text.
-            join = if bigquery {
-                format!("p.combo = {COMBO_SQL}")
-            } else {
-                "p.model IS u.model AND p.batch IS u.batch AND p.service_tier IS u.service_tier".to_string()
-            },
-        );
+        // SQLite matches NULLs with IS (and uses the index); BigQuery joins on the key text.
+        let join = if bigquery {
+            format!("p.combo = {COMBO_SQL}")
+        } else {
+            "p.model IS u.model AND p.batch IS u.batch AND p.service_tier IS u.service_tier".to_string()
+        };
+        let insert = pricing_sql(bigquery, &c.cost_table, &c.usage_table, &map_name, &join);
         let params = day_params
             .clone()
             .with("run_id", ctx.run_id.as_str())
