@@ -82,9 +82,16 @@ const COMBO_SQL: &str =
     "COALESCE(u.model, '') || '|' || CASE WHEN u.batch THEN 'b' WHEN NOT u.batch THEN 'n' ELSE '-' END \
                          || '|' || COALESCE(u.service_tier, '')";
 
-/// Largest per-row token count the embedded warehouse prices in exact integer arithmetic
-/// (tokens × price in micro-dollars per 1M tokens must stay within i64).
-const EMBEDDED_MAX_TOKENS: i64 = 50_000_000_000;
+/// Whether the embedded warehouse's integer arithmetic holds for a day: the four kinds'
+/// `tokens × price in micro-dollars per 1M`, summed, must stay within i64 (SQLite would turn an
+/// overflow into an inexact float).
+fn fits_integer_pricing(max_tokens: i64, max_price_micro: i64) -> bool {
+    max_tokens
+        .checked_mul(max_price_micro)
+        .and_then(|x| x.checked_mul(4))
+        .and_then(|x| x.checked_add(4 * 500))
+        .is_some()
+}
 
 /// The pricing `INSERT … SELECT`. An inner query joins the day's usage to the price map; the
 /// outer one computes `tokens × price / 1M` per token kind, exact and rounded half away from
@@ -218,10 +225,16 @@ impl Processor for CostProcessor {
                 prices,
             });
         }
-        if !bigquery && max_tokens > EMBEDDED_MAX_TOKENS {
+        let mut max_price_micro = 0i64;
+        for p in resolved.iter().filter_map(|r| r.prices) {
+            for price in p {
+                max_price_micro = max_price_micro.max(micro(price)?);
+            }
+        }
+        if !bigquery && !fits_integer_pricing(max_tokens, max_price_micro) {
             return Err(ProcessorError::Invalid(format!(
                 "a usage row has {max_tokens} tokens in a day, beyond what the embedded warehouse prices exactly \
-                 ({EMBEDDED_MAX_TOKENS}); use BigQuery"
+                 at these prices; use BigQuery"
             )));
         }
         // The price map: one row per usage shape of the day.
@@ -348,6 +361,13 @@ const PRICE_COLUMNS: [&str; 4] = ["input_price", "cached_price", "write_price", 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_pricing_refuses_what_would_overflow() {
+        assert!(fits_integer_pricing(10_000_000_000, 60_000_000));
+        assert!(!fits_integer_pricing(50_000_000_000, 600_000_000), "o1-pro-like prices");
+        assert!(fits_integer_pricing(i64::MAX, 0));
+    }
 
     #[test]
     fn prices_convert_to_exact_micro_dollars() {
