@@ -2271,7 +2271,12 @@ async fn run_inline(ctx: &Arc<AppContext>, org: &str, yaml: &str) -> cloudact_pi
 #[tokio::test]
 async fn the_generic_extractor_pages_authenticates_retries_and_keeps_progress() {
     let (api, _broken) = rest_api().await;
-    let app = spawn_with_sandbox().await;
+    // The stored OpenAI credential is only sent to OpenAI's base URL: here, the test API.
+    let app = spawn_with_clock(
+        Arc::new(cloudact_core::clock::SystemClock),
+        &[("OPENAI_BASE_URL", &api)],
+    )
+    .await;
     let ctx = app.server.ctx.clone();
     let key = onboarded(&ctx, "gen").await;
     let (s, b) = app
@@ -2360,26 +2365,46 @@ async fn the_generic_extractor_pages_authenticates_retries_and_keeps_progress() 
     assert_eq!(report.status, RunStatus::Completed, "{report:?}");
     assert_eq!(report.steps[0].output["pages"], 4);
     assert_eq!(records("ext_link").await, all);
-    // An unreachable API: the error says so and never carries the query-string credential.
-    let dead = format!("http://127.0.0.1:{}", {
+    // The credential never goes to another origin than its provider's.
+    let elsewhere = format!("http://127.0.0.1:{}", {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     });
-    let yaml = step("page", "data_path: \"\"\n      pagination: {type: page, param: page, limit: 10, limit_param: per_page}\n      auth: {type: query, provider: openai, param_name: api_key}\n      destination: {table: ext_dead}")
-        .replace(&api, &dead);
-    let report = run_inline(&ctx, "gen", &yaml).await;
+    let page_yaml = |auth: &str| {
+        step(
+            "page",
+            &format!("data_path: \"\"\n      pagination: {{type: page, param: page, limit: 10, limit_param: per_page}}\n      {auth}destination: {{table: ext_dead}}"),
+        )
+        .replace(&api, &elsewhere)
+    };
+    let report = run_inline(
+        &ctx,
+        "gen",
+        &page_yaml("auth: {type: query, provider: openai, param_name: api_key}\n      "),
+    )
+    .await;
     assert_eq!(report.status, RunStatus::Failed);
     let error = report.error.clone().unwrap_or_default();
     assert!(
-        error.contains("unreachable") && !error.contains("generic-0001"),
+        error.contains("only sent to") && !error.contains("generic-0001"),
         "{error}"
+    );
+    // Without credentials, any API: an unreachable one fails saying so.
+    let report = run_inline(&ctx, "gen", &page_yaml("")).await;
+    assert!(
+        report.error.clone().unwrap_or_default().contains("unreachable"),
+        "{report:?}"
     );
 }
 
 #[tokio::test]
 async fn a_failed_extraction_keeps_merged_progress_and_a_rerun_completes_without_duplicates() {
     let (api, broken) = rest_api().await;
-    let app = spawn_with_sandbox().await;
+    let app = spawn_with_clock(
+        Arc::new(cloudact_core::clock::SystemClock),
+        &[("OPENAI_BASE_URL", &api)],
+    )
+    .await;
     let ctx = app.server.ctx.clone();
     let key = onboarded(&ctx, "mrg").await;
     let (s, _) = app

@@ -418,14 +418,14 @@ impl Drop for SmtpServer {
     }
 }
 
-/// The fixture service account (`tests/fixtures/sandbox-service-account.json`) with its
-/// `token_uri` pointing at a sandbox Google token endpoint started here, which knows the
-/// account's public key: the JSON a customer would paste into the GCP integration.
-pub async fn sandbox_service_account() -> serde_json::Value {
+/// The fixture service account (`tests/fixtures/sandbox-service-account.json`, the JSON a
+/// customer would paste into the GCP integration) and the URL of a sandbox Google token
+/// endpoint started here that knows the account's public key (`GCP_OAUTH_TOKEN_URL`).
+pub async fn sandbox_service_account() -> (serde_json::Value, String) {
     let fixtures = configs_dir().join("../tests/fixtures");
     let read =
         |name: &str| std::fs::read_to_string(fixtures.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
-    let mut sa: serde_json::Value =
+    let sa: serde_json::Value =
         serde_json::from_str(&read("sandbox-service-account.json")).unwrap_or_else(|e| panic!("fixture: {e}"));
     let public = read("sandbox-service-account.pub.pem");
     let email = sa["client_email"].as_str().unwrap_or_default().to_string();
@@ -440,6 +440,5 @@ pub async fn sandbox_service_account() -> serde_json::Value {
         )
         .await
     });
-    sa["token_uri"] = serde_json::json!(format!("http://{addr}/token"));
-    sa
+    (sa, format!("http://{addr}/token"))
 }

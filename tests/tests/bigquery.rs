@@ -279,7 +279,7 @@ async fn gcp_service_accounts_are_validated_with_a_signed_jwt_and_a_limit_0_read
         clustering: vec![],
     };
     wh.create_table("billing", &def).await.unwrap();
-    let sa = cloudact_e2e::sandbox_service_account().await;
+    let (sa, token_url) = cloudact_e2e::sandbox_service_account().await;
     let bigquery = ProviderEntry {
         name: "GCP_SA".into(),
         aliases: vec!["gcp".into()],
@@ -295,6 +295,7 @@ async fn gcp_service_accounts_are_validated_with_a_signed_jwt_and_a_limit_0_read
     let ok = validate_service_account(
         &http,
         &bigquery,
+        &token_url,
         &sa.to_string(),
         "test-proj.billing.gcp_billing_export_v1_0123",
     )
@@ -304,7 +305,14 @@ async fn gcp_service_accounts_are_validated_with_a_signed_jwt_and_a_limit_0_read
         started.elapsed()
     );
     assert_eq!(ok, Validation::Valid);
-    let missing = validate_service_account(&http, &bigquery, &sa.to_string(), "test-proj.billing.no_such_table").await;
+    let missing = validate_service_account(
+        &http,
+        &bigquery,
+        &token_url,
+        &sa.to_string(),
+        "test-proj.billing.no_such_table",
+    )
+    .await;
     assert!(
         matches!(&missing, Validation::Invalid(m) if m.contains("no_such_table")),
         "{missing:?}"
@@ -314,6 +322,7 @@ async fn gcp_service_accounts_are_validated_with_a_signed_jwt_and_a_limit_0_read
     let refused = validate_service_account(
         &http,
         &bigquery,
+        &token_url,
         &stranger.to_string(),
         "test-proj.billing.gcp_billing_export_v1_0123",
     )

@@ -175,7 +175,7 @@ async fn billing_day(embedded: bool) {
     let emu = BigQueryEmulator::start();
     let c = Client::new();
     customer_export(&c, &emu).await;
-    let sa = cloudact_e2e::sandbox_service_account().await;
+    let (sa, token_url) = cloudact_e2e::sandbox_service_account().await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut env: HashMap<&'static str, String> = HashMap::new();
@@ -183,6 +183,7 @@ async fn billing_day(embedded: bool) {
         "GCP_BIGQUERY_BASE_URL",
         emu.base_url.trim_end_matches("/bigquery/v2").to_string(),
     );
+    env.insert("GCP_OAUTH_TOKEN_URL", token_url);
     let _kms = if embedded {
         None
     } else {

@@ -92,7 +92,14 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// Slack incoming webhook for Slack notifications (`SLACK_WEBHOOK_URL`).
     pub slack_webhook_url: Option<SecretString>,
+    /// Google's OAuth2 token endpoint for service accounts (`GCP_OAUTH_TOKEN_URL`, tests and
+    /// demos only). A service-account JSON's own `token_uri` is never used: it would let an org
+    /// make the service call any URL.
+    pub gcp_token_url: String,
 }
+
+/// Google's OAuth2 token endpoint.
+pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 
 /// How the SMTP connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +306,7 @@ impl Settings {
             provider_http_timeout,
             smtp,
             slack_webhook_url: get("SLACK_WEBHOOK_URL").map(SecretString::from),
+            gcp_token_url: get("GCP_OAUTH_TOKEN_URL").unwrap_or_else(|| GOOGLE_TOKEN_URL.to_string()),
         })
     }
 
@@ -344,9 +352,13 @@ impl Settings {
                 "SMTP_TLS=none (mail and SMTP credentials in the clear) is not allowed in production".to_string(),
             );
         }
-        if self.bigquery_base_url.is_some() || self.kms_endpoint.is_some() || !self.provider_base_urls.is_empty() {
+        if self.bigquery_base_url.is_some()
+            || self.kms_endpoint.is_some()
+            || !self.provider_base_urls.is_empty()
+            || self.gcp_token_url != GOOGLE_TOKEN_URL
+        {
             problems.push(
-                "BIGQUERY_BASE_URL / KMS_ENDPOINT / *_BASE_URL point at emulators or the sandbox and are for tests only"
+                "BIGQUERY_BASE_URL / KMS_ENDPOINT / *_BASE_URL / GCP_OAUTH_TOKEN_URL point at emulators or the sandbox and are for tests only"
                     .to_string(),
             );
         }

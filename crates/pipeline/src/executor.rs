@@ -246,8 +246,8 @@ impl Executor {
         vars.insert("run_error".into(), error.unwrap_or("").to_string());
         if let Some(org) = &request.org_slug {
             vars.insert("org_slug".into(), org.clone());
-            vars.entry("dataset".into())
-                .or_insert_with(|| self.services.settings.org_dataset(org));
+            // An org's run works in its own dataset, whatever a spec or request says.
+            vars.insert("dataset".into(), self.services.settings.org_dataset(org));
         }
         if let (Some(first), Some(last)) = (request.dates.first(), request.dates.last()) {
             vars.insert("start_date".into(), first.to_string());
@@ -328,8 +328,8 @@ impl Executor {
         );
         if let Some(org) = &request.org_slug {
             vars.insert("org_slug".to_string(), org.clone());
-            vars.entry("dataset".to_string())
-                .or_insert_with(|| self.services.settings.org_dataset(org));
+            // An org's run works in its own dataset, whatever a spec or request says.
+            vars.insert("dataset".to_string(), self.services.settings.org_dataset(org));
         }
         if let (Some(first), Some(last)) = (request.dates.first(), request.dates.last()) {
             vars.insert("start_date".to_string(), first.to_string());

@@ -229,8 +229,14 @@ impl<'a> MergeLoad<'a> {
         let mut batch: Vec<Row> = std::mem::take(&mut self.buffer)
             .into_iter()
             .rev()
-            .filter(|r| seen.insert(r.string(&self.key_column).unwrap_or_default()))
+            .filter(|r| seen.insert(r.string(&self.key_column)))
             .collect();
+        if batch.iter().any(|r| r.string(&self.key_column).is_none()) {
+            return Err(ProcessorError::Failed(format!(
+                "a merged row has no {}",
+                self.key_column
+            )));
+        }
         batch.reverse();
         if batch
             .iter()
@@ -266,6 +272,11 @@ impl<'a> MergeLoad<'a> {
         self.merged += inserted;
         self.ctx.add_rows(inserted);
         Ok(())
+    }
+
+    /// Rows merged so far.
+    pub fn merged(&self) -> u64 {
+        self.merged
     }
 
     /// Merges what is buffered, drops the staging table, and returns the rows merged.

@@ -94,15 +94,7 @@ fn bounded_metadata(m: Option<serde_json::Map<String, Value>>) -> Result<serde_j
 
 /// Checks a billing-export table name: `project.dataset.table`.
 fn check_billing_table(name: &str) -> Result<(), ApiError> {
-    let parts: Vec<&str> = name.split('.').collect();
-    let project_ok = parts.first().is_some_and(|p| {
-        (6..=30).contains(&p.len())
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    });
-    let ident_ok =
-        |s: &str| !s.is_empty() && s.len() <= 1024 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if parts.len() == 3 && project_ok && ident_ok(parts[1]) && ident_ok(parts[2]) {
+    if cloudact_pipeline::providers::validate::is_billing_table(name) {
         Ok(())
     } else {
         Err(ApiError::bad_request(
@@ -187,7 +179,7 @@ async fn validate(
             .get("billing_export_table")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        return validate_service_account(http, p, credential, table).await;
+        return validate_service_account(http, p, &ctx.settings.gcp_token_url, credential, table).await;
     }
     validate_api_key(http, p, credential).await
 }

@@ -113,12 +113,15 @@ pub async fn validate_api_key(http: &reqwest::Client, provider: &ProviderEntry, 
 }
 
 /// An OAuth2 access token for a GCP service account: a JWT (RS256) for `scope` signed with the
-/// account's key, exchanged at its `token_uri`. Returns (token, the account's project).
-/// `Invalid` when Google (or the JSON) refuses the account, `Pending` when it could not answer.
+/// account's key, exchanged at Google's token endpoint `token_url` (from the settings — never
+/// the JSON's own `token_uri`). Returns (token, the account's project, checked as a GCP
+/// project id). `Invalid` when Google (or the JSON) refuses the account, `Pending` when it
+/// could not answer.
 pub async fn service_account_token(
     http: &reqwest::Client,
     sa_json: &str,
     scope: &str,
+    token_url: &str,
     timeout: Duration,
 ) -> Result<(String, String), Validation> {
     #[derive(serde::Serialize)]
@@ -140,9 +143,12 @@ pub async fn service_account_token(
             "service-account JSON lacks client_email, private_key or project_id".into(),
         ));
     };
-    let token_uri = sa["token_uri"]
-        .as_str()
-        .unwrap_or("https://oauth2.googleapis.com/token");
+    if !is_project_id(project) {
+        return Err(Validation::Invalid(format!(
+            "project_id {project:?} is not a GCP project id"
+        )));
+    }
+    let token_uri = token_url;
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes())
         .map_err(|e| Validation::Invalid(format!("private_key is not a usable RSA key: {e}")))?;
     let now = Utc::now().timestamp();
@@ -190,6 +196,23 @@ pub async fn service_account_token(
     }
 }
 
+/// A GCP project id: 6–30 of lower-case letters, digits and hyphens, starting with a letter.
+pub fn is_project_id(id: &str) -> bool {
+    (6..=30).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A BigQuery table name `project.dataset.table` (the customer's billing export): checked
+/// wherever it is stored or spliced into SQL as an identifier.
+pub fn is_billing_table(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    let ident = |s: &str| !s.is_empty() && s.len() <= 1024 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    parts.len() == 3 && is_project_id(parts[0]) && ident(parts[1]) && ident(parts[2])
+}
+
 /// Scope for reading BigQuery.
 pub const BIGQUERY_READONLY_SCOPE: &str = "https://www.googleapis.com/auth/bigquery.readonly";
 
@@ -199,11 +222,13 @@ pub const BIGQUERY_READONLY_SCOPE: &str = "https://www.googleapis.com/auth/bigqu
 pub async fn validate_service_account(
     http: &reqwest::Client,
     bigquery: &ProviderEntry,
+    token_url: &str,
     sa_json: &str,
     billing_table: &str,
 ) -> Validation {
     let timeout = Duration::from_secs(bigquery.validation_timeout_seconds);
-    let (token, project) = match service_account_token(http, sa_json, BIGQUERY_READONLY_SCOPE, timeout).await {
+    let (token, project) = match service_account_token(http, sa_json, BIGQUERY_READONLY_SCOPE, token_url, timeout).await
+    {
         Ok(t) => t,
         Err(v) => return v,
     };

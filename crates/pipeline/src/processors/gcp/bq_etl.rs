@@ -27,7 +27,7 @@ use crate::{
     processors::example::{ensure_day_table, parse_day},
     providers::{
         http::get_parsed,
-        validate::{service_account_token, Validation, BIGQUERY_READONLY_SCOPE},
+        validate::{is_billing_table, service_account_token, Validation, BIGQUERY_READONLY_SCOPE},
     },
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
@@ -76,16 +76,7 @@ impl ProcessorDef for BillingEtl {
 /// `project.dataset.table` with BigQuery's name rules (checked again here: it is spliced into
 /// the SQL as an identifier, the only non-parameter part of the query).
 fn check_source(name: &str) -> Result<(), ProcessorError> {
-    let parts: Vec<&str> = name.split('.').collect();
-    let ok = parts.len() == 3
-        && parts[0].len() >= 6
-        && parts[0].len() <= 30
-        && parts[0]
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && parts[1..]
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 1024 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    let ok = is_billing_table(name);
     if ok {
         Ok(())
     } else {
@@ -234,6 +225,7 @@ impl Processor for BillingEtl {
             http,
             sa.expose_secret(),
             BIGQUERY_READONLY_SCOPE,
+            &ctx.services.settings.gcp_token_url,
             Duration::from_secs(30),
         )
         .await

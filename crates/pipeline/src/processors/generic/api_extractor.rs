@@ -223,13 +223,16 @@ enum Next {
     Url(reqwest::Url),
 }
 
-fn row_key(record: &Value, fields: &[String]) -> String {
+/// SHA-256 of the record's key fields; `None` when one is missing or null (such a record has
+/// no identity to merge by).
+fn row_key(record: &Value, fields: &[String]) -> Option<String> {
     let mut h = Sha256::new();
     for f in fields {
-        h.update(at_path(record, f).map(Value::to_string).unwrap_or_default().as_bytes());
+        let v = at_path(record, f).filter(|v| !v.is_null())?;
+        h.update(v.to_string().as_bytes());
         h.update([0]);
     }
-    hex::encode(h.finalize())
+    Some(hex::encode(h.finalize()))
 }
 
 /// The raw-table definition every extractor destination uses.
@@ -290,11 +293,39 @@ impl Processor for ApiExtractor {
         let day = parse_day(&c.date)?;
         let def = raw_table(&c.destination.table);
         ctx.warehouse().create_table(&c.dataset, &def).await?;
+        let base = reqwest::Url::parse(&c.url).map_err(|e| ProcessorError::Invalid(e.to_string()))?;
+        // A stored credential is only ever sent to its own provider's API.
         let secret: Option<SecretString> = match (&c.auth.kind, &c.auth.provider) {
             (AuthType::None, _) | (_, None) => None,
-            (_, Some(p)) => Some(ctx.credential(p).await?),
+            (_, Some(p)) => {
+                let provider_base = ctx.provider_base_url(p)?;
+                let provider_origin = reqwest::Url::parse(&provider_base)
+                    .map_err(|e| ProcessorError::Failed(format!("provider {p} base URL: {e}")))?
+                    .origin();
+                if base.origin() != provider_origin {
+                    return Err(ProcessorError::Invalid(format!(
+                        "the {p} credential is only sent to {provider_base}, not to {}",
+                        base.origin().ascii_serialization()
+                    )));
+                }
+                Some(ctx.credential(p).await?)
+            }
         };
-        let base = reqwest::Url::parse(&c.url).map_err(|e| ProcessorError::Invalid(e.to_string()))?;
+        // Redirects are followed within the API's origin only (a header or query credential
+        // would otherwise travel with them).
+        let origin = base.origin();
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(ctx.services.settings.provider_http_timeout)
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.url().origin() == origin && attempt.previous().len() < 5 {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
+            .build()
+            .map_err(|e| ProcessorError::Failed(format!("HTTP client: {e}")))?;
         let rps = NonZeroU32::new(c.rate_limit.requests_per_second).unwrap_or(NonZeroU32::MIN);
         let limiter = Arc::new(RateLimiter::direct(Quota::per_second(rps)));
         let mut sink = match c.destination.write_mode {
@@ -312,7 +343,10 @@ impl Processor for ApiExtractor {
                     return Err(ProcessorError::Cancelled);
                 }
                 if pages >= crate::providers::http::MAX_PAGES as u64 {
-                    return Err(ProcessorError::Failed(format!("more than {} pages; stopping", crate::providers::http::MAX_PAGES)));
+                    return Err(ProcessorError::Failed(format!(
+                        "more than {} pages; stopping",
+                        crate::providers::http::MAX_PAGES
+                    )));
                 }
                 let mut url = match &next {
                     Some(Next::Url(u)) => u.clone(),
@@ -348,7 +382,7 @@ impl Processor for ApiExtractor {
                 }
                 limiter.until_ready().await;
                 let where_ = format!("page {} ({})", pages + 1, url.path());
-                let http = &ctx.services.http;
+                let http = &http;
                 let (body, headers): (Value, _) = get_with_headers("API", || {
                     let mut req = http.get(url.clone());
                     for (k, v) in &c.headers {
@@ -383,7 +417,13 @@ impl Processor for ApiExtractor {
                         .with("extracted_at", now)
                         .with("run_id", ctx.run_id.as_str());
                     if !c.destination.key_fields.is_empty() {
-                        row.set("row_key", row_key(record, &c.destination.key_fields));
+                        let key = row_key(record, &c.destination.key_fields).ok_or_else(|| {
+                            ProcessorError::Failed(format!(
+                                "a record lacks a key field ({}) [{where_}]",
+                                c.destination.key_fields.join(", ")
+                            ))
+                        })?;
+                        row.set("row_key", key);
                     }
                     match &mut sink {
                         Sink::Day(l) => l.push(row).await?,
@@ -418,11 +458,15 @@ impl Processor for ApiExtractor {
                         match target.filter(|t| !t.is_empty()) {
                             None => Next::Done,
                             Some(t) => {
-                                let u = url.join(&t).map_err(|e| ProcessorError::Failed(format!("next link {t:?}: {e} [{where_}]")))?;
-                                if u.host_str() != base.host_str() || u.port_or_known_default() != base.port_or_known_default() {
+                                let u = url
+                                    .join(&t)
+                                    .map_err(|e| ProcessorError::Failed(format!("next link: {e} [{where_}]")))?;
+                                if u.origin() != base.origin() {
                                     return Err(ProcessorError::Failed(format!(
-                                        "next link {u} leaves {} (credentials are never sent to another host) [{where_}]",
-                                        base.host_str().unwrap_or_default()
+                                        "next link to {}{} leaves {} (credentials are never sent elsewhere) [{where_}]",
+                                        u.origin().ascii_serialization(),
+                                        u.path(),
+                                        base.origin().ascii_serialization()
                                     )));
                                 }
                                 Next::Url(u)
@@ -458,7 +502,8 @@ impl Processor for ApiExtractor {
                 format!("{m}; {progress} were read before the failure; the day keeps its previous rows")
             })),
             (Err(e), Sink::Merge(load)) => {
-                let kept = load.finish().await.unwrap_or(0);
+                let merged_before = load.merged();
+                let kept = load.finish().await.unwrap_or(merged_before);
                 Err(e.map_message(|m| {
                     format!("{m}; {progress} were read before the failure and {kept} are kept (merged by key)")
                 }))
@@ -494,6 +539,12 @@ mod tests {
         let keys = vec!["id".to_string()];
         assert_eq!(row_key(&a, &keys), row_key(&b, &keys));
         assert_ne!(row_key(&a, &keys), row_key(&a, &["name".to_string()]));
+        assert_eq!(
+            row_key(&serde_json::json!({"name": "x"}), &keys),
+            None,
+            "no id, no identity"
+        );
+        assert_eq!(row_key(&serde_json::json!({"id": null}), &keys), None);
     }
 
     #[test]

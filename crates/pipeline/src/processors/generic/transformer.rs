@@ -150,10 +150,19 @@ pub fn check_select(sql: &str) -> Result<(), String> {
             let Some(next) = words.get(i + 1) else {
                 return Err(format!("{upper} without a table"));
             };
+            // A parenthesis after FROM/JOIN must open a subquery (a parenthesised join list
+            // would hide its table names from these checks).
+            let subquery = *next == "("
+                && words
+                    .get(i + 2)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("SELECT") || w.eq_ignore_ascii_case("WITH"));
             let ok = (next.starts_with("{{") && next.ends_with("}}"))
-                || *next == "("
+                || subquery
                 || next.eq_ignore_ascii_case("UNNEST")
                 || ctes.contains(&next.to_ascii_lowercase());
+            if !ok && *next == "(" {
+                return Err(format!("a parenthesis after {upper} must open a subquery (SELECT …)"));
+            }
             if !ok {
                 return Err(format!(
                     "table {next:?} must be written {{{{{next}}}}} (tables of the org's dataset only)"
@@ -340,6 +349,8 @@ mod tests {
             "INSERT INTO {{t}} SELECT 1",
             "SELECT * FROM {{t}} u, other_ds.secrets s",
             "SELECT * FROM (SELECT a FROM {{t}}), secrets",
+            "SELECT * FROM (other_ds.secrets CROSS JOIN {{t}})",
+            "SELECT * FROM ({{t}}, other_ds.secrets)",
         ] {
             assert!(check_select(bad).is_err(), "{bad}");
         }
