@@ -2729,7 +2729,7 @@ async fn costs_match_a_hand_computed_fixture_to_the_nano_dollar() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    for date in ["2026-02-10", "2026-02-20"] {
+    for (date, day_total) in [("2026-02-10", "4.746027385"), ("2026-02-20", "5.510840885")] {
         let (s, b, _) = app
             .post_run(
                 &key,
@@ -2740,6 +2740,16 @@ async fn costs_match_a_hand_computed_fixture_to_the_nano_dollar() {
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
         let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
         assert_eq!(run["status"], "COMPLETED", "{run}");
+        let pricing = run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step_name"] == "calculate_cost")
+            .unwrap();
+        assert_eq!(
+            pricing["metadata"]["output"]["total_cost"], day_total,
+            "the step reports the exact day total"
+        );
     }
     let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
     // Worked by hand (USD; tokens × price per 1M ÷ 1 000 000):

@@ -59,7 +59,6 @@ fn tier_of(batch: Option<bool>, service_tier: Option<&str>) -> &'static str {
 
 /// One usage shape of the day (model, batch, service tier) and the price it resolves to.
 struct Resolved {
-    combo: String,
     model: Option<String>,
     batch: Option<bool>,
     service_tier: Option<String>,
@@ -67,20 +66,6 @@ struct Resolved {
     tier: &'static str,
     prices: Option<[Decimal; 4]>,
 }
-
-/// The key joining a usage row to its resolved price, the same in Rust and in SQL.
-fn combo_key(model: Option<&str>, batch: Option<bool>, service_tier: Option<&str>) -> String {
-    let b = match batch {
-        Some(true) => "b",
-        Some(false) => "n",
-        None => "-",
-    };
-    format!("{}|{b}|{}", model.unwrap_or(""), service_tier.unwrap_or(""))
-}
-
-const COMBO_SQL: &str =
-    "COALESCE(u.model, '') || '|' || CASE WHEN u.batch THEN 'b' WHEN NOT u.batch THEN 'n' ELSE '-' END \
-                         || '|' || COALESCE(u.service_tier, '')";
 
 /// Whether the embedded warehouse's integer arithmetic holds for a day: the four kinds'
 /// `tokens × price in micro-dollars per 1M`, summed, must stay within i64 (SQLite would turn an
@@ -216,7 +201,6 @@ impl Processor for CostProcessor {
                 ]
             });
             resolved.push(Resolved {
-                combo: combo_key(model.as_deref(), batch, service_tier.as_deref()),
                 model: model.clone(),
                 batch,
                 service_tier: service_tier.clone(),
@@ -225,10 +209,14 @@ impl Processor for CostProcessor {
                 prices,
             });
         }
+        // SQLite prices in integers: each price in micro-dollars per 1M (exact), and the day's
+        // largest counts must not overflow. BigQuery prices in NUMERIC as given.
         let mut max_price_micro = 0i64;
-        for p in resolved.iter().filter_map(|r| r.prices) {
-            for price in p {
-                max_price_micro = max_price_micro.max(micro(price)?);
+        if !bigquery {
+            for p in resolved.iter().filter_map(|r| r.prices) {
+                for price in p {
+                    max_price_micro = max_price_micro.max(micro(price)?);
+                }
             }
         }
         if !bigquery && !fits_integer_pricing(max_tokens, max_price_micro) {
@@ -247,7 +235,6 @@ impl Processor for CostProcessor {
             fields: Vec::new(),
         };
         let mut fields = vec![
-            field("combo", FieldType::String),
             field("model", FieldType::String),
             field("batch", FieldType::Boolean),
             field("service_tier", FieldType::String),
@@ -264,11 +251,7 @@ impl Processor for CostProcessor {
             fields,
             partition_field: None,
             // An index on the join key: each usage row finds its price in one lookup.
-            clustering: if bigquery {
-                vec!["combo".to_string()]
-            } else {
-                vec!["model".to_string(), "batch".to_string(), "service_tier".to_string()]
-            },
+            clustering: vec!["model".to_string(), "batch".to_string(), "service_tier".to_string()],
         };
         wh.drop_table(&c.dataset, &map_name).await?;
         wh.create_table(&c.dataset, &map_def).await?;
@@ -276,7 +259,6 @@ impl Processor for CostProcessor {
         let mut unknown_shapes = 0;
         for r in &resolved {
             let mut row = Row::new()
-                .with("combo", r.combo.as_str())
                 .with("model", r.model.clone())
                 .with("batch", r.batch)
                 .with("service_tier", r.service_tier.clone())
@@ -286,7 +268,9 @@ impl Processor for CostProcessor {
                 Some(prices) => {
                     for (k, p) in PRICE_COLUMNS.iter().zip(prices) {
                         row.set(k, p);
-                        row.set(&format!("{k}_micro"), micro(p)?);
+                        if !bigquery {
+                            row.set(&format!("{k}_micro"), micro(p)?);
+                        }
                     }
                 }
                 None => unknown_shapes += 1,
@@ -294,12 +278,10 @@ impl Processor for CostProcessor {
             map_rows.push(row);
         }
         wh.insert_batch(&c.dataset, &map_name, map_rows).await?;
-        // SQLite matches NULLs with IS (and uses the index); BigQuery joins on the key text.
-        let join = if bigquery {
-            format!("p.combo = {COMBO_SQL}")
-        } else {
-            "p.model IS u.model AND p.batch IS u.batch AND p.service_tier IS u.service_tier".to_string()
-        };
+        // NULL-safe equality on the usage shape (SQLite's IS uses the index).
+        let same = if bigquery { "IS NOT DISTINCT FROM" } else { "IS" };
+        let join =
+            format!("p.model {same} u.model AND p.batch {same} u.batch AND p.service_tier {same} u.service_tier");
         let insert = pricing_sql(bigquery, &c.cost_table, &c.usage_table, &map_name, &join);
         let params = day_params
             .clone()
@@ -329,9 +311,16 @@ impl Processor for CostProcessor {
             .query(
                 &c.dataset,
                 &format!(
-                    "SELECT SUM(total_cost) AS total, SUM(CASE WHEN unknown_model THEN 1 ELSE 0 END) AS unknown \
+                    "SELECT {total} AS total, SUM(CASE WHEN unknown_model THEN 1 ELSE 0 END) AS unknown \
                      FROM {{{{{}}}}} WHERE org_slug = @org AND usage_date = @day",
-                    c.cost_table
+                    c.cost_table,
+                    // SQLite's SUM over decimal text would be a float: sum the nano-dollars the
+                    // text spells (always 9 decimals here) as integers instead.
+                    total = if bigquery {
+                        "SUM(total_cost)"
+                    } else {
+                        "SUM(CAST(REPLACE(total_cost, '.', '') AS INTEGER))"
+                    },
                 ),
                 &day_params,
             )
@@ -344,8 +333,11 @@ impl Processor for CostProcessor {
         let total = summary
             .first()
             .and_then(|r| {
-                r.numeric("total")
-                    .or_else(|| r.float("total").and_then(|f| Decimal::try_from(f).ok()))
+                if bigquery {
+                    r.numeric("total")
+                } else {
+                    r.int("total").map(|nanos| Decimal::new(nanos, 9))
+                }
             })
             .unwrap_or(Decimal::ZERO);
         Ok(StepOutput {
@@ -374,7 +366,6 @@ mod tests {
         assert_eq!(micro("2.5".parse().unwrap()).unwrap(), 2_500_000);
         assert_eq!(micro("0.075".parse().unwrap()).unwrap(), 75_000);
         assert!(micro("0.0000001".parse().unwrap()).is_err());
-        assert_eq!(combo_key(Some("gpt-4o"), Some(true), None), "gpt-4o|b|");
     }
 
     #[test]
