@@ -2893,3 +2893,47 @@ async fn anthropic_and_deepseek_pipelines_ride_out_rate_limit_storms_and_server_
     assert_eq!(seen[0].0, Some(4));
     assert_eq!(app.count("storm_local", "deepseek_balance_daily", "storm").await, 1);
 }
+
+#[tokio::test]
+async fn a_table_older_than_its_schema_file_is_named_not_silently_loaded() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "drift").await;
+    let (_, b) = app
+        .setup(
+            &key,
+            "drift",
+            "openai",
+            serde_json::json!({"credential": "sk-admin-drift-000001"}),
+        )
+        .await;
+    assert_eq!(b["validation_status"], "VALID");
+    // The raw table as an earlier version created it: no usage_type column.
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/openai/schemas/openai_usage_daily_raw.json"),
+    )
+    .unwrap();
+    let mut fields = cloudact_core::warehouse::schema::parse_schema_json(&text).unwrap();
+    fields.retain(|f| f.name != "usage_type");
+    let old = cloudact_core::warehouse::TableDef {
+        name: "openai_usage_daily_raw".into(),
+        description: None,
+        fields,
+        partition_field: Some("usage_date".into()),
+        clustering: vec![],
+    };
+    assert!(ctx.warehouse.create_table("drift_local", &old).await.unwrap());
+    let (s, b, _) = app
+        .post_run(
+            &key,
+            "/api/v1/pipelines/run/drift/openai/cost/usage_cost",
+            serde_json::json!({"date": "2026-01-10"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "FAILED");
+    let error = run["error_message"].as_str().unwrap();
+    assert!(error.contains("predates") && error.contains("usage_type"), "{error}");
+    assert_eq!(app.count("drift_local", "openai_usage_daily_raw", "drift").await, 0);
+}

@@ -249,7 +249,7 @@ fn to_usd(cost: Option<Decimal>, currency: Option<&str>, rate: Option<f64>) -> O
         return Some(cost);
     }
     let rate = Decimal::try_from(rate?).ok().filter(|r| *r > Decimal::ZERO)?;
-    Some((cost / rate).round_dp(9))
+    cost.checked_div(rate).map(|usd| usd.round_dp(9))
 }
 
 /// Computed vs provider-billed cost per provider and day.

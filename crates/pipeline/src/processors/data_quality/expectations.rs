@@ -157,7 +157,8 @@ impl Processor for ExpectationsProcessor {
         let mut filter = "org_slug = @org".to_string();
         if let (Some(col), Some(date)) = (&c.date_column, &c.date) {
             params = params.with("day", parse_day(date)?);
-            filter.push_str(&format!(" AND {col} = @day"));
+            // DATE() reads a DATE or a TIMESTAMP column alike on both backends.
+            filter.push_str(&format!(" AND DATE({col}) = @day"));
         }
         let t = &c.table;
         let scalar = |sql: String, params: Params| async move {

@@ -50,6 +50,23 @@ pub(crate) async fn ensure_day_table(
         partition_field: (!partition.is_empty()).then(|| partition.to_string()),
         clustering: clustering.iter().map(|c| c.to_string()).collect(),
     };
-    ctx.warehouse().create_table(dataset, &def).await?;
+    let created = ctx.warehouse().create_table(dataset, &def).await?;
+    if !created {
+        // An older table must have every column the schema file now declares: a load would
+        // otherwise drop the new columns' values without a word.
+        let existing = ctx.warehouse().table_schema(dataset, table).await?;
+        let missing: Vec<&str> = def
+            .fields
+            .iter()
+            .filter(|f| !existing.iter().any(|e| e.name == f.name))
+            .map(|f| f.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ProcessorError::Failed(format!(
+                "table {dataset}.{table} predates {schema_rel}: it lacks {}; add the columns (NULLABLE) or drop the table",
+                missing.join(", ")
+            )));
+        }
+    }
     Ok(def)
 }

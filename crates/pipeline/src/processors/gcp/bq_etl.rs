@@ -284,8 +284,11 @@ impl Processor for BillingEtl {
                     }
                     let cost = row.numeric("cost").unwrap_or(Decimal::ZERO);
                     let credits = row.numeric("credits_total").unwrap_or(Decimal::ZERO);
-                    row.set("net_cost", cost + credits);
-                    net_total += cost + credits;
+                    let net = cost
+                        .checked_add(credits)
+                        .ok_or_else(|| ProcessorError::Failed(format!("cost {cost} + credits {credits} overflows")))?;
+                    row.set("net_cost", net);
+                    net_total = net_total.checked_add(net).unwrap_or(net_total);
                     load.push(row).await?;
                     rows += 1;
                 }

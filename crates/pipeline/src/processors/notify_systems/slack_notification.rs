@@ -51,6 +51,8 @@ impl ProcessorDef for SlackNotification {
     }
 }
 
+const SECTION_LIMIT: usize = 3000;
+
 enum Post {
     Retry(String, Option<Duration>),
     Fail(String),
@@ -84,6 +86,10 @@ impl Processor for SlackNotification {
             .collect();
         if !mentions.is_empty() {
             text.push_str(&format!("\n{}", mentions.join(" ")));
+        }
+        // Slack refuses a section over 3 000 characters (the run error can be long).
+        if text.chars().count() > SECTION_LIMIT {
+            text = text.chars().take(SECTION_LIMIT - 1).collect::<String>() + "…";
         }
         let fields: Vec<serde_json::Value> = facts
             .iter()

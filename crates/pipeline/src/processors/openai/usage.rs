@@ -111,9 +111,10 @@ impl UsageResult {
     pub fn uncached_input(&self) -> i64 {
         self.input_uncached_tokens
             .unwrap_or_else(|| {
-                self.input_tokens.unwrap_or(0)
-                    - self.input_cached_tokens.unwrap_or(0)
-                    - self.input_cache_write_tokens.unwrap_or(0)
+                self.input_tokens
+                    .unwrap_or(0)
+                    .saturating_sub(self.input_cached_tokens.unwrap_or(0))
+                    .saturating_sub(self.input_cache_write_tokens.unwrap_or(0))
             })
             .max(0)
     }
