@@ -32,24 +32,29 @@ struct CostSource {
     currency_cols: Option<(&'static str, &'static str)>,
 }
 
-const LLM: (&str, &str, &str, Option<(&str, &str)>) = ("total_cost", "unknown_model", "output_tokens", None);
+/// The columns every LLM cost table shares.
+const LLM: CostSource = CostSource {
+    provider: "",
+    table: "",
+    model_col: "model",
+    project_col: "project_id",
+    input_cols: &[],
+    cost_col: "total_cost",
+    unknown_sql: "unknown_model",
+    output_sql: "output_tokens",
+    currency_cols: None,
+};
 
 const SOURCES: [CostSource; 4] = [
     CostSource {
         provider: "openai",
         table: "openai_cost_daily",
-        model_col: "model",
-        project_col: "project_id",
         input_cols: &["uncached_input_tokens", "cached_input_tokens", "cache_write_tokens"],
-        cost_col: LLM.0,
-        unknown_sql: LLM.1,
-        output_sql: LLM.2,
-        currency_cols: LLM.3,
+        ..LLM
     },
     CostSource {
         provider: "anthropic",
         table: "anthropic_cost_daily",
-        model_col: "model",
         project_col: "workspace_id",
         input_cols: &[
             "uncached_input_tokens",
@@ -57,10 +62,7 @@ const SOURCES: [CostSource; 4] = [
             "cache_write_1h_tokens",
             "cache_read_tokens",
         ],
-        cost_col: LLM.0,
-        unknown_sql: LLM.1,
-        output_sql: LLM.2,
-        currency_cols: LLM.3,
+        ..LLM
     },
     // GCP billing: net cost (after credits) by service ("model") and project, converted to USD.
     CostSource {
@@ -78,12 +80,8 @@ const SOURCES: [CostSource; 4] = [
         provider: "example",
         table: "example_cost_daily",
         model_col: "model_id",
-        project_col: "project_id",
         input_cols: &["input_tokens", "cached_input_tokens"],
-        cost_col: LLM.0,
-        unknown_sql: LLM.1,
-        output_sql: LLM.2,
-        currency_cols: LLM.3,
+        ..LLM
     },
 ];
 

@@ -1,5 +1,5 @@
-//! One provider GET with the retry policy every provider client shares: 429 and 5xx (and
-//! transport errors, malformed JSON) are retried with exponential backoff and jitter, honouring
+//! One provider request with the retry policy every outgoing call shares: 429 and 5xx (and
+//! transport errors, cut-off bodies) are retried with exponential backoff and jitter, honouring
 //! `Retry-After`; other statuses fail with the provider's message.
 
 use std::time::Duration;
@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::registry::ProcessorError;
 
-enum Fetch {
+/// How one attempt ended, when it did not succeed.
+pub(crate) enum Fetch {
     Retry(String, Option<Duration>),
     Fail(String),
 }
@@ -34,6 +35,28 @@ pub async fn get_with_headers<T: DeserializeOwned>(
     provider: &str,
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<(T, reqwest::header::HeaderMap), ProcessorError> {
+    send_with_retry(provider, build, |body, headers| {
+        // A cut-off or unparseable body may be a transient fault; valid JSON of the wrong
+        // shape will not fix itself.
+        serde_json::from_slice::<T>(body)
+            .map(|v| (v, headers.clone()))
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => {
+                    Fetch::Fail(format!("{provider} response of an unexpected shape: {e}"))
+                }
+                _ => Fetch::Retry(format!("malformed {provider} response: {e}"), None),
+            })
+    })
+    .await
+}
+
+/// Sends the request `build` makes (again on each attempt) under the shared retry policy and
+/// hands a 2xx body and its headers to `accept`.
+pub(crate) async fn send_with_retry<T>(
+    provider: &str,
+    build: impl Fn() -> reqwest::RequestBuilder,
+    accept: impl Fn(&[u8], &reqwest::header::HeaderMap) -> Result<T, Fetch>,
+) -> Result<T, ProcessorError> {
     let attempt = || async {
         let resp = build()
             .send()
@@ -42,8 +65,7 @@ pub async fn get_with_headers<T: DeserializeOwned>(
             .map_err(|e| Fetch::Retry(format!("{provider} unreachable: {}", e.without_url()), None))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let retry_after = resp
-            .headers()
+        let retry_after = headers
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
@@ -53,16 +75,7 @@ pub async fn get_with_headers<T: DeserializeOwned>(
             .await
             .map_err(|e| Fetch::Retry(format!("{provider} response: {}", e.without_url()), None))?;
         match status {
-            // A cut-off or unparseable body may be a transient fault; valid JSON of the wrong
-            // shape will not fix itself.
-            200..=299 => serde_json::from_slice::<T>(&body)
-                .map(|v| (v, headers))
-                .map_err(|e| match e.classify() {
-                    serde_json::error::Category::Data => {
-                        Fetch::Fail(format!("{provider} response of an unexpected shape: {e}"))
-                    }
-                    _ => Fetch::Retry(format!("malformed {provider} response: {e}"), None),
-                }),
+            200..=299 => accept(&body, &headers),
             429 | 500..=599 => Err(Fetch::Retry(format!("{provider} returned {status}"), retry_after)),
             _ => Err(Fetch::Fail(format!(
                 "{provider} returned {status}: {}",

@@ -1,12 +1,11 @@
 //! `notify_systems.slack_notification`: a message to the Slack incoming webhook in the settings
 //! (`SLACK_WEBHOOK_URL`, a secret: never in a spec), as Block Kit blocks (header, the message,
-//! the run's facts) with a plain-text fallback. 429 and 5xx are retried, honouring
-//! `Retry-After`.
+//! the run's facts) with a plain-text fallback, sent under the shared retry policy
+//! ([`send_with_retry`]: 429 and 5xx retried, honouring `Retry-After`).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
@@ -14,6 +13,7 @@ use serde_json::json;
 use super::run_facts;
 use crate::{
     context::StepContext,
+    providers::http::send_with_retry,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -52,11 +52,6 @@ impl ProcessorDef for SlackNotification {
 }
 
 const SECTION_LIMIT: usize = 3000;
-
-enum Post {
-    Retry(String, Option<Duration>),
-    Fail(String),
-}
 
 #[async_trait]
 impl Processor for SlackNotification {
@@ -102,47 +97,16 @@ impl Processor for SlackNotification {
         blocks.push(json!({"type": "section", "fields": fields}));
         let body = json!({"text": format!("{}\n{}", c.title, text.trim()), "blocks": blocks});
         let http = &ctx.services.http;
-        let post = || async {
-            let resp = http
-                .post(url.expose_secret())
-                .timeout(Duration::from_secs(10))
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| Post::Retry(format!("Slack unreachable: {}", e.without_url()), None))?;
-            let status = resp.status().as_u16();
-            let after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.min(30)));
-            let text = resp.text().await.unwrap_or_default();
-            match status {
-                200..=299 => Ok(()),
-                429 | 500..=599 => Err(Post::Retry(format!("Slack returned {status}"), after)),
-                _ => Err(Post::Fail(format!(
-                    "Slack returned {status}: {}",
-                    text.chars().take(200).collect::<String>()
-                ))),
-            }
-        };
-        post.retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(300))
-                .with_max_times(3)
-                .with_jitter(),
+        send_with_retry(
+            "Slack",
+            || {
+                http.post(url.expose_secret())
+                    .timeout(Duration::from_secs(10))
+                    .json(&body)
+            },
+            |_, _| Ok(()),
         )
-        .when(|e| matches!(e, Post::Retry(..)))
-        .adjust(|e, d| match e {
-            Post::Retry(_, Some(after)) => Some(*after),
-            _ => d,
-        })
-        .await
-        .map_err(|e| match e {
-            Post::Retry(m, _) => ProcessorError::Transient(m),
-            Post::Fail(m) => ProcessorError::Failed(m),
-        })?;
+        .await?;
         Ok(StepOutput {
             rows_processed: 0,
             output: json!({"delivered": true}),
