@@ -712,6 +712,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_org_run_always_works_in_its_own_dataset() {
+        let (_d, ex) = executor();
+        let s = spec(
+            "pipeline_id: p\nvariables: {dataset: globex_local}\nsteps:\n  - {step_id: a, ps_type: test.behave, config: {echo: '{dataset}'}}\n",
+        );
+        let mut req = RunRequest {
+            org_slug: Some("acme".into()),
+            ..Default::default()
+        };
+        req.variables.insert("dataset".into(), "other_local".into());
+        let r = ex.run(&s, req, CancellationToken::new()).await;
+        assert_eq!(
+            r.step("a").unwrap().output,
+            serde_json::json!("acme_local"),
+            "neither the spec nor the request moves it"
+        );
+    }
+
+    #[tokio::test]
     async fn unresolved_placeholder_fails_before_any_step() {
         let (_d, ex) = executor();
         let s = spec("pipeline_id: p\nsteps:\n  - {step_id: a, ps_type: test.behave}\n  - {step_id: b, ps_type: test.behave, config: {echo: '{start_date}'}}\n");
