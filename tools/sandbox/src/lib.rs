@@ -172,14 +172,7 @@ async fn fault(provider: Provider, key: &str, headers: &HeaderMap) -> Option<Res
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     if has("fault429") {
-        let mut r = error(
-            provider,
-            StatusCode::TOO_MANY_REQUESTS,
-            "Rate limit reached; retry after 1 second.",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return Some(r);
+        return Some(rate_limited(provider));
     }
     if has("fault500") {
         return Some(error(
@@ -203,6 +196,18 @@ async fn fault(provider: Provider, key: &str, headers: &HeaderMap) -> Option<Res
         return Some((StatusCode::OK, Json(json!({"object": "page", "data": "not-a-list"}))).into_response());
     }
     None
+}
+
+/// The provider's 429, asking for a retry after one second.
+fn rate_limited(provider: Provider) -> Response {
+    let mut r = error(
+        provider,
+        StatusCode::TOO_MANY_REQUESTS,
+        "Rate limit reached; retry after 1 second.",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    r
 }
 
 /// A deterministic number in `0..below` from the seed and the given parts.
@@ -441,14 +446,7 @@ async fn scripted_fault(s: &Sandbox, provider: Provider) -> Option<Response> {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if limited {
-        let mut r = error(
-            provider,
-            StatusCode::TOO_MANY_REQUESTS,
-            "Rate limit reached; retry after 1 second.",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return Some(r);
+        return Some(rate_limited(provider));
     }
     failed.then(|| {
         error(
