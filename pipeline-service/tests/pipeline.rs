@@ -1262,12 +1262,17 @@ async fn pricing_crud_reset_and_effective_dating() {
         (Some("2.5"), Some("0.0025"))
     );
     // Create with per-1K prices (converted), 409 on the same key, 422 on bad input.
-    let body = serde_json::json!({"model_id": "my-ft-model", "input_price_per_1k": 0.003, "output_price_per_1m": "12.5", "effective_date": "2026-01-01"});
+    let body = serde_json::json!({"model_id": "my-ft-model", "input_price_per_1k": 0.003, "output_price_per_1m": "12.5",
+                                  "web_search_price_per_1k": "12", "effective_date": "2026-01-01"});
     let (s, b) = app.send(reqwest::Method::POST, &key, base, Some(body.clone())).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(
-        (b["input_price_per_1m"].as_str(), b["is_custom"].as_bool()),
-        (Some("3"), Some(true))
+        (
+            b["input_price_per_1m"].as_str(),
+            b["is_custom"].as_bool(),
+            b["web_search_price_per_1k"].as_str()
+        ),
+        (Some("3"), Some(true), Some("12"))
     );
     let (s, _) = app.send(reqwest::Method::POST, &key, base, Some(body)).await;
     assert_eq!(s, StatusCode::CONFLICT);
@@ -1735,12 +1740,20 @@ async fn anthropic_usage_is_pulled_and_its_four_input_buckets_priced_apart() {
         r.numeric("cache_read_cost").unwrap(),
         (tokens("cache_read_tokens") * read / million).round_dp(9)
     );
+    // Web search: 10 USD per 1 000 requests (the seeded price).
+    let per_1k = price("web_search_price_per_1k").await.unwrap();
+    assert_eq!(per_1k, rust_decimal::Decimal::from(10));
+    assert_eq!(
+        r.numeric("web_search_cost").unwrap(),
+        tokens("web_search_requests") * per_1k / rust_decimal::Decimal::from(1000)
+    );
     let sum = [
         "input_cost",
         "cache_write_5m_cost",
         "cache_write_1h_cost",
         "cache_read_cost",
         "output_cost",
+        "web_search_cost",
     ]
     .iter()
     .map(|c| r.numeric(c).unwrap())

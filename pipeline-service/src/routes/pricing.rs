@@ -103,6 +103,9 @@ pub struct PricingBody {
     pub cache_write_1h_price_per_1m: Option<Value>,
     #[schema(value_type = Option<f64>)]
     pub output_price_per_1m: Option<Value>,
+    /// USD per 1 000 server-side web-search requests (Anthropic).
+    #[schema(value_type = Option<f64>)]
+    pub web_search_price_per_1k: Option<Value>,
     /// Original-frontend form: converted to per 1M.
     #[schema(value_type = Option<f64>)]
     pub input_price_per_1k: Option<Value>,
@@ -124,7 +127,7 @@ impl PricingBody {
     fn prices(&self) -> Result<Vec<(&'static str, Decimal)>, ApiError> {
         let mut out = Vec::new();
         let thousand = Decimal::from(1000);
-        let pairs: [PriceField<'_>; 5] = [
+        let pairs: [PriceField<'_>; 6] = [
             (
                 "input_price_per_1m",
                 &self.input_price_per_1m,
@@ -138,6 +141,7 @@ impl PricingBody {
                 &self.output_price_per_1m,
                 Some(&self.output_price_per_1k),
             ),
+            ("web_search_price_per_1k", &self.web_search_price_per_1k, None),
         ];
         for (name, per_1m, per_1k) in pairs {
             match (per_1m, per_1k.and_then(Option::as_ref)) {

@@ -662,6 +662,13 @@ fn anthropic_billed(seed: u64, d: NaiveDate) -> Vec<Value> {
                 ("cache_creation.ephemeral_1h_input_tokens", p("h", 20_000)),
                 ("output_tokens", 500 + p("o", 100_000)),
             ];
+            // Web search: 10 USD per 1 000 requests = 1 cent a request.
+            let searches = p("s", 20);
+            if searches > 0 {
+                results.push(json!({"amount": decimal_text(searches * 10u128.pow(10), 10), "currency": "USD",
+                    "workspace_id": null, "description": format!("{m} Web search"), "cost_type": "web_search", "model": m,
+                    "service_tier": tier, "token_type": null, "context_window": "0-200k"}));
+            }
             let prices = anthropic_list_price(m, tier);
             for ((token_type, n), price) in tokens.into_iter().zip(prices) {
                 // tokens × µ$/1M = 10^-12 $ = 10^-10 cents.

@@ -18,6 +18,8 @@ pub struct Price {
     pub write_5m: Option<Decimal>,
     pub write_1h: Option<Decimal>,
     pub output: Decimal,
+    /// USD per 1 000 web-search requests.
+    pub web_search_per_1k: Option<Decimal>,
 }
 
 /// The prices of one provider effective on one day.
@@ -41,7 +43,7 @@ impl PriceBook {
                 dataset,
                 &format!(
                     "SELECT model_id, pricing_tier, input_price_per_1m, cached_input_price_per_1m, cache_write_5m_price_per_1m, \
-                     cache_write_1h_price_per_1m, output_price_per_1m, effective_date FROM {{{{{table}}}}} \
+                     cache_write_1h_price_per_1m, output_price_per_1m, web_search_price_per_1k, effective_date FROM {{{{{table}}}}} \
                      WHERE provider = @provider AND is_enabled = @enabled AND effective_date <= @day \
                      AND (end_date IS NULL OR end_date >= @day)"
                 ),
@@ -66,6 +68,7 @@ impl PriceBook {
                 write_5m: r.numeric("cache_write_5m_price_per_1m"),
                 write_1h: r.numeric("cache_write_1h_price_per_1m"),
                 output,
+                web_search_per_1k: r.numeric("web_search_price_per_1k"),
             };
             let k = (model, tier);
             if prices.get(&k).is_none_or(|old| old.effective < p.effective) {

@@ -89,6 +89,7 @@ impl Processor for CostProcessor {
                 tokens("cache_read_input_tokens"),
                 tokens("output_tokens"),
             );
+            let searches = u.int("web_search_requests").unwrap_or(0);
             let matched = model.as_deref().and_then(|m| book.match_model(m)).cloned();
             let price = matched.as_ref().and_then(|m| book.price(m, tier));
             let mut row = Row::new()
@@ -103,6 +104,7 @@ impl Processor for CostProcessor {
                 .with("cache_write_1h_tokens", w1)
                 .with("cache_read_tokens", reads)
                 .with("output_tokens", output)
+                .with("web_search_requests", searches)
                 .with("currency", "USD")
                 .with("run_id", ctx.run_id.as_str())
                 .with("loaded_at", now);
@@ -116,9 +118,23 @@ impl Processor for CostProcessor {
                         per_million(reads, p.cached.unwrap_or(p.input)),
                         per_million(output, p.output),
                     ];
-                    let sum: Decimal = costs.iter().sum();
+                    // Web search is priced per 1 000 requests; without a price its cost is
+                    // unknown (null) rather than 0.
+                    let search_cost = match p.web_search_per_1k {
+                        Some(per_1k) => Some(
+                            (Decimal::from(searches) * per_1k / Decimal::from(1000))
+                                .round_dp_with_strategy(9, rust_decimal::RoundingStrategy::MidpointAwayFromZero),
+                        ),
+                        None if searches == 0 => Some(Decimal::ZERO),
+                        None => {
+                            tracing::warn!(model = ?model, searches, "web search without a price: its cost is left null");
+                            None
+                        }
+                    };
+                    let sum: Decimal = costs.iter().sum::<Decimal>() + search_cost.unwrap_or(Decimal::ZERO);
                     total += sum;
                     row = row
+                        .with("web_search_cost", search_cost)
                         .with("input_cost", costs[0])
                         .with("cache_write_5m_cost", costs[1])
                         .with("cache_write_1h_cost", costs[2])
