@@ -1,7 +1,7 @@
 //! `GET /api/v1/costs/{org}?start_date&end_date&group_by=provider,model,day,project` (org key):
 //! totals from the org's cost tables (OpenAI, Anthropic, GCP billing net of credits in USD, the
-//! example), summed exactly (decimal) in the service, with token counts and how many rows had
-//! no price (`unknown_model`: their cost is unknown, not 0).
+//! example), aggregated in the warehouse with exact decimal sums and combined here, with token
+//! counts and how many rows had no price (`unknown_model`: their cost is unknown, not 0).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -72,7 +72,7 @@ const SOURCES: [CostSource; 4] = [
         project_col: "project_id",
         input_cols: &[],
         cost_col: "net_cost",
-        unknown_sql: "0",
+        unknown_sql: "FALSE",
         output_sql: "0",
         currency_cols: Some(("currency", "currency_conversion_rate")),
     },
@@ -173,12 +173,41 @@ pub async fn costs(
         } else {
             inputs.join(" + ")
         };
-        let (currency, rate) = src.currency_cols.unwrap_or(("'USD'", "1"));
+        // Summed in the warehouse, grouped by the requested dimensions (and, for non-USD
+        // sources, by currency and rate so each group converts exactly once); money with the
+        // backend's exact sum.
+        let mut dims: Vec<(&str, &str)> = Vec::new();
+        for g in &group_by {
+            match g.as_str() {
+                "model" => dims.push((src.model_col, "model")),
+                "day" => dims.push(("usage_date", "usage_date")),
+                "project" => dims.push((src.project_col, "project")),
+                _ => {}
+            }
+        }
+        if let Some((currency, rate)) = src.currency_cols {
+            dims.push((currency, "currency"));
+            dims.push((rate, "usd_rate"));
+        }
+        let select: Vec<String> = dims
+            .iter()
+            .map(|(expr, alias)| format!("{expr} AS {alias}, "))
+            .collect();
+        let group: Vec<&str> = dims.iter().map(|(expr, _)| *expr).collect();
+        let cost = src.cost_col;
         let sql = format!(
-            "SELECT usage_date, {} AS model, {} AS project, {} AS total_cost, {} AS unknown_model, ({inputs}) AS input_tokens, \
-             {} AS output_tokens, {currency} AS currency, {rate} AS usd_rate FROM {{{{{table}}}}} \
-             WHERE org_slug = @org AND usage_date >= @start AND usage_date <= @end",
-            src.model_col, src.project_col, src.cost_col, src.unknown_sql, src.output_sql,
+            "SELECT {}{} AS total_cost, SUM(CASE WHEN {cost} IS NULL OR {} THEN 1 ELSE 0 END) AS unknown_rows, \
+             COUNT(*) AS row_count, SUM({inputs}) AS input_tokens, SUM({}) AS output_tokens FROM {{{{{table}}}}} \
+             WHERE org_slug = @org AND usage_date >= @start AND usage_date <= @end{}",
+            select.concat(),
+            ctx.warehouse.exact_sum(cost),
+            src.unknown_sql,
+            src.output_sql,
+            if group.is_empty() {
+                String::new()
+            } else {
+                format!(" GROUP BY {}", group.join(", "))
+            },
         );
         let rows = ctx
             .warehouse
@@ -192,6 +221,10 @@ pub async fn costs(
             )
             .await?;
         for r in rows {
+            let count = r.int("row_count").unwrap_or(0);
+            if count == 0 {
+                continue;
+            }
             let key: Vec<String> = group_by
                 .iter()
                 .map(|g| match g.as_str() {
@@ -201,18 +234,24 @@ pub async fn costs(
                     _ => r.string("project").unwrap_or_default(),
                 })
                 .collect();
-            let cost = to_usd(
-                r.numeric("total_cost"),
-                r.string("currency").as_deref(),
-                r.float("usd_rate"),
-            );
-            let unknown = r.boolean("unknown_model").unwrap_or(false) || cost.is_none();
+            let summed = r.numeric("total_cost");
+            let cost = if src.currency_cols.is_some() {
+                to_usd(summed, r.string("currency").as_deref(), r.float("usd_rate"))
+            } else {
+                summed
+            };
+            // A group whose cost cannot be converted counts all its rows as unknown.
+            let unknown = if cost.is_none() && summed.is_some() {
+                count
+            } else {
+                r.int("unknown_rows").unwrap_or(0)
+            };
             for t in [groups.entry(key).or_default(), &mut all] {
                 t.cost += cost.unwrap_or(Decimal::ZERO);
                 t.input_tokens += r.int("input_tokens").unwrap_or(0);
                 t.output_tokens += r.int("output_tokens").unwrap_or(0);
-                t.rows += 1;
-                t.unknown_model_rows += i64::from(unknown);
+                t.rows += count;
+                t.unknown_model_rows += unknown;
             }
         }
     }

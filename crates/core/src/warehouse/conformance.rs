@@ -23,6 +23,7 @@ pub async fn run_all(wh: Arc<dyn Warehouse>, prefix: &str) {
     queries_bind_named_params(&*wh, &format!("{prefix}_params")).await;
     replace_partition_is_idempotent(&*wh, &format!("{prefix}_replace")).await;
     staged_load_swaps_in_one_step(&*wh, &format!("{prefix}_staged")).await;
+    exact_sums_keep_every_digit(&*wh, &format!("{prefix}_sums")).await;
     atomic_batches_roll_back(&*wh, &format!("{prefix}_atomic")).await;
     missing_things_are_typed_errors(&*wh, &format!("{prefix}_missing")).await;
     conditional_updates_never_overshoot(wh.clone(), &format!("{prefix}_quota")).await;
@@ -414,6 +415,57 @@ pub async fn staged_load_swaps_in_one_step(wh: &dyn Warehouse, ds: &str) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((again.deleted, again.inserted), (3, 0));
+    wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+pub async fn exact_sums_keep_every_digit(wh: &dyn Warehouse, ds: &str) {
+    fresh(wh, ds).await;
+    wh.create_table(ds, &sample_table("usage"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cost = |m: &str, c: &str| {
+        usage_row("acme", 1, m, 1).with(
+            "cost",
+            c.parse::<rust_decimal::Decimal>().unwrap_or_else(|e| panic!("{e}")),
+        )
+    };
+    // 0.1 + 0.2 is not 0.3 in floating point; a nano-dollar must survive a large neighbour.
+    wh.insert_rows(
+        ds,
+        "usage",
+        &[
+            cost("a", "0.1"),
+            cost("a", "0.2"),
+            cost("b", "123456789.000000001"),
+            cost("b", "0.000000001"),
+            usage_row("acme", 1, "c", 1),
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rows = wh
+        .query(
+            ds,
+            &format!(
+                "SELECT model, {} AS s, COUNT(*) AS n FROM {{{{usage}}}} GROUP BY model ORDER BY model",
+                wh.exact_sum("cost")
+            ),
+            &Params::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sums: Vec<(Option<String>, Option<rust_decimal::Decimal>)> =
+        rows.iter().map(|r| (r.string("model"), r.numeric("s"))).collect();
+    let d = |s: &str| s.parse::<rust_decimal::Decimal>().ok();
+    assert_eq!(
+        sums,
+        vec![
+            (Some("a".into()), d("0.3")),
+            (Some("b".into()), d("123456789.000000002")),
+            (Some("c".into()), None),
+        ],
+        "exact sums; NULL when nothing to add"
+    );
     wh.delete_dataset(ds).await.unwrap_or_else(|e| panic!("{e}"));
 }
 

@@ -94,6 +94,13 @@ impl EmbeddedWarehouse {
         conn.busy_timeout(self.busy_timeout).map_err(map_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(map_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(map_err)?;
+        conn.create_aggregate_function(
+            "decimal_sum",
+            1,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8 | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            DecimalSum,
+        )
+        .map_err(map_err)?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {DEFS_TABLE} (table_name TEXT PRIMARY KEY, fields TEXT NOT NULL, \
              partition_field TEXT, clustering TEXT NOT NULL, description TEXT)"
@@ -128,6 +135,47 @@ impl EmbeddedWarehouse {
         })
         .await
         .map_err(|e| WarehouseError::Backend(format!("warehouse task failed: {e}")))?
+    }
+}
+
+/// `decimal_sum(x)`: the exact sum of NUMERIC values (stored as decimal text), NULLs skipped,
+/// NULL when there is nothing to add — what BigQuery's `SUM` over NUMERIC gives.
+struct DecimalSum;
+
+impl rusqlite::functions::Aggregate<Option<rust_decimal::Decimal>, Option<String>> for DecimalSum {
+    fn init(&self, _: &mut rusqlite::functions::Context<'_>) -> rusqlite::Result<Option<rust_decimal::Decimal>> {
+        Ok(None)
+    }
+
+    fn step(
+        &self,
+        ctx: &mut rusqlite::functions::Context<'_>,
+        acc: &mut Option<rust_decimal::Decimal>,
+    ) -> rusqlite::Result<()> {
+        let bad = |why: &str| rusqlite::Error::UserFunctionError(format!("decimal_sum: {why}").into());
+        let v = match ctx.get_raw(0) {
+            ValueRef::Null => return Ok(()),
+            ValueRef::Integer(i) => rust_decimal::Decimal::from(i),
+            ValueRef::Text(t) => std::str::from_utf8(t)
+                .ok()
+                .and_then(|s| s.parse::<rust_decimal::Decimal>().ok())
+                .ok_or_else(|| bad("not a decimal"))?,
+            ValueRef::Real(_) | ValueRef::Blob(_) => return Err(bad("not a NUMERIC value")),
+        };
+        *acc = Some(
+            acc.unwrap_or(rust_decimal::Decimal::ZERO)
+                .checked_add(v)
+                .ok_or_else(|| bad("overflow"))?,
+        );
+        Ok(())
+    }
+
+    fn finalize(
+        &self,
+        _: &mut rusqlite::functions::Context<'_>,
+        acc: Option<Option<rust_decimal::Decimal>>,
+    ) -> rusqlite::Result<Option<String>> {
+        Ok(acc.flatten().map(|d| d.normalize().to_string()))
     }
 }
 
@@ -342,6 +390,10 @@ impl Warehouse for EmbeddedWarehouse {
             Ok(ReplaceOutcome { deleted, inserted })
         })
         .await
+    }
+
+    fn exact_sum(&self, expr: &str) -> String {
+        format!("decimal_sum({expr})")
     }
 
     async fn query(&self, dataset: &str, sql: &str, params: &Params) -> Result<Vec<Row>, WarehouseError> {

@@ -154,6 +154,12 @@ pub trait Warehouse: Send + Sync {
         key: &PartitionKey,
     ) -> Result<ReplaceOutcome, WarehouseError>;
 
+    /// SQL for an exact sum of a NUMERIC expression (an aggregate): BigQuery's `SUM`; the
+    /// embedded backend's `decimal_sum`, since SQLite's own `SUM` over decimal text is a float.
+    fn exact_sum(&self, expr: &str) -> String {
+        format!("SUM({expr})")
+    }
+
     /// Runs a SELECT and returns its rows.
     async fn query(&self, dataset: &str, sql: &str, params: &Params) -> Result<Vec<Row>, WarehouseError>;
 
