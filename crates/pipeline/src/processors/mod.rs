@@ -11,7 +11,51 @@ pub mod openai;
 pub mod pricing;
 pub mod setup;
 
+use serde::Deserialize;
+
 use crate::registry::Registry;
+
+/// Config of a processor that loads one day into one table created from a schema file under
+/// `configs/` (usage, billed cost, balance).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DayTableConfig {
+    pub dataset: String,
+    pub date: String,
+    pub table: String,
+    pub schema: String,
+}
+
+impl DayTableConfig {
+    /// The config, once its table name is checked.
+    pub fn checked(self) -> Result<Self, String> {
+        cloudact_core::warehouse::check_name(&self.table).map_err(|e| e.to_string())?;
+        Ok(self)
+    }
+}
+
+/// Config of a cost processor: one day of a usage table priced with the org's pricing table
+/// into a cost table created from a schema file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostConfig {
+    pub dataset: String,
+    pub date: String,
+    pub usage_table: String,
+    pub cost_table: String,
+    pub schema: String,
+    pub pricing_table: String,
+}
+
+impl CostConfig {
+    /// The config, once its table names are checked.
+    pub fn checked(self) -> Result<Self, String> {
+        for t in [&self.usage_table, &self.cost_table, &self.pricing_table] {
+            cloudact_core::warehouse::check_name(t).map_err(|e| e.to_string())?;
+        }
+        Ok(self)
+    }
+}
 
 /// Registers every processor. Adding a processor: a module, one line here, one YAML spec.
 pub fn register_all(registry: &mut Registry) {

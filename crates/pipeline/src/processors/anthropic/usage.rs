@@ -8,34 +8,24 @@ use async_trait::async_trait;
 use chrono::Utc;
 use cloudact_core::warehouse::Row;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
     context::StepContext,
     processors::example::{ensure_day_table, parse_day},
+    processors::DayTableConfig,
     providers::http::get_all_pages,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UsageConfig {
-    pub dataset: String,
-    pub date: String,
-    pub table: String,
-    pub schema: String,
-}
-
-pub struct UsageProcessor(UsageConfig);
+pub struct UsageProcessor(DayTableConfig);
 
 impl ProcessorDef for UsageProcessor {
     const PS_TYPE: &'static str = "anthropic.usage";
-    type Config = UsageConfig;
+    type Config = DayTableConfig;
 
-    fn build(config: UsageConfig) -> Result<Self, String> {
-        cloudact_core::warehouse::check_name(&config.table).map_err(|e| e.to_string())?;
-        Ok(UsageProcessor(config))
+    fn build(config: DayTableConfig) -> Result<Self, String> {
+        config.checked().map(UsageProcessor)
     }
 }
 

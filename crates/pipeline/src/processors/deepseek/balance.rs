@@ -7,33 +7,23 @@ use chrono::Utc;
 use cloudact_core::warehouse::{Params, Row};
 use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 
 use crate::{
     context::StepContext,
     processors::example::{ensure_day_table, parse_day},
+    processors::DayTableConfig,
     providers::http::get_json,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BalanceConfig {
-    pub dataset: String,
-    pub date: String,
-    pub table: String,
-    pub schema: String,
-}
-
-pub struct BalanceProcessor(BalanceConfig);
+pub struct BalanceProcessor(DayTableConfig);
 
 impl ProcessorDef for BalanceProcessor {
     const PS_TYPE: &'static str = "deepseek.balance";
-    type Config = BalanceConfig;
+    type Config = DayTableConfig;
 
-    fn build(config: BalanceConfig) -> Result<Self, String> {
-        cloudact_core::warehouse::check_name(&config.table).map_err(|e| e.to_string())?;
-        Ok(BalanceProcessor(config))
+    fn build(config: DayTableConfig) -> Result<Self, String> {
+        config.checked().map(BalanceProcessor)
     }
 }
 

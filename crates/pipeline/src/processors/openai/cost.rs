@@ -12,27 +12,16 @@ use async_trait::async_trait;
 use chrono::Utc;
 use cloudact_core::warehouse::{FieldMode, FieldSchema, FieldType, Params, Row, Statement, TableDef};
 use rust_decimal::Decimal;
-use serde::Deserialize;
 
 use crate::{
     context::StepContext,
+    processors::CostConfig,
     processors::{
         example::{ensure_day_table, parse_day},
         pricing::PriceBook,
     },
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CostConfig {
-    pub dataset: String,
-    pub date: String,
-    pub usage_table: String,
-    pub cost_table: String,
-    pub schema: String,
-    pub pricing_table: String,
-}
 
 pub struct CostProcessor(CostConfig);
 
@@ -41,10 +30,7 @@ impl ProcessorDef for CostProcessor {
     type Config = CostConfig;
 
     fn build(config: CostConfig) -> Result<Self, String> {
-        for t in [&config.usage_table, &config.cost_table, &config.pricing_table] {
-            cloudact_core::warehouse::check_name(t).map_err(|e| e.to_string())?;
-        }
-        Ok(CostProcessor(config))
+        config.checked().map(CostProcessor)
     }
 }
 

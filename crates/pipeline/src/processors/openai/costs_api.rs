@@ -6,33 +6,23 @@ use chrono::Utc;
 use cloudact_core::warehouse::Row;
 use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 
 use crate::{
     context::StepContext,
     processors::example::{ensure_day_table, parse_day},
+    processors::DayTableConfig,
     providers::http::get_all_pages,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CostsApiConfig {
-    pub dataset: String,
-    pub date: String,
-    pub table: String,
-    pub schema: String,
-}
-
-pub struct CostsApiProcessor(CostsApiConfig);
+pub struct CostsApiProcessor(DayTableConfig);
 
 impl ProcessorDef for CostsApiProcessor {
     const PS_TYPE: &'static str = "openai.costs_api";
-    type Config = CostsApiConfig;
+    type Config = DayTableConfig;
 
-    fn build(config: CostsApiConfig) -> Result<Self, String> {
-        cloudact_core::warehouse::check_name(&config.table).map_err(|e| e.to_string())?;
-        Ok(CostsApiProcessor(config))
+    fn build(config: DayTableConfig) -> Result<Self, String> {
+        config.checked().map(CostsApiProcessor)
     }
 }
 
