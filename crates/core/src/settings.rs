@@ -49,6 +49,51 @@ pub enum KmsKind {
     Gcp,
 }
 
+/// Who drives the scheduler: the pipeline-service itself every tick, or Cloud Scheduler
+/// calling the trigger and queue endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerMode {
+    Internal,
+    External,
+}
+
+/// Where due occurrences wait to be claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerQueue {
+    /// The `org_pipeline_execution_queue` table, claimed atomically.
+    Warehouse,
+    /// A Cloud Pub/Sub topic with a pull subscription shared by every instance.
+    PubSub,
+}
+
+/// Scheduler settings (`SCHEDULER*`, `PUBSUB_*`).
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    pub mode: SchedulerMode,
+    pub queue: SchedulerQueue,
+    /// Internal mode: how often trigger + process run (`SCHEDULER_TICK_SECONDS`, 60).
+    pub tick: Duration,
+    /// How many days back missed occurrences are still run (`SCHEDULER_CATCHUP_DAYS`, 7).
+    pub catchup_days: u32,
+    /// Per-org start spread: an occurrence becomes claimable within this window after its
+    /// time, at a deterministic offset per org and schedule (`SCHEDULER_JITTER_SECONDS`, 300).
+    pub jitter: Duration,
+    /// Retries of a failed scheduled run before it stays FAILED (`SCHEDULER_MAX_RETRIES`, 3).
+    pub max_retries: u32,
+    /// First retry delay, doubled per retry up to one hour (`SCHEDULER_RETRY_BASE_SECONDS`, 60).
+    pub retry_base: Duration,
+    /// A claimed item not admitted within this is claimable again (`SCHEDULER_CLAIM_LEASE_SECONDS`, 120).
+    pub claim_lease: Duration,
+    /// Longest a queue-process call keeps claiming (`SCHEDULER_PROCESS_SECONDS`, 50).
+    pub process_budget: Duration,
+    /// Pub/Sub project (`PUBSUB_PROJECT_ID`, else `GCP_PROJECT_ID`).
+    pub pubsub_project: Option<String>,
+    pub pubsub_topic: String,
+    pub pubsub_subscription: String,
+    /// `PUBSUB_EMULATOR_HOST` (host:port), as every Google client library reads it.
+    pub pubsub_emulator_host: Option<String>,
+}
+
 /// Everything both services read from the environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -96,6 +141,7 @@ pub struct Settings {
     /// demos only). A service-account JSON's own `token_uri` is never used: it would let an org
     /// make the service call any URL.
     pub gcp_token_url: String,
+    pub scheduler: SchedulerSettings,
 }
 
 /// Google's OAuth2 token endpoint.
@@ -195,6 +241,13 @@ impl Settings {
         let smtp_port = number("SMTP_PORT", 587, 1, 65_535) as u16;
         let run_heartbeat = Duration::from_secs(number("RUN_HEARTBEAT_SECONDS", 10, 1, 600));
         let run_stale_after = Duration::from_secs(number("RUN_STALE_SECONDS", 60, 2, 86_400));
+        let scheduler_tick = Duration::from_secs(number("SCHEDULER_TICK_SECONDS", 60, 1, 3_600));
+        let catchup_days = number("SCHEDULER_CATCHUP_DAYS", 7, 0, 90) as u32;
+        let jitter = Duration::from_secs(number("SCHEDULER_JITTER_SECONDS", 300, 0, 3_600));
+        let max_retries = number("SCHEDULER_MAX_RETRIES", 3, 0, 10) as u32;
+        let retry_base = Duration::from_secs(number("SCHEDULER_RETRY_BASE_SECONDS", 60, 1, 3_600));
+        let claim_lease = Duration::from_secs(number("SCHEDULER_CLAIM_LEASE_SECONDS", 120, 5, 3_600));
+        let process_budget = Duration::from_secs(number("SCHEDULER_PROCESS_SECONDS", 50, 1, 600));
 
         let smtp = get("SMTP_HOST").map(|host| {
             let tls = match get("SMTP_TLS").map(|v| v.to_ascii_lowercase()).as_deref() {
@@ -259,6 +312,58 @@ impl Settings {
                 _ => None,
             }
         });
+        let scheduler_mode = match get("SCHEDULER").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None if environment == Environment::Production => SchedulerMode::External,
+            None | Some("internal") => SchedulerMode::Internal,
+            Some("external") => SchedulerMode::External,
+            Some(other) => {
+                problems.push(format!("SCHEDULER={other:?} is not one of internal, external"));
+                SchedulerMode::External
+            }
+        };
+        let scheduler_queue = match get("SCHEDULER_QUEUE").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("warehouse") => SchedulerQueue::Warehouse,
+            Some("pubsub") => SchedulerQueue::PubSub,
+            Some(other) => {
+                problems.push(format!("SCHEDULER_QUEUE={other:?} is not one of warehouse, pubsub"));
+                SchedulerQueue::Warehouse
+            }
+        };
+        let pubsub_project = get("PUBSUB_PROJECT_ID").or_else(|| get("GCP_PROJECT_ID"));
+        if scheduler_queue == SchedulerQueue::PubSub && pubsub_project.is_none() {
+            problems.push("SCHEDULER_QUEUE=pubsub needs PUBSUB_PROJECT_ID (or GCP_PROJECT_ID)".to_string());
+        }
+        let pubsub_name = |name: &str, default: &str| -> String { get(name).unwrap_or_else(|| default.to_string()) };
+        let pubsub_topic = pubsub_name("PUBSUB_TOPIC", "cloudact-scheduled-runs");
+        let pubsub_subscription = pubsub_name("PUBSUB_SUBSCRIPTION", "cloudact-scheduled-runs-workers");
+        for (name, value) in [
+            ("PUBSUB_TOPIC", &pubsub_topic),
+            ("PUBSUB_SUBSCRIPTION", &pubsub_subscription),
+        ] {
+            let ok = (3..=255).contains(&value.len())
+                && value.starts_with(|c: char| c.is_ascii_alphabetic())
+                && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~+%".contains(c));
+            if !ok {
+                problems.push(format!(
+                    "{name}={value:?} is not a Pub/Sub id (3-255 letters, digits, - _ . ~ + %, starting with a letter)"
+                ));
+            }
+        }
+        let scheduler = SchedulerSettings {
+            mode: scheduler_mode,
+            queue: scheduler_queue,
+            tick: scheduler_tick,
+            catchup_days,
+            jitter,
+            max_retries,
+            retry_base,
+            claim_lease,
+            process_budget,
+            pubsub_project,
+            pubsub_topic,
+            pubsub_subscription,
+            pubsub_emulator_host: get("PUBSUB_EMULATOR_HOST"),
+        };
         let cors_origins = get("CORS_ORIGINS")
             .map(|v| {
                 v.split(',')
@@ -307,6 +412,7 @@ impl Settings {
             smtp,
             slack_webhook_url: get("SLACK_WEBHOOK_URL").map(SecretString::from),
             gcp_token_url: get("GCP_OAUTH_TOKEN_URL").unwrap_or_else(|| GOOGLE_TOKEN_URL.to_string()),
+            scheduler,
         })
     }
 

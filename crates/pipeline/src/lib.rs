@@ -10,6 +10,7 @@ pub mod processors;
 pub mod providers;
 pub mod registry;
 pub mod runs;
+pub mod scheduler;
 pub mod spec;
 pub mod variables;
 

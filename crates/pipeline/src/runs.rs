@@ -76,6 +76,9 @@ pub struct SubmitRequest {
     pub user_id: Option<String>,
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub retry_of: Option<String>,
+    /// The scheduled occurrence this run executes (`org_scheduled_pipeline_runs.run_id`): its
+    /// link to the run commits with the admission, so an occurrence starts at most one run.
+    pub scheduled_run_id: Option<String>,
 }
 
 /// The outcome of a submission.
@@ -84,6 +87,9 @@ pub enum Submitted {
     Started(String),
     /// The same org + pipeline + dates was already PENDING or RUNNING.
     AlreadyRunning(String),
+    /// The scheduled occurrence was already admitted (by another process or an earlier
+    /// delivery): nothing was started.
+    AlreadyAdmitted,
 }
 
 /// Run timing settings.
@@ -235,7 +241,13 @@ impl RunService {
             retry_of: req.retry_of.clone(),
             runner_id: self.runner_id.clone(),
         };
-        match self.store.admit_run(&new_run, &sub.limits, now).await? {
+        let linked = req
+            .scheduled_run_id
+            .as_deref()
+            .map(|sr| OrgStore::link_statements(sr, &run_id, now))
+            .unwrap_or_default();
+        match self.store.admit_run_linked(&new_run, &sub.limits, now, linked).await? {
+            Admission::LinkConflict => return Ok(Submitted::AlreadyAdmitted),
             Admission::Duplicate(existing) => return Ok(Submitted::AlreadyRunning(existing)),
             Admission::Refused { limit, allowed, used } => {
                 let retry_after_secs = match limit {
@@ -414,18 +426,16 @@ impl RunService {
     /// Cancels a PENDING or RUNNING run of `org`: CANCELLED at once (slot released); the
     /// executor stops its steps at their next await point. `Ok(false)` when already finished.
     pub async fn cancel(&self, org: &str, id: &str) -> Result<bool, MetaError> {
-        let meta = serde_json::json!({"cancelled": true});
+        self.end_open_run(org, id, "CANCELLED", "cancelled by request").await
+    }
+
+    /// Ends a PENDING or RUNNING run of `org` with `status` and `message` (slot released,
+    /// local steps stopped). `Ok(false)` when it had already finished.
+    pub async fn end_open_run(&self, org: &str, id: &str, status: &str, message: &str) -> Result<bool, MetaError> {
+        let meta = serde_json::json!({"ended_by": status.to_ascii_lowercase()});
         let done = self
             .store
-            .finish_run(
-                org,
-                id,
-                "CANCELLED",
-                false,
-                Some("cancelled by request"),
-                meta,
-                self.clock.now(),
-            )
+            .finish_run(org, id, status, false, Some(message), meta, self.clock.now())
             .await?;
         if done {
             if let Some(token) = self.active.lock().ok().and_then(|a| a.get(id).cloned()) {

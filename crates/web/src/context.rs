@@ -21,6 +21,7 @@ use cloudact_core::{
 use cloudact_pipeline::{
     processors::register_all,
     runs::{RunService, RunSettings},
+    scheduler::Scheduler,
     CancellationToken, Catalog, Executor, Registry, Services,
 };
 
@@ -40,6 +41,8 @@ pub struct AppContext {
     pub providers: Arc<cloudact_core::config::ProviderRegistry>,
     pub executor: Executor,
     pub runs: Arc<RunService>,
+    /// Schedules, trigger, queue (pipeline-service starts its loops).
+    pub scheduler: Arc<Scheduler>,
     pub clock: Arc<dyn Clock>,
     /// Cancelled when the process begins to shut down (background loops stop).
     pub shutdown: CancellationToken,
@@ -172,7 +175,16 @@ impl AppContext {
             stale_after: settings.run_stale_after,
         };
         let runs = RunService::new(executor.clone(), store.clone(), clock.clone(), run_settings);
+        let catalog = Arc::new(catalog);
+        let scheduler = Scheduler::new(
+            store.clone(),
+            catalog.clone(),
+            runs.clone(),
+            clock.clone(),
+            settings.scheduler.clone(),
+        );
         Ok(Arc::new(AppContext {
+            scheduler,
             service_name,
             version: env!("CARGO_PKG_VERSION"),
             auth: AuthService::new(&settings, store.clone()),
@@ -181,7 +193,7 @@ impl AppContext {
             runs,
             clock,
             shutdown: CancellationToken::new(),
-            catalog: Arc::new(catalog),
+            catalog,
             providers,
             store,
             warehouse,

@@ -59,6 +59,8 @@ pub struct SetupResponse {
     pub validation_error: Option<String>,
     pub credential_fingerprint: String,
     pub message: String,
+    /// Schedules created or reactivated for the provider's scheduled pipelines (VALID only).
+    pub schedules_activated: usize,
 }
 
 fn provider<'a>(ctx: &'a AppContext, alias: &str) -> Result<&'a ProviderEntry, ApiError> {
@@ -239,7 +241,13 @@ async fn store(
         user_id: user,
     };
     ctx.store.store_credential(&record, Utc::now()).await?;
+    let mut schedules_activated = 0;
     if validation == Validation::Valid {
+        schedules_activated = ctx
+            .scheduler
+            .ensure_integration_schedules(&org.org_slug, &p.name)
+            .await?
+            .len();
         let pricing_name = match p.name.as_str() {
             "OPENAI" => "openai",
             "ANTHROPIC" => "anthropic",
@@ -259,6 +267,7 @@ async fn store(
         validation_status: validation.status().to_string(),
         validation_error: validation.error().map(str::to_string),
         credential_fingerprint: fingerprint,
+        schedules_activated,
         message: match &validation {
             Validation::Valid => format!("{} credential stored and validated", p.name),
             Validation::Invalid(_) => format!("{} credential stored but the provider rejected it", p.name),
@@ -329,7 +338,16 @@ pub async fn revalidate(
     ctx.store
         .record_validation(&id, &org.org_slug, validation.status(), validation.error(), Utc::now())
         .await?;
+    let schedules_activated = if validation == Validation::Valid {
+        ctx.scheduler
+            .ensure_integration_schedules(&org.org_slug, &p.name)
+            .await?
+            .len()
+    } else {
+        0
+    };
     Ok(Json(json!({
+        "schedules_activated": schedules_activated,
         "success": validation == Validation::Valid,
         "provider": p.name,
         "credential_id": id,
@@ -502,6 +520,12 @@ pub async fn remove(
         .store
         .deactivate_credential(&org.org_slug, &p.name, Utc::now())
         .await?;
-    Ok(Json(json!({"success": true, "provider": p.name, "removed": n > 0,
-                   "message": if n > 0 { "integration removed" } else { "nothing was configured" }})))
+    let schedules_deactivated = ctx
+        .scheduler
+        .deactivate_integration_schedules(&org.org_slug, &p.name)
+        .await?;
+    Ok(Json(
+        json!({"success": true, "provider": p.name, "removed": n > 0, "schedules_deactivated": schedules_deactivated,
+                   "message": if n > 0 { "integration removed" } else { "nothing was configured" }}),
+    ))
 }

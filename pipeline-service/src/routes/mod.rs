@@ -5,6 +5,7 @@ mod integrations;
 mod organizations;
 mod pipelines;
 mod pricing;
+mod scheduler;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -30,16 +31,43 @@ use utoipa::OpenApi;
         costs::costs, costs::reconciliation,
         subscriptions::list, subscriptions::get_plan, subscriptions::create, subscriptions::update,
         subscriptions::delete, subscriptions::reset,
+        scheduler::list, scheduler::create, scheduler::get_one, scheduler::update, scheduler::deactivate,
+        scheduler::org_runs, scheduler::trigger, scheduler::process, scheduler::process_queue, scheduler::queue,
+        scheduler::status, scheduler::reset_daily_quotas, scheduler::cleanup_orphaned,
     ),
-    tags((name = "pipelines"), (name = "integrations"), (name = "pricing"), (name = "costs"), (name = "organizations"), (name = "health"))
+    tags((name = "pipelines"), (name = "integrations"), (name = "pricing"), (name = "costs"), (name = "scheduler"), (name = "organizations"), (name = "health"))
 )]
 pub struct ApiDoc;
 
 /// Builds the whole pipeline-service app: routes, docs, shared middleware. Also starts the
-/// run heartbeat/sweeper loop (it stops when the server shuts down).
+/// run heartbeat/sweeper loop and the scheduler's (with `SCHEDULER=internal`, trigger +
+/// process every tick; with the Pub/Sub queue, the consumer); they stop at shutdown.
 pub fn router(ctx: Arc<AppContext>) -> Router {
     ctx.runs.start_background(ctx.shutdown.clone());
+    let internal = ctx.settings.scheduler.mode == cloudact_core::settings::SchedulerMode::Internal;
+    ctx.scheduler.start_background(internal, ctx.shutdown.clone());
     let api = Router::new()
+        .route("/scheduler/trigger", post(scheduler::trigger))
+        .route("/scheduler/queue/process", post(scheduler::process))
+        .route("/scheduler/process-queue", post(scheduler::process_queue))
+        .route("/scheduler/queue", get(scheduler::queue))
+        .route("/scheduler/status", get(scheduler::status))
+        .route("/scheduler/reset-daily-quotas", post(scheduler::reset_daily_quotas))
+        .route(
+            "/scheduler/cleanup-orphaned-pipelines",
+            post(scheduler::cleanup_orphaned),
+        )
+        .route(
+            "/scheduler/org/{org_slug}/pipelines",
+            get(scheduler::list).post(scheduler::create),
+        )
+        .route(
+            "/scheduler/org/{org_slug}/pipelines/{config_id}",
+            get(scheduler::get_one)
+                .put(scheduler::update)
+                .delete(scheduler::deactivate),
+        )
+        .route("/scheduler/org/{org_slug}/runs", get(scheduler::org_runs))
         .route("/organizations/{org_slug}/whoami", get(organizations::whoami))
         .route("/pipelines", get(pipelines::catalogue))
         .route("/costs/{org_slug}", get(costs::costs))

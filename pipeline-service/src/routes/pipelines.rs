@@ -54,7 +54,7 @@ pub struct RunAccepted {
     pub message: String,
 }
 
-fn segment(s: &str) -> Result<&str, ApiError> {
+pub(crate) fn segment(s: &str) -> Result<&str, ApiError> {
     let ok = !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -167,6 +167,7 @@ async fn start(
         user_id: user,
         parameters,
         retry_of,
+        scheduled_run_id: None,
     };
     let (status, id, message) = match ctx.runs.submit(entry, request).await.map_err(submit_error)? {
         Submitted::Started(id) => (
@@ -179,6 +180,9 @@ async fn start(
             id,
             "the same pipeline and dates is already pending or running: returning that run",
         ),
+        Submitted::AlreadyAdmitted => {
+            return Err(ApiError::conflict("ALREADY_ADMITTED", "this run was already admitted"));
+        }
     };
     let current = ctx
         .store

@@ -5,6 +5,7 @@
 pub mod integrations;
 pub mod plans;
 pub mod runs;
+pub mod schedules;
 
 use std::sync::Arc;
 

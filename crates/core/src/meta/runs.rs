@@ -65,6 +65,9 @@ pub enum Admission {
         allowed: i64,
         used: i64,
     },
+    /// A linked statement (e.g. a scheduled occurrence's link) matched nothing: its work was
+    /// already admitted elsewhere. Nothing was changed.
+    LinkConflict,
 }
 
 /// Filters for listing runs.
@@ -96,6 +99,18 @@ impl OrgStore {
         run: &NewRun,
         limits: &PlanLimits,
         now: DateTime<Utc>,
+    ) -> Result<Admission, MetaError> {
+        self.admit_run_linked(run, limits, now, Vec::new()).await
+    }
+
+    /// As [`OrgStore::admit_run`], with `linked` statements committed in the same
+    /// transaction (a guarded one that misses gives [`Admission::LinkConflict`]).
+    pub async fn admit_run_linked(
+        &self,
+        run: &NewRun,
+        limits: &PlanLimits,
+        now: DateTime<Utc>,
+        linked: Vec<Statement>,
     ) -> Result<Admission, MetaError> {
         let today = now.date_naive();
         let insert_run = Statement::new(
@@ -146,13 +161,15 @@ impl OrgStore {
                 .with("now", now),
         )
         .expecting(1);
-        let statements = [
+        let mut statements = vec![
             Self::quota_insert(&run.org_slug, today, limits, now),
             insert_run,
             reserve,
         ];
+        statements.extend(linked);
         match self.warehouse().execute_atomic(CENTRAL_DATASET, &statements).await {
             Ok(_) => Ok(Admission::Admitted),
+            Err(WarehouseError::Conflict { index, .. }) if index >= 3 => Ok(Admission::LinkConflict),
             Err(WarehouseError::Conflict { index: 1, .. }) => {
                 let rows = self
                     .query_central(
@@ -439,6 +456,64 @@ impl OrgStore {
             }
         }
         Ok(swept)
+    }
+}
+
+impl OrgStore {
+    /// Open (PENDING/RUNNING) runs that started before `started_before`, any org.
+    pub async fn open_runs_started_before(&self, started_before: DateTime<Utc>) -> Result<Vec<SweptRun>, MetaError> {
+        let rows = self
+            .query_central(
+                "SELECT org_slug, pipeline_logging_id FROM {{org_meta_pipeline_runs}} WHERE status IN (@pending, @running) \
+                 AND start_time < @before ORDER BY start_time",
+                &Params::new()
+                    .with("pending", RUN_PENDING)
+                    .with("running", RUN_RUNNING)
+                    .with("before", started_before),
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(SweptRun {
+                    org_slug: r.string("org_slug")?,
+                    pipeline_logging_id: r.string("pipeline_logging_id")?,
+                })
+            })
+            .collect())
+    }
+
+    /// Daily quota maintenance: every day row's running count is recomputed from the runs
+    /// actually open on it (repairing drift left by anything outside `finish_run`), and day
+    /// rows older than `delete_before` are removed. Returns (rows repaired, rows deleted).
+    pub async fn repair_quotas(&self, delete_before: NaiveDate, now: DateTime<Utc>) -> Result<(u64, u64), MetaError> {
+        let open = "(SELECT COUNT(*) FROM {{org_meta_pipeline_runs}} r WHERE r.org_slug = q.org_slug \
+                    AND r.quota_date = q.usage_date AND r.status IN (@pending, @running))";
+        let p = Params::new()
+            .with("pending", RUN_PENDING)
+            .with("running", RUN_RUNNING)
+            .with("now", now)
+            .with("before", delete_before);
+        let repaired = self
+            .warehouse()
+            .execute(
+                CENTRAL_DATASET,
+                &format!(
+                    "UPDATE {{{{org_usage_quotas}}}} AS q SET concurrent_pipelines_running = {open}, last_updated = @now \
+                     WHERE q.concurrent_pipelines_running <> {open}"
+                ),
+                &p,
+            )
+            .await?;
+        let deleted = self
+            .warehouse()
+            .execute(
+                CENTRAL_DATASET,
+                "DELETE FROM {{org_usage_quotas}} WHERE usage_date < @before",
+                &p,
+            )
+            .await?;
+        Ok((repaired, deleted))
     }
 }
 
