@@ -3,105 +3,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on unexpected values
 
+mod common;
+use common::*;
+
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::Utc;
 use cloudact_core::{
-    auth::{generate_org_api_key, hash_key, key_fingerprint},
     clock::Clock,
-    meta::{NewApiKey, NewOrg, Plan, SubscriptionChange, SubscriptionStatus},
-    settings::Settings,
+    meta::{SubscriptionChange, SubscriptionStatus},
 };
 use cloudact_pipeline::{CancellationToken, RunRequest, RunStatus};
-use cloudact_web::{server::Running, AppContext};
-use reqwest::{Client, StatusCode};
-use secrecy::ExposeSecret;
+use cloudact_web::AppContext;
+use reqwest::StatusCode;
 use serde_json::Value;
-
-struct App {
-    server: Running,
-    client: Client,
-    _dir: tempfile::TempDir,
-}
-
-async fn spawn() -> App {
-    spawn_with_clock(Arc::new(cloudact_core::clock::SystemClock), &[]).await
-}
-
-async fn spawn_with_clock(clock: Arc<dyn cloudact_core::clock::Clock>, extra: &[(&str, &str)]) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let mut env: HashMap<String, String> = HashMap::new();
-    env.insert("DATA_DIR".into(), dir.path().display().to_string());
-    env.insert(
-        "CONFIGS_DIR".into(),
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../configs").into(),
-    );
-    env.insert("HOST".into(), "127.0.0.1".into());
-    env.insert("PORT".into(), "0".into());
-    for (k, v) in extra {
-        env.insert(k.to_string(), v.to_string());
-    }
-    let ctx = AppContext::build_with_clock("pipeline-service", Settings::from_map(&env, 8001).unwrap(), clock)
-        .await
-        .unwrap();
-    let spec = ctx.catalog.require("setup/bootstrap/pipeline.yml").unwrap();
-    let report = ctx
-        .executor
-        .run(&spec, RunRequest::default(), CancellationToken::new())
-        .await;
-    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
-    let server = cloudact_web::server::spawn(ctx.clone(), pipeline_service::router(ctx))
-        .await
-        .unwrap();
-    App {
-        server,
-        client: Client::new(),
-        _dir: dir,
-    }
-}
-
-/// Creates an ACTIVE org the way onboarding does and returns its key.
-async fn org(ctx: &Arc<AppContext>, slug: &str) -> String {
-    let key = generate_org_api_key(slug);
-    let ciphertext = ctx
-        .kms
-        .encrypt(key.expose_secret().as_bytes(), slug.as_bytes())
-        .await
-        .unwrap();
-    let now = Utc::now();
-    let new_org = NewOrg {
-        org_slug: slug.into(),
-        company_name: "Co".into(),
-        admin_email: "a@b.co".into(),
-        org_dataset_id: ctx.settings.org_dataset(slug),
-        plan: Plan::Starter,
-        status: SubscriptionStatus::Active,
-        trial_end_date: None,
-        key: NewApiKey {
-            org_api_key_id: uuid::Uuid::new_v4().to_string(),
-            hash: hash_key(key.expose_secret()),
-            ciphertext,
-            fingerprint: key_fingerprint(key.expose_secret()),
-        },
-        idempotency: None,
-    };
-    ctx.store.create_org(&new_org, now).await.unwrap();
-    ctx.store.activate_org(slug, now).await.unwrap();
-    key.expose_secret().to_string()
-}
-
-impl App {
-    async fn whoami(&self, path_org: &str, key: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .get(self.server.url(&format!("/api/v1/organizations/{path_org}/whoami")));
-        if let Some(k) = key {
-            req = req.header("X-API-Key", k);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status(), resp.json().await.unwrap())
-    }
-}
 
 #[tokio::test]
 async fn org_key_auth_and_tenant_check() {
@@ -198,77 +113,6 @@ async fn shutdown_turns_liveness_off_and_drains() {
 }
 
 // ---------------------------------------------------------------- pipeline runs
-
-/// An org as onboarding makes it: central rows, ACTIVE, and its dataset with default pricing.
-async fn onboarded(ctx: &Arc<AppContext>, slug: &str) -> String {
-    let key = org(ctx, slug).await;
-    let spec = ctx
-        .catalog
-        .require("setup/organizations/onboarding/pipeline.yml")
-        .unwrap();
-    let mut req = RunRequest {
-        org_slug: Some(slug.into()),
-        ..Default::default()
-    };
-    req.variables.insert("dataset".into(), ctx.settings.org_dataset(slug));
-    let report = ctx.executor.run(&spec, req, CancellationToken::new()).await;
-    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
-    key
-}
-
-impl App {
-    async fn post_run(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-        let resp = self
-            .client
-            .post(self.server.url(path))
-            .header("X-API-Key", key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let (status, headers) = (resp.status(), resp.headers().clone());
-        (status, resp.json().await.unwrap(), headers)
-    }
-
-    async fn get_json(&self, key: &str, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .client
-            .get(self.server.url(path))
-            .header("X-API-Key", key)
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.json().await.unwrap())
-    }
-
-    /// Polls a run until it leaves PENDING/RUNNING.
-    async fn finished(&self, key: &str, id: &str) -> Value {
-        for _ in 0..600 {
-            let (s, run) = self.get_json(key, &format!("/api/v1/pipelines/runs/{id}")).await;
-            assert_eq!(s, StatusCode::OK, "{run}");
-            if !matches!(run["status"].as_str(), Some("PENDING") | Some("RUNNING")) {
-                return run;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("run {id} did not finish");
-    }
-
-    async fn count(&self, dataset: &str, table: &str, org: &str) -> i64 {
-        let rows = self
-            .server
-            .ctx
-            .warehouse
-            .query(
-                dataset,
-                &format!("SELECT COUNT(*) AS n FROM {{{{{table}}}}} WHERE org_slug = @org"),
-                &cloudact_core::warehouse::Params::new().with("org", org),
-            )
-            .await
-            .unwrap();
-        rows[0].int("n").unwrap()
-    }
-}
 
 const EXAMPLE: &str = "/api/v1/pipelines/run/{org}/example/synthetic_usage";
 
@@ -892,56 +736,6 @@ async fn request_parameters_override_spec_variables() {
 }
 
 // ---------------------------------------------------------------- integrations
-
-async fn sandbox() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, sandbox_providers::router(42)).await });
-    format!("http://{addr}")
-}
-
-async fn spawn_with_sandbox() -> App {
-    let url = sandbox().await;
-    spawn_with_clock(
-        Arc::new(cloudact_core::clock::SystemClock),
-        &[
-            ("OPENAI_BASE_URL", &url),
-            ("ANTHROPIC_BASE_URL", &url),
-            ("DEEPSEEK_BASE_URL", &url),
-            ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "1"),
-        ],
-    )
-    .await
-}
-
-impl App {
-    async fn send(&self, method: reqwest::Method, key: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, self.server.url(path))
-            .header("X-API-Key", key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}")),
-        )
-    }
-
-    async fn setup(&self, key: &str, org: &str, provider: &str, body: Value) -> (StatusCode, Value) {
-        self.send(
-            reqwest::Method::POST,
-            key,
-            &format!("/api/v1/integrations/{org}/{provider}/setup"),
-            Some(body),
-        )
-        .await
-    }
-}
 
 #[tokio::test]
 async fn api_keys_are_validated_live_against_the_provider() {
