@@ -50,7 +50,14 @@ impl Service {
     /// Starts a binary with the given environment and waits until `/health/ready` is 200.
     pub fn start(name: &'static str, data_dir: &Path, env: &HashMap<&str, String>) -> Service {
         let port = free_port();
-        let log = data_dir.join(format!("{name}.log"));
+        // A second instance (or a restart) on the same DATA_DIR gets its own log file.
+        let log = (1..)
+            .map(|i| match i {
+                1 => data_dir.join(format!("{name}.log")),
+                n => data_dir.join(format!("{name}-{n}.log")),
+            })
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| data_dir.join(format!("{name}.log")));
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
         let err_file = log_file.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
         let started = Instant::now();
@@ -441,4 +448,69 @@ pub async fn sandbox_service_account() -> (serde_json::Value, String) {
         .await
     });
     (sa, format!("http://{addr}/token"))
+}
+
+impl Service {
+    /// Kills the process with SIGKILL (no shutdown, no cleanup: a crash).
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Google's own Pub/Sub emulator from the Cloud SDK (`gcloud beta emulators pubsub start`,
+/// Java), in its own process group so the JVM it forks is killed with it on drop.
+pub struct PubSubEmulator {
+    child: Child,
+    /// `host:port`, the value of `PUBSUB_EMULATOR_HOST`.
+    pub host: String,
+    pub project: String,
+}
+
+impl PubSubEmulator {
+    pub fn start() -> PubSubEmulator {
+        use std::os::unix::process::CommandExt;
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let child = Command::new("gcloud")
+            .args(["beta", "emulators", "pubsub", "start", "--quiet"])
+            .arg(format!("--host-port={host}"))
+            .arg("--project=test-proj")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the Pub/Sub emulator ({e}): it comes with the Google Cloud SDK \
+                     (`gcloud components install pubsub-emulator`, needs Java)"
+                )
+            });
+        let mut emu = PubSubEmulator {
+            child,
+            host,
+            project: "test-proj".into(),
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = emu.child.try_wait() {
+                panic!("the Pub/Sub emulator exited early: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the Pub/Sub emulator is not listening after 90 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        emu
+    }
+}
+
+impl Drop for PubSubEmulator {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
 }
