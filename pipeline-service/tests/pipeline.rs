@@ -2728,6 +2728,7 @@ async fn a_table_older_than_its_schema_file_is_named_not_silently_loaded() {
         fields,
         partition_field: Some("usage_date".into()),
         clustering: vec![],
+        lookup_keys: vec![],
     };
     assert!(ctx.warehouse.create_table("drift_local", &old).await.unwrap());
     let (s, b, _) = app

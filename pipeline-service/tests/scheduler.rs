@@ -826,3 +826,72 @@ async fn occurrences_are_spread_by_a_deterministic_per_org_jitter() {
     let p = process(&app).await;
     assert_eq!(p["started_count"].as_u64().unwrap() as usize, 10 - due_now);
 }
+
+#[tokio::test]
+async fn the_internal_scheduler_runs_due_schedules_by_itself_even_alongside_cloud_scheduler() {
+    let clock = Arc::new(ManualClock::new(utc("2026-08-01T00:00:00Z")));
+    let app = spawn_with_clock(
+        clock.clone(),
+        &[NO_JITTER, ("SCHEDULER", "internal"), ("SCHEDULER_TICK_SECONDS", "1")],
+    )
+    .await;
+    let ctx = app.server.ctx.clone();
+    let mut keys = Vec::new();
+    for i in 0..5 {
+        let slug = format!("auto_{i}");
+        let k = onboarded(&ctx, &slug).await;
+        let (s, _) = schedule(&app, &k, &slug, noop("daily", "UTC")).await;
+        assert_eq!(s, StatusCode::CREATED);
+        keys.push((slug, k));
+    }
+    clock.set(utc("2026-08-01T01:00:10Z"));
+    // Cloud Scheduler calling the endpoints at the same time as the internal loop.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        trigger(&app).await;
+        process(&app).await;
+        let done = scalar(
+            &app,
+            "SELECT COUNT(*) AS n FROM {{org_scheduled_pipeline_runs}} WHERE state = 'COMPLETED'",
+            Params::new(),
+        )
+        .await;
+        if done == 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the internal scheduler did not finish"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    for (slug, key) in &keys {
+        let (_, runs) = app.get_json(key, "/api/v1/pipelines/runs").await;
+        assert_eq!(runs["total"], 1, "{slug}: each occurrence once: {runs}");
+        assert_eq!(runs["runs"][0]["run_date"], "2026-07-31");
+    }
+}
+
+#[tokio::test]
+async fn without_any_call_the_internal_loop_triggers_processes_and_settles() {
+    let clock = Arc::new(ManualClock::new(utc("2026-08-01T00:00:00Z")));
+    let app = spawn_with_clock(
+        clock.clone(),
+        &[NO_JITTER, ("SCHEDULER", "internal"), ("SCHEDULER_TICK_SECONDS", "1")],
+    )
+    .await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "quiet_org").await;
+    schedule(&app, &key, "quiet_org", noop("daily", "UTC")).await;
+    clock.set(utc("2026-08-01T01:00:10Z"));
+    for _ in 0..200 {
+        let (_, occ) = app.get_json(&key, "/api/v1/scheduler/org/quiet_org/runs").await;
+        if occ["runs"][0]["state"] == "COMPLETED" {
+            let (_, runs) = app.get_json(&key, "/api/v1/pipelines/runs").await;
+            assert_eq!(runs["runs"][0]["trigger_type"], "scheduler");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the internal scheduler never ran the due schedule");
+}

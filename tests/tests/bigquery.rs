@@ -277,6 +277,7 @@ async fn gcp_service_accounts_are_validated_with_a_signed_jwt_and_a_limit_0_read
         fields,
         partition_field: None,
         clustering: vec![],
+        lookup_keys: vec![],
     };
     wh.create_table("billing", &def).await.unwrap();
     let (sa, token_url) = cloudact_e2e::sandbox_service_account().await;

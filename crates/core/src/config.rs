@@ -54,6 +54,9 @@ pub struct TableEntry {
     pub partition: Option<PartitionEntry>,
     #[serde(default)]
     pub clustering: Vec<String>,
+    /// Columns looked up one row at a time (indexed on the embedded backend).
+    #[serde(default)]
+    pub lookup: Vec<String>,
     /// Seed CSV loaded into an empty table, relative to the table list's folder.
     #[serde(default)]
     pub seed: Option<String>,
@@ -120,6 +123,7 @@ impl TableList {
                 fields,
                 partition_field: entry.partition.as_ref().map(|p| p.field.clone()),
                 clustering: entry.clustering.clone(),
+                lookup_keys: entry.lookup.clone(),
             };
             if let Err(e) = def.validate() {
                 errors.push(ConfigError::at(&path, e));

@@ -35,6 +35,7 @@ async fn fresh_staging(
         fields: def.fields.clone(),
         partition_field: None,
         clustering: Vec::new(),
+        lookup_keys: Vec::new(),
     };
     let wh = ctx.warehouse();
     wh.drop_table(dataset, name).await?;

@@ -4,10 +4,13 @@
 //! - `cloudact-bench ingest [--pages N] [--rows-per-page N] [--pages-url URL]` — OpenAI usage
 //!   ingestion and pricing ([`ingest`]).
 //! - `cloudact-bench pages DIR PORT` — the plain static page server ([`pages`]).
+//! - `cloudact-bench scheduler [--orgs N] [--concurrency C] [--pubsub HOST:PORT]` — trigger +
+//!   queue processing for N orgs ([`scheduler`]).
 
 mod ingest;
 mod pages;
 mod runs;
+mod scheduler;
 
 use std::{collections::HashMap, path::Path, process::ExitCode, sync::Arc};
 
@@ -72,6 +75,7 @@ async fn main() -> ExitCode {
         Some("ingest") => ingest::run(&args[1..]).await,
         Some("pages") => pages::run(&args[1..]).await,
         Some("runs") => runs::run(&args[1..]).await,
+        Some("scheduler") => scheduler::run(&args[1..]).await,
         _ => runs::run(&args).await,
     }
 }

@@ -293,15 +293,36 @@ impl OrgStore {
         .collect()
     }
 
-    /// Org status and latest subscription of every org with a due schedule (two reads,
-    /// whatever the number of orgs).
+    /// Org status and latest subscription of the orgs of the first `limit` due schedules (the
+    /// same order as [`OrgStore::due_schedules`]), in two reads whatever the number of orgs.
+    /// An org missing from the answer (its schedule became due in between) is read with
+    /// [`OrgStore::org_run_state`].
     pub async fn due_org_states(
         &self,
         now: DateTime<Utc>,
+        limit: i64,
     ) -> Result<std::collections::HashMap<String, OrgRunState>, MetaError> {
-        let due = "SELECT c.org_slug FROM {{org_pipeline_configs}} c WHERE c.is_active = @active AND \
-                   c.next_run_time IS NOT NULL AND c.next_run_time <= @now";
-        let p = Params::new().with("active", true).with("now", now);
+        let due =
+            "SELECT d.org_slug FROM (SELECT c.org_slug FROM {{org_pipeline_configs}} c WHERE c.is_active = @active \
+                   AND c.next_run_time IS NOT NULL AND c.next_run_time <= @now \
+                   ORDER BY c.next_run_time, c.priority, c.config_id LIMIT @limit) AS d";
+        let p = Params::new().with("active", true).with("now", now).with("limit", limit);
+        self.org_states(due, p).await
+    }
+
+    /// The run-relevant state of one org.
+    pub async fn org_run_state(&self, org: &str) -> Result<OrgRunState, MetaError> {
+        let mut states = self
+            .org_states("SELECT @org AS org_slug", Params::new().with("org", org))
+            .await?;
+        Ok(states.remove(org).unwrap_or_default())
+    }
+
+    async fn org_states(
+        &self,
+        due: &str,
+        p: Params,
+    ) -> Result<std::collections::HashMap<String, OrgRunState>, MetaError> {
         let mut out: std::collections::HashMap<String, OrgRunState> = std::collections::HashMap::new();
         for r in self
             .central(

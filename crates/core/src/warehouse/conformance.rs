@@ -53,6 +53,7 @@ pub fn sample_table(name: &str) -> TableDef {
         fields,
         partition_field: Some("usage_date".to_string()),
         clustering: vec!["org_slug".to_string(), "model".to_string()],
+        lookup_keys: Vec::new(),
     }
 }
 

@@ -490,6 +490,7 @@ fn load_def(conn: &Connection, dataset: &str, table: &str) -> Result<TableDef, W
         fields: serde_json::from_str(&fields).map_err(|e| WarehouseError::Schema(e.to_string()))?,
         partition_field,
         clustering: serde_json::from_str(&clustering).map_err(|e| WarehouseError::Schema(e.to_string()))?,
+        lookup_keys: Vec::new(),
     })
 }
 
@@ -538,6 +539,12 @@ fn create_table_sql(table: &TableDef) -> String {
             table.name,
             table.name,
             cols.join(", ")
+        ));
+    }
+    for key in &table.lookup_keys {
+        sql.push_str(&format!(
+            "CREATE INDEX \"idx_{}_{key}\" ON \"{}\" (\"{key}\");",
+            table.name, table.name
         ));
     }
     sql

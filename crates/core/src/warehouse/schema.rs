@@ -62,6 +62,9 @@ pub struct TableDef {
     /// Column partitioned by DAY (a DATE or TIMESTAMP column).
     pub partition_field: Option<String>,
     pub clustering: Vec<String>,
+    /// Columns looked up one row at a time (ids, claim tokens): the embedded backend gives
+    /// each its own index; BigQuery has no indexes and ignores them.
+    pub lookup_keys: Vec<String>,
 }
 
 impl TableDef {
@@ -110,7 +113,7 @@ impl TableDef {
                 }
             }
         }
-        for c in &self.clustering {
+        for c in self.clustering.iter().chain(&self.lookup_keys) {
             if !self.has_column(c) {
                 return Err(WarehouseError::Schema(format!(
                     "table {}: clustering column {c} does not exist",
@@ -260,6 +263,7 @@ mod tests {
             .unwrap(),
             partition_field: None,
             clustering: vec![],
+            lookup_keys: vec![],
         }
     }
 

@@ -367,7 +367,16 @@ impl Scheduler {
             ..Default::default()
         };
         if !due.is_empty() {
-            let states = self.store.due_org_states(now).await?;
+            let mut states = self.store.due_org_states(now, limit).await?;
+            let missing: std::collections::BTreeSet<&str> = due
+                .iter()
+                .map(|c| c.org_slug.as_str())
+                .filter(|o| !states.contains_key(*o))
+                .collect();
+            for org in missing {
+                let state = self.store.org_run_state(org).await?;
+                states.insert(org.to_string(), state);
+            }
             let catchup = Duration::days(i64::from(self.settings.catchup_days)) + Duration::hours(1);
             let plans: Vec<Plan> = due
                 .into_iter()

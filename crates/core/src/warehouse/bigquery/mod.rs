@@ -151,6 +151,7 @@ impl BigQueryWarehouse {
             fields,
             partition_field: None,
             clustering: vec![],
+            lookup_keys: vec![],
         };
         if let Ok(mut cache) = self.schemas.write() {
             cache.insert(key, (def.clone(), Instant::now()));

@@ -49,6 +49,7 @@ pub(crate) async fn ensure_day_table(
         fields,
         partition_field: (!partition.is_empty()).then(|| partition.to_string()),
         clustering: clustering.iter().map(|c| c.to_string()).collect(),
+        lookup_keys: Vec::new(),
     };
     let created = ctx.warehouse().create_table(dataset, &def).await?;
     if !created {

@@ -277,6 +277,7 @@ pub fn raw_table(name: &str) -> TableDef {
         ],
         partition_field: Some("extract_date".into()),
         clustering: vec!["org_slug".into()],
+        lookup_keys: Vec::new(),
     }
 }
 

@@ -238,6 +238,7 @@ impl Processor for CostProcessor {
             partition_field: None,
             // An index on the join key: each usage row finds its price in one lookup.
             clustering: vec!["model".to_string(), "batch".to_string(), "service_tier".to_string()],
+            lookup_keys: Vec::new(),
         };
         wh.drop_table(&c.dataset, &map_name).await?;
         wh.create_table(&c.dataset, &map_def).await?;
