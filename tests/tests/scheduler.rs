@@ -161,8 +161,31 @@ async fn occurrences(ctx: &AppContext) -> Vec<(String, String, String, i64)> {
 
 #[tokio::test]
 async fn sigkill_during_processing_then_restart_runs_every_occurrence_once() {
+    crash_and_recover(None).await;
+}
+
+/// The same crash with the Pub/Sub queue: one of two consumers is killed mid-flight; the
+/// other keeps consuming, the killed one restarts, and the result is the same.
+#[tokio::test]
+async fn sigkill_of_a_pubsub_consumer_loses_and_duplicates_nothing() {
+    let emu = PubSubEmulator::start();
+    crash_and_recover(Some(&emu)).await;
+}
+
+fn pubsub_settings(emu: &PubSubEmulator) -> Vec<(&'static str, String)> {
+    vec![
+        ("SCHEDULER_QUEUE", "pubsub".to_string()),
+        ("PUBSUB_EMULATOR_HOST", emu.host.clone()),
+        ("PUBSUB_PROJECT_ID", emu.project.clone()),
+        ("PUBSUB_TOPIC", "cloudact-test-runs".to_string()),
+        ("PUBSUB_SUBSCRIPTION", "cloudact-test-workers".to_string()),
+    ]
+}
+
+async fn crash_and_recover(emu: Option<&PubSubEmulator>) {
     let dir = tempfile::tempdir().unwrap();
-    let ctx = context(dir.path(), &[], Arc::new(SystemClock)).await;
+    let queue_env = emu.map(pubsub_settings).unwrap_or_default();
+    let ctx = context(dir.path(), &queue_env, Arc::new(SystemClock)).await;
     const ORGS: usize = 12;
     for i in 0..ORGS {
         // Three missed days each; every run pauses 1.5 s, so the kill lands mid-flight.
@@ -175,9 +198,13 @@ async fn sigkill_during_processing_then_restart_runs_every_occurrence_once() {
         )
         .await;
     }
-    let env = service_env(&[("MAX_CONCURRENT_RUNS", "4".to_string())]);
+    let mut settings = queue_env.clone();
+    settings.push(("MAX_CONCURRENT_RUNS", "4".to_string()));
+    let env = service_env(&settings);
     let client = Client::new();
     let first = Service::start("pipeline-service", dir.path(), &env);
+    // With Pub/Sub a second consumer runs beside the one that is killed.
+    let survivor = emu.map(|_| Service::start("pipeline-service", dir.path(), &env));
     let (s, t) = root(&client, &first, "/api/v1/scheduler/trigger").await;
     assert_eq!(s, StatusCode::OK, "{t}");
     assert_eq!(t["queued_count"], (ORGS * 3) as i64, "{t}");
@@ -203,6 +230,7 @@ async fn sigkill_during_processing_then_restart_runs_every_occurrence_once() {
     assert!(running_at_kill > 0, "the kill interrupted runs");
 
     let second = Service::start("pipeline-service", dir.path(), &env);
+    let _survivor = survivor;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (s, p) = root(&client, &second, "/api/v1/scheduler/queue/process").await;
@@ -304,13 +332,7 @@ async fn sigkill_during_processing_then_restart_runs_every_occurrence_once() {
 async fn pubsub_fan_out_to_two_consumers_runs_each_occurrence_once() {
     let emu = PubSubEmulator::start();
     let dir = tempfile::tempdir().unwrap();
-    let pubsub_env = [
-        ("SCHEDULER_QUEUE", "pubsub".to_string()),
-        ("PUBSUB_EMULATOR_HOST", emu.host.clone()),
-        ("PUBSUB_PROJECT_ID", emu.project.clone()),
-        ("PUBSUB_TOPIC", "cloudact-test-runs".to_string()),
-        ("PUBSUB_SUBSCRIPTION", "cloudact-test-workers".to_string()),
-    ];
+    let pubsub_env = pubsub_settings(&emu);
     let ctx = context(dir.path(), &pubsub_env, Arc::new(SystemClock)).await;
     const ORGS: usize = 20;
     for i in 0..ORGS {

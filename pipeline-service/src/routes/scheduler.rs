@@ -374,7 +374,8 @@ pub async fn org_runs(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerQuery {
-    /// Due schedules handled in this call (1..=1000, default 100).
+    /// Due schedules handled in this call at most (1..=100000, default 10000), read in
+    /// batches of 1 000.
     pub limit: Option<i64>,
 }
 
@@ -387,7 +388,7 @@ pub async fn trigger(
     q: Result<Query<TriggerQuery>, QueryRejection>,
 ) -> Result<Json<TriggerReport>, ApiError> {
     let q = query(q)?;
-    let limit = check_range("limit", q.limit, 1, 1000)?.unwrap_or(100);
+    let limit = check_range("limit", q.limit, 1, 100_000)?.unwrap_or(10_000);
     ctx.scheduler.trigger(limit).await.map(Json).map_err(scheduler_error)
 }
 

@@ -154,7 +154,7 @@ pub async fn run(args: &[String]) -> ExitCode {
     let started = Instant::now();
     let mut queued = 0usize;
     loop {
-        match ctx.scheduler.trigger(1000).await {
+        match ctx.scheduler.trigger(100_000).await {
             Ok(r) if r.details.due_pipelines_found == 0 => break,
             Ok(r) => queued += r.queued_count,
             Err(e) => {

@@ -181,6 +181,10 @@ pub struct OrgRunState {
     pub subscription_end_date: Option<NaiveDate>,
 }
 
+/// A queue item that may be claimed now (unqualified columns: valid in a subquery too).
+const CLAIMABLE: &str = "((state = @queued AND (not_before IS NULL OR not_before <= @now)) \
+    OR (state = @processing AND processing_started_at < @lease))";
+
 const CONFIG_COLUMNS: &str = "config_id, org_slug, provider, domain, pipeline_template, pipeline_id, schedule_cron, \
     timezone, is_active, next_run_time, last_run_time, last_run_status, last_skip_reason, parameters, priority, \
     integration, source, deactivated_reason, max_retries, created_at, updated_at";
@@ -443,31 +447,33 @@ impl OrgStore {
         lease_expired_before: DateTime<Utc>,
         n: i64,
     ) -> Result<Vec<QueueItem>, MetaError> {
-        self.warehouse()
-            .execute(
-                CENTRAL_DATASET,
-                "UPDATE {{org_pipeline_execution_queue}} SET state = @processing, claimed_by = @runner, \
-                 claim_token = @token, processing_started_at = @now WHERE run_id IN (SELECT q.run_id FROM \
-                 {{org_pipeline_execution_queue}} q WHERE ((q.state = @queued AND (q.not_before IS NULL OR q.not_before <= @now)) \
-                 OR (q.state = @processing AND q.processing_started_at < @lease)) \
-                 ORDER BY q.priority, q.not_before, q.run_id LIMIT @n) \
-                 AND ((state = @queued AND (not_before IS NULL OR not_before <= @now)) \
-                 OR (state = @processing AND processing_started_at < @lease))",
-                &Params::new()
-                    .with("processing", QUEUE_PROCESSING)
-                    .with("queued", QUEUE_QUEUED)
-                    .with("runner", runner)
-                    .with("token", token)
-                    .with("now", now)
-                    .with("lease", lease_expired_before)
-                    .with("n", n),
+        // Due QUEUED items in claim order (the queue's clustering index is (state, priority,
+        // not_before): an ordered index range, whatever the queue's length), then, to fill
+        // the batch, items whose claimer's lease expired.
+        let queued = "run_id IN (SELECT q.run_id FROM {{org_pipeline_execution_queue}} q WHERE q.state = @queued \
+                      AND q.not_before <= @now ORDER BY q.state, q.priority, q.not_before LIMIT @n)";
+        let got = self
+            .claim_where(
+                queued,
+                Params::new().with("n", n),
+                runner,
+                token,
+                now,
+                lease_expired_before,
             )
             .await?;
+        if (got as i64) < n {
+            let expired = "run_id IN (SELECT q.run_id FROM {{org_pipeline_execution_queue}} q WHERE \
+                           q.state = @processing AND q.processing_started_at < @lease LIMIT @n)";
+            let rest = Params::new().with("n", n - got as i64);
+            self.claim_where(expired, rest, runner, token, now, lease_expired_before)
+                .await?;
+        }
         self.claimed(token).await
     }
 
     /// Claims one item by id (a Pub/Sub delivery): `None` when it is gone (already admitted
-    /// or finished) or held by a live claim.
+    /// or finished), not due yet, or held by a live claim.
     pub async fn claim_item(
         &self,
         run_id: &str,
@@ -476,28 +482,44 @@ impl OrgStore {
         now: DateTime<Utc>,
         lease_expired_before: DateTime<Utc>,
     ) -> Result<Option<QueueItem>, MetaError> {
-        let n = self
+        let params = Params::new().with("run_id", run_id);
+        if self
+            .claim_where("run_id = @run_id", params, runner, token, now, lease_expired_before)
+            .await?
+            == 0
+        {
+            return Ok(None);
+        }
+        Ok(self.claimed(token).await?.into_iter().next())
+    }
+
+    /// The one claiming statement: items matching `which` that are claimable now.
+    async fn claim_where(
+        &self,
+        which: &str,
+        params: Params,
+        runner: &str,
+        token: &str,
+        now: DateTime<Utc>,
+        lease_expired_before: DateTime<Utc>,
+    ) -> Result<u64, MetaError> {
+        Ok(self
             .warehouse()
             .execute(
                 CENTRAL_DATASET,
-                "UPDATE {{org_pipeline_execution_queue}} SET state = @processing, claimed_by = @runner, \
-                 claim_token = @token, processing_started_at = @now WHERE run_id = @run_id AND \
-                 ((state = @queued AND (not_before IS NULL OR not_before <= @now)) \
-                 OR (state = @processing AND processing_started_at < @lease))",
-                &Params::new()
+                &format!(
+                    "UPDATE {{{{org_pipeline_execution_queue}}}} SET state = @processing, claimed_by = @runner, \
+                     claim_token = @token, processing_started_at = @now WHERE {which} AND {CLAIMABLE}"
+                ),
+                &params
                     .with("processing", QUEUE_PROCESSING)
                     .with("queued", QUEUE_QUEUED)
                     .with("runner", runner)
                     .with("token", token)
                     .with("now", now)
-                    .with("lease", lease_expired_before)
-                    .with("run_id", run_id),
+                    .with("lease", lease_expired_before),
             )
-            .await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        Ok(self.claimed(token).await?.into_iter().next())
+            .await?)
     }
 
     async fn claimed(&self, token: &str) -> Result<Vec<QueueItem>, MetaError> {
@@ -804,6 +826,19 @@ impl OrgStore {
             .iter()
             .filter_map(|r| Some((r.string("run_id")?, r.string("org_slug")?)))
             .collect())
+    }
+
+    /// Forgets that a QUEUED item was published (its delivery came before it was due, or
+    /// while another process held it): the relay publishes it again once it is claimable.
+    pub async fn unpublish(&self, run_id: &str) -> Result<(), MetaError> {
+        self.warehouse()
+            .execute(
+                CENTRAL_DATASET,
+                "UPDATE {{org_pipeline_execution_queue}} SET published_at = NULL WHERE run_id = @run_id AND state = @queued",
+                &Params::new().with("run_id", run_id).with("queued", QUEUE_QUEUED),
+            )
+            .await?;
+        Ok(())
     }
 
     pub async fn mark_published(&self, run_id: &str, now: DateTime<Utc>) -> Result<(), MetaError> {

@@ -47,10 +47,12 @@ use pubsub::{PubSubError, PubSubQueue};
 
 /// Occurrences of one schedule enqueued by one trigger, at most.
 const MAX_OCCURRENCES_PER_TRIGGER: usize = 100;
+/// Due schedules read per query by the trigger.
+const TRIGGER_BATCH: i64 = 1000;
 /// Schedules written per transaction by the trigger.
 const TRIGGER_CHUNK: usize = 50;
 /// Items claimed per conditional UPDATE.
-const CLAIM_BATCH: i64 = 50;
+const CLAIM_BATCH: i64 = 200;
 /// Entries listed in a response (counts are always complete).
 const LISTED: usize = 100;
 
@@ -356,34 +358,30 @@ impl Scheduler {
     /// Finds due schedules (at most `limit`) and enqueues each due occurrence once.
     pub async fn trigger(&self, limit: i64) -> Result<TriggerReport, SchedulerError> {
         let now = self.clock.now();
-        let due = self.store.due_schedules(now, limit).await?;
         let mut report = TriggerReport {
             details: TriggerDetails {
                 limit,
-                due_pipelines_found: due.len(),
                 ..Default::default()
             },
             next_trigger_time: next_full_hour(now),
             ..Default::default()
         };
-        if !due.is_empty() {
-            let mut states = self.store.due_org_states(now, limit).await?;
-            let missing: std::collections::BTreeSet<&str> = due
-                .iter()
-                .map(|c| c.org_slug.as_str())
-                .filter(|o| !states.contains_key(*o))
-                .collect();
-            for org in missing {
-                let state = self.store.org_run_state(org).await?;
-                states.insert(org.to_string(), state);
+        // Batches of at most TRIGGER_BATCH schedules until `limit` or nothing is due: every
+        // schedule handled is advanced (or was advanced by someone else), so each batch reads
+        // new ones.
+        let mut handled: i64 = 0;
+        while handled < limit {
+            let batch = TRIGGER_BATCH.min(limit - handled);
+            let due = self.store.due_schedules(now, batch).await?;
+            let found = due.len() as i64;
+            if found == 0 {
+                break;
             }
-            let catchup = Duration::days(i64::from(self.settings.catchup_days)) + Duration::hours(1);
-            let plans: Vec<Plan> = due
-                .into_iter()
-                .map(|c| self.plan(c, &states, now, catchup, &mut report))
-                .collect();
-            for chunk in plans.chunks(TRIGGER_CHUNK) {
-                self.commit_plans(chunk, now, &mut report).await?;
+            report.details.due_pipelines_found += due.len();
+            self.trigger_batch(due, batch, now, &mut report).await?;
+            handled += found;
+            if found < batch {
+                break;
             }
         }
         if self.settings.queue == SchedulerQueue::PubSub {
@@ -398,6 +396,34 @@ impl Scheduler {
             );
         }
         Ok(report)
+    }
+
+    async fn trigger_batch(
+        &self,
+        due: Vec<ScheduleConfig>,
+        batch: i64,
+        now: DateTime<Utc>,
+        report: &mut TriggerReport,
+    ) -> Result<(), SchedulerError> {
+        let mut states = self.store.due_org_states(now, batch).await?;
+        let missing: std::collections::BTreeSet<&str> = due
+            .iter()
+            .map(|c| c.org_slug.as_str())
+            .filter(|o| !states.contains_key(*o))
+            .collect();
+        for org in missing {
+            let state = self.store.org_run_state(org).await?;
+            states.insert(org.to_string(), state);
+        }
+        let catchup = Duration::days(i64::from(self.settings.catchup_days)) + Duration::hours(1);
+        let plans: Vec<Plan> = due
+            .into_iter()
+            .map(|c| self.plan(c, &states, now, catchup, report))
+            .collect();
+        for chunk in plans.chunks(TRIGGER_CHUNK) {
+            self.commit_plans(chunk, now, report).await?;
+        }
+        Ok(())
     }
 
     fn plan(
@@ -674,7 +700,10 @@ impl Scheduler {
                 }
             };
             let Some(item) = item else {
-                // Admitted or settled already (a redelivery), or held by a live claim.
+                // Admitted or settled already (a redelivery: nothing to do), not due yet, or
+                // held by a live claim: if it is still waiting, the relay publishes it again
+                // when it is claimable.
+                self.store.unpublish(&run_id).await?;
                 d.ack().await?;
                 continue;
             };
@@ -898,7 +927,7 @@ impl Scheduler {
                         _ = tick.tick() => {}
                         _ = stop.cancelled() => return,
                     }
-                    if let Err(e) = this.trigger(1_000).await {
+                    if let Err(e) = this.trigger(100_000).await {
                         tracing::warn!(error = %e, "internal scheduler: trigger failed");
                     }
                     if this.settings.queue == SchedulerQueue::Warehouse {
