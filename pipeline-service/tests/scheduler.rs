@@ -307,6 +307,7 @@ async fn the_trigger_enqueues_each_occurrence_once_and_follows_dst() {
     assert_eq!(status["pipelines_due_now"], 0);
     let (_, q) = app.root(Method::GET, "/api/v1/scheduler/queue?limit=5", None).await;
     assert_eq!(q["queue_length"], 42, "{q}");
+    assert_eq!(q["due"], 42, "no jitter: all claimable");
     assert_eq!(q["items"].as_array().unwrap().len(), 5);
 }
 
@@ -413,7 +414,7 @@ async fn subscription_status_trial_end_and_quota_gate_scheduled_runs() {
             let ctx = ctx.clone();
             async move {
                 let current = ctx.store.subscription(slug).await.unwrap().unwrap();
-                let mut limits = current.limits.clone();
+                let mut limits = current.limits;
                 if let Some(d) = daily {
                     limits.daily_limit = d;
                 }

@@ -452,18 +452,11 @@ pub async fn queue(
     let limit = check_range("limit", q.limit, 1, 500)?.unwrap_or(100);
     let counts = ctx.scheduler.counts().await.map_err(scheduler_error)?;
     let items = ctx.store.queue_items(limit).await?;
-    let now = ctx.clock.now();
-    let due = items
-        .iter()
-        .filter(|r| {
-            r.string("state").as_deref() == Some("QUEUED") && r.timestamp("not_before").is_none_or(|t| t <= now)
-        })
-        .count();
     Ok(Json(json!({
         "queue_length": counts.queue_length,
         "processing": counts.queue_processing,
         "queued": counts.queue_length - counts.queue_processing,
-        "due_in_listed": due,
+        "due": counts.queue_due,
         "queue_backend": match ctx.scheduler.settings().queue {
             cloudact_core::settings::SchedulerQueue::Warehouse => "warehouse",
             cloudact_core::settings::SchedulerQueue::PubSub => "pubsub",
@@ -487,6 +480,7 @@ pub async fn status(State(ctx): State<Arc<AppContext>>, _root: RootAuth) -> Resu
         "pipelines_failed_today": c.pipelines_failed_today,
         "queue_length": c.queue_length,
         "queue_processing": c.queue_processing,
+        "queue_due": c.queue_due,
         "avg_execution_time_seconds": c.avg_execution_time_seconds,
         "mode": match s.mode { cloudact_core::settings::SchedulerMode::Internal => "internal",
                                cloudact_core::settings::SchedulerMode::External => "external" },

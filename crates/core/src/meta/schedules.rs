@@ -169,6 +169,8 @@ pub struct SchedulerCounts {
     pub pipelines_failed_today: i64,
     pub queue_length: i64,
     pub queue_processing: i64,
+    /// Queued items claimable now (their jitter or retry delay has passed).
+    pub queue_due: i64,
     pub avg_execution_time_seconds: Option<f64>,
 }
 
@@ -800,8 +802,10 @@ impl OrgStore {
         }
     }
 
-    /// Queue items to publish to Pub/Sub: claimable now and not yet published, or claimed
-    /// by a process whose lease expired (it died before admitting them).
+    /// Queue items to publish to Pub/Sub: claimable now and not yet published, published
+    /// longer than a lease ago without being claimed (the delivery went to a process that
+    /// died), or claimed by a process whose lease expired (it died before admitting them).
+    /// A duplicate message is harmless: its item is claimed once and admitted once.
     pub async fn unpublished_items(
         &self,
         now: DateTime<Utc>,
@@ -811,7 +815,8 @@ impl OrgStore {
         let rows = self
             .central(
                 "SELECT run_id, org_slug FROM {{org_pipeline_execution_queue}} WHERE (state = @queued AND \
-                 published_at IS NULL AND (not_before IS NULL OR not_before <= @now)) OR (state = @processing AND \
+                 (published_at IS NULL OR published_at < @lease) AND (not_before IS NULL OR not_before <= @now)) \
+                 OR (state = @processing AND \
                  processing_started_at < @lease AND (published_at IS NULL OR published_at < @lease)) \
                  ORDER BY priority, not_before, run_id LIMIT @limit",
                 &Params::new()
@@ -914,7 +919,8 @@ impl OrgStore {
             .await?;
         let queue = self
             .central(
-                "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN state = @processing THEN 1 ELSE 0 END), 0) AS processing \
+                "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN state = @processing THEN 1 ELSE 0 END), 0) AS processing, \
+                 COALESCE(SUM(CASE WHEN state = @queued AND not_before <= @now THEN 1 ELSE 0 END), 0) AS due \
                  FROM {{org_pipeline_execution_queue}}",
                 &p,
             )
@@ -936,6 +942,7 @@ impl OrgStore {
             pipelines_failed_today: int(&runs, "failed"),
             queue_length: int(&queue, "n"),
             queue_processing: int(&queue, "processing"),
+            queue_due: int(&queue, "due"),
             avg_execution_time_seconds: avg
                 .first()
                 .and_then(|r| r.float("avg_ms").or_else(|| r.int("avg_ms").map(|v| v as f64)))

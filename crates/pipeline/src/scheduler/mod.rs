@@ -942,9 +942,18 @@ impl Scheduler {
             let this = self.clone();
             tokio::spawn(async move {
                 let mut idle = std::time::Duration::from_millis(200);
+                let mut last_relay = Instant::now();
                 loop {
                     if shutdown.is_cancelled() {
                         return;
+                    }
+                    // Republishes retries and the deliveries of stopped processes, even when
+                    // no trigger or process call comes.
+                    if last_relay.elapsed() >= std::time::Duration::from_secs(5) {
+                        last_relay = Instant::now();
+                        if let Err(e) = this.relay().await {
+                            tracing::warn!(error = %e, "Pub/Sub consumer: relay failed");
+                        }
                     }
                     let mut report = ProcessReport::default();
                     let step = tokio::select! {
