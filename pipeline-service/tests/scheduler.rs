@@ -166,6 +166,12 @@ async fn schedules_are_validated_and_tenant_checked_on_every_route() {
             None,
         ),
         (Method::GET, "/api/v1/scheduler/org/sched_a/runs".to_string(), None),
+        (Method::GET, "/api/v1/scheduler/org/sched_a/settings".to_string(), None),
+        (
+            Method::PUT,
+            "/api/v1/scheduler/org/sched_a/settings".to_string(),
+            Some(json!({"timezone": "UTC"})),
+        ),
     ];
     for (method, path, body) in &routes {
         let (s, e) = app.send(method.clone(), &b, path, body.clone()).await;
@@ -706,7 +712,8 @@ async fn failed_scheduled_runs_retry_with_backoff_then_stay_failed() {
 #[tokio::test]
 async fn maintenance_routes_repair_quotas_and_fail_orphaned_runs() {
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let app = spawn_with_clock(clock.clone(), &[]).await;
+    // The heartbeat sweeper would fail the orphan first: keep it out of this test.
+    let app = spawn_with_clock(clock.clone(), &[("RUN_STALE_SECONDS", "86400")]).await;
     let ctx = app.server.ctx.clone();
     let _ = onboarded(&ctx, "maint").await;
     let today = clock.now().date_naive();
@@ -895,4 +902,88 @@ async fn without_any_call_the_internal_loop_triggers_processes_and_settles() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("the internal scheduler never ran the due schedule");
+}
+
+#[tokio::test]
+async fn the_org_timezone_places_new_schedules_and_can_move_existing_ones() {
+    let url = sandbox().await;
+    let clock = Arc::new(ManualClock::new(utc("2026-01-10T12:00:00Z")));
+    let app = spawn_with_clock(
+        clock.clone(),
+        &[
+            NO_JITTER,
+            ("OPENAI_BASE_URL", &url),
+            ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "1"),
+        ],
+    )
+    .await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "tz_org").await;
+    let (_, st) = app.get_json(&key, "/api/v1/scheduler/org/tz_org/settings").await;
+    assert_eq!(
+        (st["timezone"].clone(), st["timezone_set"].clone()),
+        (json!("UTC"), json!(false))
+    );
+    let (_, user) = schedule(&app, &key, "tz_org", noop("0 6 * * *", "UTC")).await;
+    let path = "/api/v1/scheduler/org/tz_org/settings";
+    let (s, e) = app
+        .send(Method::PUT, &key, path, Some(json!({"timezone": "Europe/Nowhere"})))
+        .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_TIMEZONE"))
+    );
+    let (s, set) = app
+        .send(Method::PUT, &key, path, Some(json!({"timezone": "Asia/Tokyo"})))
+        .await;
+    assert_eq!((s, set["schedules_moved"].clone()), (StatusCode::OK, json!(0)), "{set}");
+    let (_, setup) = app
+        .setup(
+            &key,
+            "tz_org",
+            "openai",
+            json!({"credential": "sk-admin-tz-org-00000001"}),
+        )
+        .await;
+    assert_eq!(setup["schedules_activated"], 2, "{setup}");
+    let (_, list) = app.get_json(&key, "/api/v1/scheduler/org/tz_org/pipelines").await;
+    let auto: Vec<&Value> = list["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"] == "AUTO")
+        .collect();
+    assert_eq!(auto.len(), 2);
+    for p in &auto {
+        assert_eq!(p["timezone"], "Asia/Tokyo");
+        assert_eq!(p["next_run_time"], "2026-01-10T16:00:00Z", "01:00 in Tokyo on the 11th");
+    }
+    // Moving every schedule: the org's own 06:00 schedule now means 06:00 in Tokyo.
+    let (s, moved) = app
+        .send(
+            Method::PUT,
+            &key,
+            path,
+            Some(json!({"timezone": "Asia/Tokyo", "apply_to_existing": true})),
+        )
+        .await;
+    assert_eq!(
+        (s, moved["schedules_moved"].clone()),
+        (StatusCode::OK, json!(3)),
+        "{moved}"
+    );
+    let (_, one) = app
+        .get_json(
+            &key,
+            &format!(
+                "/api/v1/scheduler/org/tz_org/pipelines/{}",
+                user["config_id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(one["timezone"], "Asia/Tokyo");
+    assert_eq!(
+        one["next_run_time"], "2026-01-10T21:00:00Z",
+        "06:00 in Tokyo on the 11th"
+    );
 }

@@ -32,7 +32,7 @@ use utoipa::OpenApi;
         subscriptions::list, subscriptions::get_plan, subscriptions::create, subscriptions::update,
         subscriptions::delete, subscriptions::reset,
         scheduler::list, scheduler::create, scheduler::get_one, scheduler::update, scheduler::deactivate,
-        scheduler::org_runs, scheduler::trigger, scheduler::process, scheduler::process_queue, scheduler::queue,
+        scheduler::org_runs, scheduler::get_settings, scheduler::put_settings, scheduler::trigger, scheduler::process, scheduler::process_queue, scheduler::queue,
         scheduler::status, scheduler::reset_daily_quotas, scheduler::cleanup_orphaned,
     ),
     tags((name = "pipelines"), (name = "integrations"), (name = "pricing"), (name = "costs"), (name = "scheduler"), (name = "organizations"), (name = "health"))
@@ -68,6 +68,10 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
                 .delete(scheduler::deactivate),
         )
         .route("/scheduler/org/{org_slug}/runs", get(scheduler::org_runs))
+        .route(
+            "/scheduler/org/{org_slug}/settings",
+            get(scheduler::get_settings).put(scheduler::put_settings),
+        )
         .route("/organizations/{org_slug}/whoami", get(organizations::whoami))
         .route("/pipelines", get(pipelines::catalogue))
         .route("/costs/{org_slug}", get(costs::costs))

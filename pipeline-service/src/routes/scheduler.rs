@@ -1,5 +1,6 @@
 //! Scheduler routes. Org key, own org only: `GET/POST /scheduler/org/{org}/pipelines`,
-//! `GET/PUT/DELETE /scheduler/org/{org}/pipelines/{config_id}`, `GET /scheduler/org/{org}/runs`.
+//! `GET/PUT/DELETE /scheduler/org/{org}/pipelines/{config_id}`, `GET /scheduler/org/{org}/runs`,
+//! `GET/PUT /scheduler/org/{org}/settings` (the org's schedule timezone).
 //! Root key (Cloud Scheduler, operators): `POST /scheduler/trigger`,
 //! `POST /scheduler/queue/process` (also `/scheduler/process-queue`), `GET /scheduler/queue`,
 //! `GET /scheduler/status`, `POST /scheduler/reset-daily-quotas`,
@@ -339,6 +340,66 @@ pub async fn deactivate(
     Ok(Json(
         json!({"success": true, "config_id": config.config_id, "is_active": false,
                    "message": "schedule deactivated"}),
+    ))
+}
+
+/// The org's scheduler settings.
+#[utoipa::path(get, path = "/api/v1/scheduler/org/{org_slug}/settings", tag = "scheduler",
+    params(("org_slug" = String, Path)), security(("api_key" = [])),
+    responses((status = 200), (status = 401), (status = 403)))]
+pub async fn get_settings(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path(org_slug): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let tz = ctx.store.org_timezone(&org.org_slug).await?;
+    Ok(Json(json!({"org_slug": org.org_slug, "timezone_set": tz.is_some(),
+                   "timezone": tz.unwrap_or_else(|| "UTC".into())})))
+}
+
+/// Changes to the org's scheduler settings.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsBody {
+    /// IANA timezone for the org's schedules (the ones made when an integration becomes VALID).
+    pub timezone: String,
+    /// Also move every existing schedule of the org to this timezone (default false).
+    #[serde(default)]
+    pub apply_to_existing: bool,
+}
+
+/// Sets the org's schedule timezone (and optionally moves its existing schedules to it).
+#[utoipa::path(put, path = "/api/v1/scheduler/org/{org_slug}/settings", tag = "scheduler",
+    params(("org_slug" = String, Path)), request_body = SettingsBody, security(("api_key" = [])),
+    responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 422)))]
+pub async fn put_settings(
+    State(ctx): State<Arc<AppContext>>,
+    org: OrgAuth,
+    Path(org_slug): Path<String>,
+    ApiJson(body): ApiJson<SettingsBody>,
+) -> Result<Json<Value>, ApiError> {
+    org.require_org(&org_slug)?;
+    let timezone = body.timezone.trim().to_string();
+    ScheduleRule::parse("daily", &timezone).map_err(rule_error)?;
+    let now = ctx.clock.now();
+    let mut moved = Vec::new();
+    if body.apply_to_existing {
+        for c in ctx.store.schedules(&org.org_slug, None).await? {
+            let rule = ScheduleRule::parse(&c.schedule_cron, &timezone).map_err(rule_error)?;
+            let next = if c.is_active {
+                rule.next_after(now)
+            } else {
+                c.next_run_time
+            };
+            moved.push((c.config_id, next));
+        }
+    }
+    ctx.store
+        .set_org_timezone(&org.org_slug, &timezone, &moved, now)
+        .await?;
+    Ok(Json(
+        json!({"org_slug": org.org_slug, "timezone": timezone, "schedules_moved": moved.len()}),
     ))
 }
 

@@ -196,6 +196,47 @@ impl OrgStore {
         Ok(self.warehouse().query(CENTRAL_DATASET, sql, params).await?)
     }
 
+    /// The org's schedule timezone (`org_profiles.timezone`), if set.
+    pub async fn org_timezone(&self, org: &str) -> Result<Option<String>, MetaError> {
+        let rows = self
+            .central(
+                "SELECT * FROM {{org_profiles}} WHERE org_slug = @org",
+                &Params::new().with("org", org),
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| r.string("timezone")))
+    }
+
+    /// Sets the org's schedule timezone; with `apply_to_existing` every schedule of the org
+    /// moves to it too (with the next run times given per schedule), in one transaction.
+    pub async fn set_org_timezone(
+        &self,
+        org: &str,
+        timezone: &str,
+        next_runs: &[(String, Option<DateTime<Utc>>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), MetaError> {
+        let mut statements = vec![Statement::new(
+            "UPDATE {{org_profiles}} SET timezone = @tz, updated_at = @now WHERE org_slug = @org",
+            Params::new().with("tz", timezone).with("now", now).with("org", org),
+        )
+        .expecting(1)];
+        for (config_id, next) in next_runs {
+            statements.push(Statement::new(
+                "UPDATE {{org_pipeline_configs}} SET timezone = @tz, next_run_time = @next, updated_at = @now \
+                 WHERE org_slug = @org AND config_id = @id",
+                Params::new()
+                    .with("tz", timezone)
+                    .with("next", *next)
+                    .with("now", now)
+                    .with("org", org)
+                    .with("id", config_id.as_str()),
+            ));
+        }
+        self.warehouse().execute_atomic(CENTRAL_DATASET, &statements).await?;
+        Ok(())
+    }
+
     pub async fn insert_schedule(&self, config: &ScheduleConfig) -> Result<(), MetaError> {
         self.warehouse()
             .insert_rows(CENTRAL_DATASET, "org_pipeline_configs", &[config.to_row()])

@@ -292,11 +292,13 @@ impl Scheduler {
     }
 
     /// When an integration becomes VALID: every scheduled pipeline that needs it gets an
-    /// active schedule for the org (from its spec's `schedule`, in UTC), and schedules that
+    /// active schedule for the org (from its spec's `schedule`, in the org's timezone — UTC
+    /// unless set), and schedules that
     /// the integration's removal had deactivated come back. Schedules the org deactivated
     /// itself stay as they are. Returns the schedules created or reactivated.
     pub async fn ensure_integration_schedules(&self, org: &str, integration: &str) -> Result<Vec<String>, MetaError> {
         let existing = self.store.schedules(org, None).await?;
+        let timezone = self.store.org_timezone(org).await?.unwrap_or_else(|| "UTC".to_string());
         let now = self.clock.now();
         let mut touched = Vec::new();
         for entry in self
@@ -310,11 +312,11 @@ impl Scheduler {
             };
             let mine: Vec<&ScheduleConfig> = existing.iter().filter(|c| c.pipeline_id == entry.id).collect();
             if mine.is_empty() {
-                let Ok(rule) = ScheduleRule::parse(&schedule, "UTC") else {
-                    tracing::warn!(pipeline = %entry.id, schedule, "spec schedule is not a valid cron; not scheduled");
+                let Ok(rule) = ScheduleRule::parse(&schedule, &timezone) else {
+                    tracing::warn!(pipeline = %entry.id, schedule, timezone, "spec schedule or org timezone invalid; not scheduled");
                     continue;
                 };
-                let config = self.new_schedule(org, entry, &rule, "UTC", json!({}), true, 5, "AUTO");
+                let config = self.new_schedule(org, entry, &rule, &timezone, json!({}), true, 5, "AUTO");
                 self.store.insert_schedule(&config).await?;
                 touched.push(config.config_id);
                 continue;
