@@ -100,12 +100,19 @@ fn check_parameters(p: Option<serde_json::Map<String, Value>>) -> Result<Option<
     Ok(Some(Value::Object(p)))
 }
 
+/// A body field in range (else 422 `INVALID_SCHEDULE`).
 fn check_range(name: &str, v: Option<i64>, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+    in_range(name, v, min, max).map_err(|m| ApiError::unprocessable("INVALID_SCHEDULE", m))
+}
+
+/// A query parameter in range (else 400 `INVALID_QUERY`).
+fn query_range(name: &str, v: Option<i64>, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+    in_range(name, v, min, max).map_err(|m| ApiError::bad_request("INVALID_QUERY", m))
+}
+
+fn in_range(name: &str, v: Option<i64>, min: i64, max: i64) -> Result<Option<i64>, String> {
     match v {
-        Some(n) if !(min..=max).contains(&n) => Err(ApiError::unprocessable(
-            "INVALID_SCHEDULE",
-            format!("{name} must be from {min} to {max}"),
-        )),
+        Some(n) if !(min..=max).contains(&n) => Err(format!("{name} must be from {min} to {max}")),
         other => Ok(other),
     }
 }
@@ -236,7 +243,7 @@ pub async fn get_one(
 ) -> Result<Json<Value>, ApiError> {
     org.require_org(&org_slug)?;
     let q = query(q)?;
-    let limit = check_range("runs", q.runs, 0, 100)?.unwrap_or(20);
+    let limit = query_range("runs", q.runs, 0, 100)?.unwrap_or(20);
     let config = own_schedule(&ctx, &org, &config_id).await?;
     let runs = if limit > 0 {
         ctx.store
@@ -423,7 +430,7 @@ pub async fn org_runs(
 ) -> Result<Json<Value>, ApiError> {
     org.require_org(&org_slug)?;
     let q = query(q)?;
-    let limit = check_range("limit", q.limit, 1, 500)?.unwrap_or(50);
+    let limit = query_range("limit", q.limit, 1, 500)?.unwrap_or(50);
     let rows = ctx
         .store
         .scheduled_runs(&org.org_slug, q.config_id.as_deref(), limit)
@@ -449,7 +456,7 @@ pub async fn trigger(
     q: Result<Query<TriggerQuery>, QueryRejection>,
 ) -> Result<Json<TriggerReport>, ApiError> {
     let q = query(q)?;
-    let limit = check_range("limit", q.limit, 1, 100_000)?.unwrap_or(10_000);
+    let limit = query_range("limit", q.limit, 1, 100_000)?.unwrap_or(10_000);
     ctx.scheduler.trigger(limit).await.map(Json).map_err(scheduler_error)
 }
 
@@ -472,8 +479,8 @@ pub async fn process(
     q: Result<Query<ProcessQuery>, QueryRejection>,
 ) -> Result<Json<ProcessReport>, ApiError> {
     let q = query(q)?;
-    let limit = check_range("limit", q.limit, 1, 10_000)?.unwrap_or(1000) as usize;
-    let budget = check_range("time_limit_seconds", q.time_limit_seconds, 1, 300)?
+    let limit = query_range("limit", q.limit, 1, 10_000)?.unwrap_or(1000) as usize;
+    let budget = query_range("time_limit_seconds", q.time_limit_seconds, 1, 300)?
         .map(|s| Duration::from_secs(s as u64))
         .unwrap_or(ctx.scheduler.settings().process_budget);
     ctx.scheduler
@@ -510,7 +517,7 @@ pub async fn queue(
     q: Result<Query<QueueQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    let limit = check_range("limit", q.limit, 1, 500)?.unwrap_or(100);
+    let limit = query_range("limit", q.limit, 1, 500)?.unwrap_or(100);
     let counts = ctx.scheduler.counts().await.map_err(scheduler_error)?;
     let items = ctx.store.queue_items(limit).await?;
     Ok(Json(json!({
@@ -589,16 +596,7 @@ pub async fn cleanup_orphaned(
     q: Result<Query<CleanupQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    let minutes = match q.timeout_minutes {
-        None => 60,
-        Some(m) if (10..=240).contains(&m) => m,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "INVALID_QUERY",
-                "timeout_minutes must be from 10 to 240",
-            ))
-        }
-    };
+    let minutes = query_range("timeout_minutes", q.timeout_minutes, 10, 240)?.unwrap_or(60);
     let before = ctx.clock.now() - chrono::Duration::minutes(minutes);
     let open = ctx.store.open_runs_started_before(before).await?;
     let message = format!("FAILED: still open after {minutes} minutes; cleaned up as orphaned");
