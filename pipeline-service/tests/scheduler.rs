@@ -693,6 +693,13 @@ async fn failed_scheduled_runs_retry_with_backoff_then_stay_failed() {
         (one["is_active"].clone(), one["deactivated_reason"].clone()),
         (json!(false), json!("INTEGRATION_REMOVED"))
     );
+    // Changing something else on the stopped schedule keeps why it stopped.
+    let (s, _) = app
+        .send(Method::PUT, &key, &usage_path, Some(json!({"priority": 3})))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, one) = app.get_json(&key, &usage_path).await;
+    assert_eq!(one["deactivated_reason"], "INTEGRATION_REMOVED");
     let (_, again) = app
         .setup(
             &key,
@@ -986,4 +993,105 @@ async fn the_org_timezone_places_new_schedules_and_can_move_existing_ones() {
         one["next_run_time"], "2026-01-10T21:00:00Z",
         "06:00 in Tokyo on the 11th"
     );
+}
+
+#[tokio::test]
+async fn concurrent_setups_make_one_auto_schedule_per_pipeline() {
+    let url = sandbox().await;
+    let app = spawn_with_clock(
+        Arc::new(ManualClock::new(utc("2026-01-10T12:00:00Z"))),
+        &[("OPENAI_BASE_URL", &url), ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "1")],
+    )
+    .await;
+    let key = onboarded(&app.server.ctx, "race_setup").await;
+    let body = json!({"credential": "sk-admin-race-setup-0001"});
+    let (a, b, c) = tokio::join!(
+        app.setup(&key, "race_setup", "openai", body.clone()),
+        app.setup(&key, "race_setup", "openai", body.clone()),
+        app.setup(&key, "race_setup", "openai", body.clone()),
+    );
+    let made: i64 = [a, b, c]
+        .iter()
+        .map(|(_, r)| r["schedules_activated"].as_i64().unwrap())
+        .sum();
+    assert_eq!(made, 2, "usage_cost and daily_summary, once each");
+    let (_, list) = app.get_json(&key, "/api/v1/scheduler/org/race_setup/pipelines").await;
+    assert_eq!(list["total"], 2, "{list}");
+}
+
+#[tokio::test]
+async fn an_admission_under_an_expired_claim_starts_nothing() {
+    use cloudact_pipeline::runs::{ScheduledLink, SubmitRequest, Submitted};
+    let clock = Arc::new(ManualClock::new(utc("2026-02-01T00:00:00Z")));
+    let app = spawn_with_clock(clock.clone(), &[NO_JITTER]).await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "stale_claim").await;
+    schedule(&app, &key, "stale_claim", noop("daily", "UTC")).await;
+    clock.set(utc("2026-02-01T01:00:05Z"));
+    assert_eq!(trigger(&app).await["queued_count"], 1);
+    let now = clock.now();
+    let lease = chrono::Duration::seconds(120);
+    let first = ctx
+        .store
+        .claim_queue("runner-a", "token-a", now, now - lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let none = ctx
+        .store
+        .claim_queue("runner-b", "token-b", now, now - lease, 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a live claim is not taken");
+    // Runner A stalls past its lease; runner B takes the item over.
+    let later = now + chrono::Duration::seconds(200);
+    let second = ctx
+        .store
+        .claim_queue("runner-b", "token-b", later, later - lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1, "an expired claim is claimable");
+    let item = &first[0];
+    let entry = ctx.catalog.by_id(&item.pipeline_id).unwrap();
+    let request = |token: &str| SubmitRequest {
+        org_slug: item.org_slug.clone(),
+        org_api_key_id: None,
+        start_date: item.start_date,
+        end_date: item.end_date,
+        trigger_type: "scheduler".into(),
+        trigger_by: None,
+        user_id: None,
+        parameters: Default::default(),
+        retry_of: None,
+        scheduled: Some(ScheduledLink {
+            run_id: item.run_id.clone(),
+            claim_token: token.into(),
+        }),
+    };
+    assert_eq!(
+        ctx.runs.submit(entry, request("token-a")).await.unwrap(),
+        Submitted::AlreadyAdmitted
+    );
+    let runs = scalar(
+        &app,
+        "SELECT COUNT(*) AS n FROM {{org_meta_pipeline_runs}}",
+        Params::new(),
+    )
+    .await;
+    assert_eq!(runs, 0, "the stale claimer started nothing and consumed nothing");
+    let Submitted::Started(id) = ctx.runs.submit(entry, request("token-b")).await.unwrap() else {
+        panic!("the current claimer admits it");
+    };
+    let again = ctx.runs.submit(entry, request("token-b")).await.unwrap();
+    assert!(
+        again == Submitted::AlreadyAdmitted || again == Submitted::AlreadyRunning(id),
+        "and the occurrence is admitted once: {again:?}"
+    );
+    let runs = scalar(
+        &app,
+        "SELECT COUNT(*) AS n FROM {{org_meta_pipeline_runs}}",
+        Params::new(),
+    )
+    .await;
+    assert_eq!(runs, 1);
 }

@@ -76,9 +76,19 @@ pub struct SubmitRequest {
     pub user_id: Option<String>,
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub retry_of: Option<String>,
-    /// The scheduled occurrence this run executes (`org_scheduled_pipeline_runs.run_id`): its
-    /// link to the run commits with the admission, so an occurrence starts at most one run.
-    pub scheduled_run_id: Option<String>,
+    /// The scheduled occurrence this run executes: its link to the run commits with the
+    /// admission, so an occurrence starts at most one run.
+    pub scheduled: Option<ScheduledLink>,
+}
+
+/// A scheduled occurrence and the claim under which it is admitted.
+#[derive(Debug, Clone)]
+pub struct ScheduledLink {
+    /// `org_scheduled_pipeline_runs.run_id`.
+    pub run_id: String,
+    /// The token of the claim on its queue item: an admission under a claim that expired
+    /// (and was taken by another process) links nothing and starts nothing.
+    pub claim_token: String,
 }
 
 /// The outcome of a submission.
@@ -241,10 +251,21 @@ impl RunService {
             retry_of: req.retry_of.clone(),
             runner_id: self.runner_id.clone(),
         };
+        // A scheduled run is refused before anything is written (its occurrence stays
+        // unlinked, so the refusal is recorded on it once).
+        if req.scheduled.is_some() {
+            if let Some((provider, state)) = integration.as_ref().filter(|(_, s)| s != "VALID") {
+                return Err(SubmitError::IntegrationMissing {
+                    pipeline: entry.id.clone(),
+                    provider: provider.clone(),
+                    state: state.clone(),
+                });
+            }
+        }
         let linked = req
-            .scheduled_run_id
-            .as_deref()
-            .map(|sr| OrgStore::link_statements(sr, &run_id, now))
+            .scheduled
+            .as_ref()
+            .map(|s| OrgStore::link_statements(&s.run_id, &s.claim_token, &run_id, now))
             .unwrap_or_default();
         match self.store.admit_run_linked(&new_run, &sub.limits, now, linked).await? {
             Admission::LinkConflict => return Ok(Submitted::AlreadyAdmitted),

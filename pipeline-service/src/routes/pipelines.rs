@@ -167,7 +167,7 @@ async fn start(
         user_id: user,
         parameters,
         retry_of,
-        scheduled_run_id: None,
+        scheduled: None,
     };
     let (status, id, message) = match ctx.runs.submit(entry, request).await.map_err(submit_error)? {
         Submitted::Started(id) => (

@@ -201,6 +201,12 @@ pub async fn create(
         .by_path(&rel)
         .filter(|e| e.kind == "data")
         .ok_or_else(|| ApiError::not_found("PIPELINE_NOT_FOUND", format!("no pipeline spec at configs/{rel}")))?;
+    if !entry.enabled {
+        return Err(ApiError::forbidden(
+            "PIPELINE_DISABLED",
+            format!("pipeline {} is disabled and cannot be scheduled", entry.id),
+        ));
+    }
     let timezone = body.timezone.as_deref().map(str::trim).unwrap_or("UTC").to_string();
     let rule = ScheduleRule::parse(&body.schedule_cron, &timezone).map_err(rule_error)?;
     let parameters = check_parameters(body.parameters)?.unwrap_or_else(|| json!({}));
@@ -313,9 +319,9 @@ pub async fn update(
     if let Some(m) = max_retries {
         config.max_retries = m;
     }
-    if !config.is_active {
+    if body.is_active == Some(false) {
         config.deactivated_reason = Some("USER".into());
-    } else if !was_active || timing_changed || config.next_run_time.is_none() {
+    } else if config.is_active && (!was_active || timing_changed || config.next_run_time.is_none()) {
         config.deactivated_reason = None;
         config.next_run_time = rule.next_after(now);
     }

@@ -63,7 +63,7 @@ pub async fn run(args: &[String]) -> ExitCode {
             user_id: None,
             parameters: serde_json::Map::new(),
             retry_of: None,
-            scheduled_run_id: None,
+            scheduled: None,
         };
         match ctx.runs.submit(&entry, req).await {
             Ok(Submitted::Started(_)) => {}

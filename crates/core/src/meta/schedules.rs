@@ -244,6 +244,26 @@ impl OrgStore {
         Ok(())
     }
 
+    /// Inserts `config` unless a schedule with its id exists (ids derived from what they
+    /// schedule make concurrent creators agree); `false` when it existed.
+    pub async fn insert_schedule_if_absent(&self, config: &ScheduleConfig) -> Result<bool, MetaError> {
+        let row = config.to_row();
+        let columns: Vec<&String> = row.columns().collect();
+        let mut params = Params::new();
+        for c in &columns {
+            params = params.with(&format!("c_{c}"), row.get(c).cloned().unwrap_or(Value::Null));
+        }
+        let names: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
+        let values: Vec<String> = columns.iter().map(|c| format!("@c_{c}")).collect();
+        let sql = format!(
+            "INSERT INTO {{{{org_pipeline_configs}}}} ({}) SELECT {} FROM (SELECT 1 AS one) AS single_row \
+             WHERE NOT EXISTS (SELECT 1 FROM {{{{org_pipeline_configs}}}} WHERE config_id = @c_config_id)",
+            names.join(", "),
+            values.join(", ")
+        );
+        Ok(self.warehouse().execute(CENTRAL_DATASET, &sql, &params).await? == 1)
+    }
+
     /// The org's schedules (optionally only active or inactive ones), oldest first.
     pub async fn schedules(&self, org: &str, is_active: Option<bool>) -> Result<Vec<ScheduleConfig>, MetaError> {
         let mut sql = format!("SELECT {CONFIG_COLUMNS} FROM {{{{org_pipeline_configs}}}} WHERE org_slug = @org");
@@ -577,36 +597,46 @@ impl OrgStore {
             .await?;
         let mut items = Vec::with_capacity(rows.len());
         for r in rows {
-            let field = |c: &str| {
-                r.string(c)
-                    .ok_or_else(|| MetaError::Corrupt(format!("queue item without {c}")))
-            };
-            let start = r
-                .date("run_date")
-                .ok_or_else(|| MetaError::Corrupt("scheduled run without run_date".into()))?;
-            items.push(QueueItem {
-                run_id: field("run_id")?,
-                config_id: r.string("config_id").unwrap_or_default(),
-                org_slug: field("org_slug")?,
-                pipeline_id: field("pipeline_id")?,
-                start_date: start,
-                end_date: r.date("end_date").unwrap_or(start),
-                parameters: r.json("parameters").unwrap_or_else(|| serde_json::json!({})),
-                retry_count: r.int("retry_count").unwrap_or(0),
-                max_retries: r.int("max_retries").unwrap_or(0),
-                scheduled_time: r
-                    .timestamp("scheduled_time")
-                    .ok_or_else(|| MetaError::Corrupt("queue item without scheduled_time".into()))?,
-                linked_run: r.string("pipeline_logging_id"),
-                state: r.string("state").unwrap_or_default(),
-            });
+            let parsed = (|| {
+                Some(QueueItem {
+                    run_id: r.string("run_id")?,
+                    config_id: r.string("config_id").unwrap_or_default(),
+                    org_slug: r.string("org_slug")?,
+                    pipeline_id: r.string("pipeline_id")?,
+                    start_date: r.date("run_date")?,
+                    end_date: r.date("end_date").or(r.date("run_date"))?,
+                    parameters: r.json("parameters").unwrap_or_else(|| serde_json::json!({})),
+                    retry_count: r.int("retry_count").unwrap_or(0),
+                    max_retries: r.int("max_retries").unwrap_or(0),
+                    scheduled_time: r.timestamp("scheduled_time")?,
+                    linked_run: r.string("pipeline_logging_id"),
+                    state: r.string("state").unwrap_or_default(),
+                })
+            })();
+            match parsed {
+                Some(item) => items.push(item),
+                None => {
+                    // A row no process can run: removed, so it neither holds its batch back
+                    // nor comes back after every lease.
+                    let id = r.string("run_id").unwrap_or_default();
+                    tracing::error!(run_id = %id, "dropping a queue item whose occurrence is incomplete");
+                    self.drop_queue_item(&id).await?;
+                }
+            }
         }
         Ok(items)
     }
 
     /// Statements to run inside the admission of an item's pipeline run: link the run to the
-    /// occurrence (guarded: only an unlinked QUEUED occurrence), and remove the queue item.
-    pub fn link_statements(run_id: &str, pipeline_logging_id: &str, now: DateTime<Utc>) -> Vec<Statement> {
+    /// occurrence (guarded: only an unlinked QUEUED occurrence), and remove the queue item
+    /// (guarded: only under the caller's claim, so a process whose lease expired and whose
+    /// item another process took admits nothing).
+    pub fn link_statements(
+        run_id: &str,
+        claim_token: &str,
+        pipeline_logging_id: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<Statement> {
         vec![
             Statement::new(
                 "UPDATE {{org_scheduled_pipeline_runs}} SET pipeline_logging_id = @plid, state = @running, updated_at = @now \
@@ -620,32 +650,26 @@ impl OrgStore {
             )
             .expecting(1),
             Statement::new(
-                "DELETE FROM {{org_pipeline_execution_queue}} WHERE run_id = @run_id",
-                Params::new().with("run_id", run_id),
-            ),
+                "DELETE FROM {{org_pipeline_execution_queue}} WHERE run_id = @run_id AND claim_token = @token",
+                Params::new().with("run_id", run_id).with("token", claim_token),
+            )
+            .expecting(1),
         ]
     }
 
-    /// Links an occurrence to an open run that already covers it (dedup) and drops its item.
+    /// Links an occurrence to an open run that already covers it (dedup) and drops its
+    /// item, under the caller's claim; `false` when the claim or the occurrence moved on.
     pub async fn link_existing(
         &self,
         run_id: &str,
+        claim_token: &str,
         pipeline_logging_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, MetaError> {
-        match self
-            .warehouse()
-            .execute_atomic(
-                CENTRAL_DATASET,
-                &Self::link_statements(run_id, pipeline_logging_id, now),
-            )
-            .await
-        {
+        let statements = Self::link_statements(run_id, claim_token, pipeline_logging_id, now);
+        match self.warehouse().execute_atomic(CENTRAL_DATASET, &statements).await {
             Ok(_) => Ok(true),
-            Err(crate::warehouse::WarehouseError::Conflict { .. }) => {
-                self.drop_queue_item(run_id).await?;
-                Ok(false)
-            }
+            Err(crate::warehouse::WarehouseError::Conflict { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -680,32 +704,40 @@ impl OrgStore {
         Ok(())
     }
 
-    /// Ends an occurrence for good (refused, or out of retries): scheduled run FAILED with the
-    /// reason, its item removed, its schedule's last status FAILED.
+    /// Ends a claimed, unadmitted occurrence for good (refused): scheduled run FAILED with the
+    /// reason, its item removed, its schedule's last status FAILED — all guarded on the
+    /// occurrence still being QUEUED and unlinked and the item still under `claim_token`.
+    /// `false` (nothing changed) when another process admitted or took it meanwhile.
+    #[allow(clippy::too_many_arguments)]
     pub async fn fail_scheduled(
         &self,
         item_run_id: &str,
+        claim_token: &str,
         config_id: &str,
         org: &str,
         state: &str,
         error: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), MetaError> {
+    ) -> Result<bool, MetaError> {
         let statements = [
             Statement::new(
                 "UPDATE {{org_scheduled_pipeline_runs}} SET state = @state, failed_at = @now, error_message = @error, \
-                 updated_at = @now WHERE run_id = @run_id AND org_slug = @org",
+                 updated_at = @now WHERE run_id = @run_id AND org_slug = @org AND state = @queued \
+                 AND pipeline_logging_id IS NULL",
                 Params::new()
                     .with("state", state)
                     .with("now", now)
                     .with("error", super::runs::truncate(error, 2000))
                     .with("run_id", item_run_id)
-                    .with("org", org),
-            ),
+                    .with("org", org)
+                    .with("queued", SCHED_QUEUED),
+            )
+            .expecting(1),
             Statement::new(
-                "DELETE FROM {{org_pipeline_execution_queue}} WHERE run_id = @run_id",
-                Params::new().with("run_id", item_run_id),
-            ),
+                "DELETE FROM {{org_pipeline_execution_queue}} WHERE run_id = @run_id AND claim_token = @token",
+                Params::new().with("run_id", item_run_id).with("token", claim_token),
+            )
+            .expecting(1),
             Statement::new(
                 "UPDATE {{org_pipeline_configs}} SET last_run_status = @state, last_run_time = @now \
                  WHERE config_id = @config AND org_slug = @org",
@@ -716,8 +748,11 @@ impl OrgStore {
                     .with("org", org),
             ),
         ];
-        self.warehouse().execute_atomic(CENTRAL_DATASET, &statements).await?;
-        Ok(())
+        match self.warehouse().execute_atomic(CENTRAL_DATASET, &statements).await {
+            Ok(_) => Ok(true),
+            Err(crate::warehouse::WarehouseError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// RUNNING occurrences whose pipeline run has finished (or no longer exists).

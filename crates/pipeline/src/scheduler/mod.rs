@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::{Catalog, CatalogEntry},
-    runs::{RunService, SubmitError, SubmitRequest, Submitted},
+    runs::{RunService, ScheduledLink, SubmitError, SubmitRequest, Submitted},
 };
 pub use cron::{RuleError, ScheduleRule};
 use pubsub::{PubSubError, PubSubQueue};
@@ -316,9 +316,12 @@ impl Scheduler {
                     tracing::warn!(pipeline = %entry.id, schedule, timezone, "spec schedule or org timezone invalid; not scheduled");
                     continue;
                 };
-                let config = self.new_schedule(org, entry, &rule, &timezone, json!({}), true, 5, "AUTO");
-                self.store.insert_schedule(&config).await?;
-                touched.push(config.config_id);
+                let mut config = self.new_schedule(org, entry, &rule, &timezone, json!({}), true, 5, "AUTO");
+                // One AUTO schedule per org and pipeline, however many setups race.
+                config.config_id = auto_schedule_id(org, &entry.id);
+                if self.store.insert_schedule_if_absent(&config).await? {
+                    touched.push(config.config_id);
+                }
                 continue;
             }
             for c in mine
@@ -643,7 +646,18 @@ impl Scheduler {
                     if items.is_empty() {
                         break;
                     }
+                    let claimed_at = Instant::now();
+                    let lease = self.settings.claim_lease;
                     for item in items {
+                        // Admit only well inside the lease and the budget; the rest goes back
+                        // for the next call (or another process) instead of being reclaimed
+                        // under our feet.
+                        if claimed_at.elapsed() > lease / 2 || started.elapsed() > budget {
+                            if let Err(e) = self.store.release_claim(&item.run_id, &token, self.clock.now()).await {
+                                tracing::warn!(error = %e, run_id = %item.run_id, "could not release a claim; it expires with its lease");
+                            }
+                            continue;
+                        }
                         let outcome = self.admit(&item, &token).await;
                         report.record(&item, outcome);
                     }
@@ -748,7 +762,10 @@ impl Scheduler {
             user_id: None,
             parameters,
             retry_of: None,
-            scheduled_run_id: Some(item.run_id.clone()),
+            scheduled: Some(ScheduledLink {
+                run_id: item.run_id.clone(),
+                claim_token: token.to_string(),
+            }),
         };
         match self.runs.submit(entry, request).await {
             Ok(Submitted::Started(id)) => {
@@ -757,7 +774,7 @@ impl Scheduler {
                     pipeline_logging_id: id,
                 }
             }
-            Ok(Submitted::AlreadyRunning(id)) => match self.store.link_existing(&item.run_id, &id, now).await {
+            Ok(Submitted::AlreadyRunning(id)) => match self.store.link_existing(&item.run_id, token, &id, now).await {
                 Ok(true) => ItemOutcome::Deduplicated {
                     pipeline_logging_id: id,
                 },
@@ -775,7 +792,16 @@ impl Scheduler {
                 self.defer(item, token, "the concurrent pipeline limit is reached".into(), 30)
                     .await
             }
-            Err(SubmitError::Meta(e)) => self.defer(item, token, e.to_string(), 10).await,
+            Err(SubmitError::Meta(MetaError::Warehouse(e))) if e.is_transient() => {
+                self.defer(item, token, e.to_string(), 10).await
+            }
+            Err(SubmitError::Meta(e)) => {
+                // Not a hiccup that waiting fixes: ended with a reason the org may read; the
+                // detail goes to the log only.
+                tracing::error!(error = %e, "scheduled run could not be admitted");
+                let reason = "internal error while admitting the run; the operator's log has the detail".to_string();
+                self.refuse(item, token, "INTERNAL", reason).await
+            }
             Err(e) => {
                 let code = match &e {
                     SubmitError::NoSubscription | SubmitError::SubscriptionInactive(_) => "SUBSCRIPTION_INACTIVE",
@@ -797,6 +823,7 @@ impl Scheduler {
             .store
             .fail_scheduled(
                 &item.run_id,
+                token,
                 &item.config_id,
                 &item.org_slug,
                 SCHED_FAILED,
@@ -805,7 +832,8 @@ impl Scheduler {
             )
             .await
         {
-            Ok(()) => {
+            Ok(false) => ItemOutcome::AlreadyAdmitted,
+            Ok(true) => {
                 tracing::info!(error, reason = %reason, "scheduled run refused");
                 ItemOutcome::Refused {
                     error: error.to_string(),
@@ -1026,6 +1054,15 @@ impl ProcessReport {
             )
         };
     }
+}
+
+/// The id of an org's AUTO schedule of a pipeline: derived from both, so concurrent
+/// creators insert the same row once.
+fn auto_schedule_id(org: &str, pipeline_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("auto/{org}/{pipeline_id}").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("auto-{hex}")
 }
 
 fn next_full_hour(now: DateTime<Utc>) -> Option<DateTime<Utc>> {
