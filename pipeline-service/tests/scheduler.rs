@@ -33,6 +33,19 @@ async fn schedule(app: &App, key: &str, org: &str, body: Value) -> (StatusCode, 
     .await
 }
 
+/// `n` onboarded orgs `{prefix}{i:02}`, each with one no-op schedule on `cron` (UTC).
+async fn orgs_with_noop_schedules(app: &App, prefix: &str, n: usize, cron: &str) -> Vec<(String, String)> {
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let slug = format!("{prefix}{i:02}");
+        let k = onboarded(&app.server.ctx, &slug).await;
+        let (s, _) = schedule(app, &k, &slug, noop(cron, "UTC")).await;
+        assert_eq!(s, StatusCode::CREATED);
+        keys.push((slug, k));
+    }
+    keys
+}
+
 fn noop(cron: &str, tz: &str) -> Value {
     json!({"provider": "example", "pipeline_template": "noop", "schedule_cron": cron, "timezone": tz})
 }
@@ -280,12 +293,7 @@ async fn the_trigger_enqueues_each_occurrence_once_and_follows_dst() {
     assert_eq!(one["next_run_time"], "2026-03-09T06:30:00Z", "02:30 EDT the next day");
 
     // Twenty orgs due at once, four triggers racing: every occurrence enqueued exactly once.
-    for i in 0..20 {
-        let slug = format!("race_{i:02}");
-        let k = onboarded(&ctx, &slug).await;
-        let (s, _) = schedule(&app, &k, &slug, noop("0 8 * * *", "UTC")).await;
-        assert_eq!(s, StatusCode::CREATED);
-    }
+    orgs_with_noop_schedules(&app, "race_", 20, "0 8 * * *").await;
     clock.set(utc("2026-03-09T08:30:00Z"));
     let results = futures_join(&app, 4).await;
     let total: i64 = results.iter().map(|r| r["queued_count"].as_i64().unwrap()).sum();
@@ -328,14 +336,7 @@ async fn two_instances_racing_run_every_item_once_through_the_run_service() {
     let app = spawn_with_clock(clock.clone(), &[NO_JITTER]).await;
     let second = start_on(app._dir.path(), clock.clone(), &[NO_JITTER]).await;
     let ctx = app.server.ctx.clone();
-    let mut keys = Vec::new();
-    for i in 0..30 {
-        let slug = format!("twin_{i:02}");
-        let k = onboarded(&ctx, &slug).await;
-        let (s, _) = schedule(&app, &k, &slug, noop("0 1 * * *", "UTC")).await;
-        assert_eq!(s, StatusCode::CREATED);
-        keys.push((slug, k));
-    }
+    let keys = orgs_with_noop_schedules(&app, "twin_", 30, "0 1 * * *").await;
     clock.set(utc("2026-04-01T01:10:00Z"));
     assert_eq!(trigger(&app).await["queued_count"], 30);
     let client = reqwest::Client::new();
@@ -850,15 +851,7 @@ async fn the_internal_scheduler_runs_due_schedules_by_itself_even_alongside_clou
         &[NO_JITTER, ("SCHEDULER", "internal"), ("SCHEDULER_TICK_SECONDS", "1")],
     )
     .await;
-    let ctx = app.server.ctx.clone();
-    let mut keys = Vec::new();
-    for i in 0..5 {
-        let slug = format!("auto_{i}");
-        let k = onboarded(&ctx, &slug).await;
-        let (s, _) = schedule(&app, &k, &slug, noop("daily", "UTC")).await;
-        assert_eq!(s, StatusCode::CREATED);
-        keys.push((slug, k));
-    }
+    let keys = orgs_with_noop_schedules(&app, "auto_", 5, "daily").await;
     clock.set(utc("2026-08-01T01:00:10Z"));
     // Cloud Scheduler calling the endpoints at the same time as the internal loop.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

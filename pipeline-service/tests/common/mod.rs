@@ -209,9 +209,19 @@ pub async fn root_call(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut req = client
-        .request(method, server.url(path))
-        .header("X-CA-Root-Key", ROOT_KEY);
+    call(client, server, method, path, ("X-CA-Root-Key", ROOT_KEY), body).await
+}
+
+/// One request with one auth header; the answer must be JSON.
+async fn call(
+    client: &Client,
+    server: &Running,
+    method: reqwest::Method,
+    path: &str,
+    (header, value): (&str, &str),
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = client.request(method, server.url(path)).header(header, value);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -220,7 +230,7 @@ pub async fn root_call(
     let text = resp.text().await.unwrap();
     (
         status,
-        serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({"text": text})),
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}")),
     )
 }
 
@@ -253,20 +263,7 @@ impl App {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, self.server.url(path))
-            .header("X-API-Key", key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}")),
-        )
+        call(&self.client, &self.server, method, path, ("X-API-Key", key), body).await
     }
 
     pub async fn setup(&self, key: &str, org: &str, provider: &str, body: Value) -> (StatusCode, Value) {
