@@ -1643,10 +1643,41 @@ async fn cost_queries_sum_exactly_by_provider_model_day_and_project() {
         .unwrap()
         .iter()
         .all(|r| r["day"].is_string() && r["model"].is_string()));
+    let (s, twice) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            &format!("{q}&group_by=model,day,model"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{twice}");
+    assert_eq!(
+        twice["group_by"],
+        serde_json::json!(["model", "day"]),
+        "a dimension named twice groups once"
+    );
+    assert_eq!(
+        twice["rows"].as_array().unwrap().len(),
+        by_day["rows"].as_array().unwrap().len()
+    );
     let (s, _) = app
         .send(reqwest::Method::GET, &key, &format!("{q}&group_by=colour"), None)
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, e) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/pipelines/runs?offset=1000000000000",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_QUERY")),
+        "offset is bounded"
+    );
     let (s, _) = app
         .send(
             reqwest::Method::GET,

@@ -146,14 +146,14 @@ pub async fn costs(
             "start_date must be ≤ end_date, at most 366 days apart",
         ));
     }
-    let group_by: Vec<String> = q
-        .group_by
-        .as_deref()
-        .unwrap_or("provider")
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
+    // A dimension named twice is grouped by once (a duplicate output column is an error on
+    // BigQuery).
+    let mut group_by: Vec<String> = Vec::new();
+    for g in q.group_by.as_deref().unwrap_or("provider").split(',').map(str::trim) {
+        if !g.is_empty() && !group_by.iter().any(|x| x == g) {
+            group_by.push(g.to_string());
+        }
+    }
     if let Some(bad) = group_by.iter().find(|g| !DIMENSIONS.contains(&g.as_str())) {
         return Err(ApiError::bad_request(
             "INVALID_QUERY",

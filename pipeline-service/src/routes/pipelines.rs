@@ -305,6 +305,9 @@ pub struct RunsQuery {
     pub offset: Option<i64>,
 }
 
+/// Deepest page offset of the runs list (filter by dates to reach older runs).
+const MAX_OFFSET: i64 = 100_000;
+
 /// The key's org's runs, newest first.
 #[utoipa::path(get, path = "/api/v1/pipelines/runs", tag = "pipelines", params(RunsQuery), security(("api_key" = [])),
     responses((status = 200), (status = 400), (status = 401)))]
@@ -333,10 +336,10 @@ pub async fn list_runs(
     };
     let limit = q.limit.unwrap_or(20);
     let offset = q.offset.unwrap_or(0);
-    if !(1..=100).contains(&limit) || offset < 0 {
+    if !(1..=100).contains(&limit) || !(0..=MAX_OFFSET).contains(&offset) {
         return Err(ApiError::bad_request(
             "INVALID_QUERY",
-            "limit must be 1..=100 and offset ≥ 0",
+            format!("limit must be 1..=100 and offset 0..={MAX_OFFSET}"),
         ));
     }
     let filter = RunFilter {
