@@ -79,7 +79,7 @@ pub(crate) async fn send_with_retry<T>(
             429 | 500..=599 => Err(Fetch::Retry(format!("{provider} returned {status}"), retry_after)),
             _ => Err(Fetch::Fail(format!(
                 "{provider} returned {status}: {}",
-                String::from_utf8_lossy(&body).chars().take(300).collect::<String>()
+                super::redact::redact_secrets(&String::from_utf8_lossy(&body).chars().take(300).collect::<String>())
             ))),
         }
     };

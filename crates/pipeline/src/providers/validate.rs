@@ -36,13 +36,15 @@ impl Validation {
     }
 }
 
-/// The provider's own error message from a JSON error body (OpenAI and Anthropic shapes).
+/// The provider's own error message from a JSON error body (OpenAI and Anthropic shapes),
+/// with anything shaped like a key redacted (OpenAI's 401 echoes the key it was sent).
 fn provider_message(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    v["error"]["message"]
+    let message = v["error"]["message"]
         .as_str()
         .map(str::to_string)
-        .unwrap_or_else(|| body.chars().take(200).collect())
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    super::redact::redact_secrets(&message)
 }
 
 /// Checks an API key against its provider.
@@ -265,5 +267,23 @@ pub async fn validate_service_account(
                 )),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::provider_message;
+
+    #[test]
+    fn a_provider_echo_of_the_key_never_reaches_the_stored_error() {
+        let openai_401 = r#"{"error": {"message": "Incorrect API key provided: sk-admin-AbCd************************WxYz. You can find your API key at https://platform.openai.com/account/api-keys.", "type": "invalid_request_error", "code": "invalid_api_key"}}"#;
+        let message = provider_message(openai_401);
+        assert!(
+            message.starts_with("Incorrect API key provided: [redacted]"),
+            "{message}"
+        );
+        assert!(!message.contains("WxYz") && !message.contains("AbCd"), "{message}");
+        let raw = provider_message("denied for key sk-ant-api03-secretsecretsecret");
+        assert!(!raw.contains("secretsecret"), "{raw}");
     }
 }
