@@ -2413,6 +2413,16 @@ async fn a_sql_transform_and_data_quality_checks_run_inside_the_org_dataset() {
     assert_eq!(last.len(), 2);
     assert_eq!(last[1].string("overall_status").as_deref(), Some("FAIL"));
     assert_eq!(last[1].json("failed_expectations").unwrap()[0]["observed"]["rows"], 14);
+    // Checks read only the org's own dataset: the central one (keys, credentials) is refused.
+    let central = suite("warn").replace("dataset: \"{dataset}\"", "dataset: organizations");
+    assert!(central.contains("dataset: organizations"), "{central}");
+    let refused = run_inline(&ctx, "dqorg", &central).await;
+    assert_eq!(refused.status, RunStatus::Failed, "{refused:?}");
+    assert!(
+        refused.error.clone().unwrap().contains("org's dataset only"),
+        "{:?}",
+        refused.error
+    );
 
     // Append adds on every run; truncate replaces the whole table.
     let transform = |mode: &str| {

@@ -152,6 +152,14 @@ impl Processor for ExpectationsProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
         let org = ctx.require_org()?;
+        // As a transform: an org's checks read its own dataset, never the central one or
+        // another org's.
+        if c.dataset != ctx.services.settings.org_dataset(&org) {
+            return Err(ProcessorError::Invalid(format!(
+                "data-quality checks run in their org's dataset only, not {}",
+                c.dataset
+            )));
+        }
         let wh = ctx.warehouse();
         let mut params = Params::new().with("org", org.as_str());
         let mut filter = "org_slug = @org".to_string();
