@@ -46,6 +46,19 @@ async fn orgs_with_noop_schedules(app: &App, prefix: &str, n: usize, cron: &str)
     keys
 }
 
+/// An app whose OpenAI base URL is a fresh sandbox, on a test clock at 2026-01-10 12:00 UTC.
+async fn spawn_with_openai_sandbox(extra: &[(&str, &str)]) -> (App, Arc<ManualClock>, String) {
+    let url = sandbox().await;
+    let clock = Arc::new(ManualClock::new(utc("2026-01-10T12:00:00Z")));
+    let mut env = vec![
+        ("OPENAI_BASE_URL", url.as_str()),
+        ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "1"),
+    ];
+    env.extend_from_slice(extra);
+    let app = spawn_with_clock(clock.clone(), &env).await;
+    (app, clock, url)
+}
+
 fn noop(cron: &str, tz: &str) -> Value {
     json!({"provider": "example", "pipeline_template": "noop", "schedule_cron": cron, "timezone": tz})
 }
@@ -575,18 +588,7 @@ async fn a_service_down_for_three_days_catches_up_each_missed_day_once() {
 
 #[tokio::test]
 async fn failed_scheduled_runs_retry_with_backoff_then_stay_failed() {
-    let url = sandbox().await;
-    let clock = Arc::new(ManualClock::new(utc("2026-01-10T12:00:00Z")));
-    let app = spawn_with_clock(
-        clock.clone(),
-        &[
-            NO_JITTER,
-            ("OPENAI_BASE_URL", &url),
-            ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "1"),
-            ("SCHEDULER_RETRY_BASE_SECONDS", "60"),
-        ],
-    )
-    .await;
+    let (app, clock, url) = spawn_with_openai_sandbox(&[NO_JITTER, ("SCHEDULER_RETRY_BASE_SECONDS", "60")]).await;
     let ctx = app.server.ctx.clone();
     let key = onboarded(&ctx, "retry_org").await;
     let (_, setup) = app
@@ -906,17 +908,7 @@ async fn without_any_call_the_internal_loop_triggers_processes_and_settles() {
 
 #[tokio::test]
 async fn the_org_timezone_places_new_schedules_and_can_move_existing_ones() {
-    let url = sandbox().await;
-    let clock = Arc::new(ManualClock::new(utc("2026-01-10T12:00:00Z")));
-    let app = spawn_with_clock(
-        clock.clone(),
-        &[
-            NO_JITTER,
-            ("OPENAI_BASE_URL", &url),
-            ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "1"),
-        ],
-    )
-    .await;
+    let (app, _, _) = spawn_with_openai_sandbox(&[NO_JITTER]).await;
     let ctx = app.server.ctx.clone();
     let key = onboarded(&ctx, "tz_org").await;
     let (_, st) = app.get_json(&key, "/api/v1/scheduler/org/tz_org/settings").await;
@@ -990,12 +982,7 @@ async fn the_org_timezone_places_new_schedules_and_can_move_existing_ones() {
 
 #[tokio::test]
 async fn concurrent_setups_make_one_auto_schedule_per_pipeline() {
-    let url = sandbox().await;
-    let app = spawn_with_clock(
-        Arc::new(ManualClock::new(utc("2026-01-10T12:00:00Z"))),
-        &[("OPENAI_BASE_URL", &url), ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "1")],
-    )
-    .await;
+    let (app, _, _) = spawn_with_openai_sandbox(&[]).await;
     let key = onboarded(&app.server.ctx, "race_setup").await;
     let body = json!({"credential": "sk-admin-race-setup-0001"});
     let (a, b, c) = tokio::join!(
