@@ -538,7 +538,8 @@ async fn tenants_are_isolated_on_every_org_route() {
             .await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
     }
-    // Root-only routes refuse org keys, even the org's own.
+    // Root-only routes refuse org keys, even the org's own (403: a key, but not one that
+    // may call admin routes).
     let (s, b) = app
         .call(
             Method::PUT,
@@ -547,7 +548,11 @@ async fn tenants_are_isolated_on_every_org_route() {
             Some(json!({"status": "ACTIVE"})),
         )
         .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("ROOT_KEY_REQUIRED")),
+        "{b}"
+    );
     let (s, _) = app
         .call(
             Method::DELETE,
@@ -556,7 +561,7 @@ async fn tenants_are_isolated_on_every_org_route() {
             Some(json!({"confirm_org_slug": "org_b"})),
         )
         .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(s, StatusCode::FORBIDDEN);
     // org_b's key still works for org_b: nothing was rotated by the refused attempt.
     let (s, _) = app
         .call(

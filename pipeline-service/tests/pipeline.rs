@@ -2453,33 +2453,37 @@ async fn a_sql_transform_and_data_quality_checks_run_inside_the_org_dataset() {
         copies(expected).await;
     }
 
-    // A transform may only read the org's own tables.
-    let err = cloudact_pipeline::PipelineSpec::from_yaml(
-        "pipeline_id: sneaky\nsteps:\n  - step_id: t\n    ps_type: generic.local_bq_transformer\n    config:\n      dataset: x\n      \
-         sql: SELECT * FROM organizations.org_api_keys\n      destination: {table: t, columns: [a], write_mode: append}\n",
-    )
-    .unwrap();
-    let report = ctx
-        .executor
-        .run(
-            &err,
-            RunRequest {
-                org_slug: Some("dqorg".into()),
-                ..Default::default()
-            },
-            CancellationToken::new(),
-        )
-        .await;
-    assert_eq!(report.status, RunStatus::Failed);
-    assert!(
-        report
-            .error
-            .clone()
-            .unwrap()
-            .contains("tables of the org's dataset only"),
-        "{:?}",
-        report.error
-    );
+    // A transform may only read the org's own tables: a qualified name, or a catalogue
+    // table behind an alias (`AS` used to count as a CTE name), fails before any SQL runs.
+    for sql in [
+        "SELECT * FROM organizations.org_api_keys",
+        "SELECT * FROM {{cost_copy}} JOIN organizations.org_api_keys AS k ON TRUE",
+        "SELECT * FROM {{cost_copy}} JOIN sqlite_master AS sqlite_master ON TRUE",
+        "SELECT (SELECT sql FROM sqlite_master) AS m FROM {{cost_copy}}",
+    ] {
+        let spec = cloudact_pipeline::PipelineSpec::from_yaml(&format!(
+            "pipeline_id: sneaky\nsteps:\n  - step_id: t\n    ps_type: generic.local_bq_transformer\n    config:\n      dataset: x\n      \
+             sql: \"{sql}\"\n      destination: {{table: t, columns: [a], write_mode: append}}\n"
+        ))
+        .unwrap();
+        let report = ctx
+            .executor
+            .run(
+                &spec,
+                RunRequest {
+                    org_slug: Some("dqorg".into()),
+                    ..Default::default()
+                },
+                CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(report.status, RunStatus::Failed, "{sql}");
+        let error = report.error.clone().unwrap();
+        assert!(
+            error.contains("the org's own dataset") || error.contains("tables of the org's dataset only"),
+            "{sql}: {error}"
+        );
+    }
 }
 
 /// An OpenAI Admin API serving hand-written usage (see the test below): completions and

@@ -227,7 +227,7 @@ async fn schedules_are_validated_and_tenant_checked_on_every_route() {
         let (s, e) = app.send(Method::POST, &a, path, None).await;
         assert_eq!(
             (s, e["error"].as_str()),
-            (StatusCode::UNAUTHORIZED, Some("ROOT_KEY_REQUIRED")),
+            (StatusCode::FORBIDDEN, Some("ROOT_KEY_REQUIRED")),
             "{path}"
         );
     }

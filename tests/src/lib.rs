@@ -49,6 +49,41 @@ pub struct Service {
 impl Service {
     /// Starts a binary with the given environment and waits until `/health/ready` is 200.
     pub fn start(name: &'static str, data_dir: &Path, env: &HashMap<&str, String>) -> Service {
+        Self::start_until(name, data_dir, env, "/health/ready")
+    }
+
+    /// Starts a binary and waits only until it serves `/health/live` (a degraded service,
+    /// whose readiness is 503, is still started).
+    pub fn start_live(name: &'static str, data_dir: &Path, env: &HashMap<&str, String>) -> Service {
+        Self::start_until(name, data_dir, env, "/health/live")
+    }
+
+    /// Runs a binary that is expected to refuse to start: its exit status and output.
+    pub fn run_to_exit(
+        name: &'static str,
+        data_dir: &Path,
+        env: &HashMap<&str, String>,
+    ) -> (std::process::ExitStatus, String) {
+        let out = Command::new(binary(name))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", free_port().to_string())
+            .env("DATA_DIR", data_dir)
+            .env("CONFIGS_DIR", configs_dir())
+            .env("CA_ROOT_API_KEY", ROOT_KEY)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, text)
+    }
+
+    fn start_until(name: &'static str, data_dir: &Path, env: &HashMap<&str, String>, probe_path: &str) -> Service {
         let port = free_port();
         // A second instance (or a restart) on the same DATA_DIR gets its own log file.
         let log = (1..)
@@ -82,11 +117,11 @@ impl Service {
             log,
             ready_after: Duration::ZERO,
         };
-        svc.ready_after = svc.wait_ready(started);
+        svc.ready_after = svc.wait_ready(started, probe_path);
         svc
     }
 
-    fn wait_ready(&mut self, started: Instant) -> Duration {
+    fn wait_ready(&mut self, started: Instant, probe_path: &str) -> Duration {
         let probe = probe::Probe;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -96,7 +131,7 @@ impl Service {
                     std::fs::read_to_string(&self.log).unwrap_or_default()
                 );
             }
-            if probe.ready(&format!("{}/health/ready", self.base)) {
+            if probe.ready(&format!("{}{probe_path}", self.base)) {
                 return started.elapsed();
             }
             if started.elapsed() > Duration::from_secs(30) {

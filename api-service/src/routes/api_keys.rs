@@ -8,7 +8,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use cloudact_core::meta::{AuditEntry, NewApiKey, ORG_ACTIVE};
-use cloudact_web::{layers::current_request_id, ApiError, AppContext, Caller};
+use cloudact_web::{layers::current_request_id, ApiError, AppContext, CallerPath};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -30,10 +30,9 @@ pub struct RotateResponse {
     responses((status = 200, body = RotateResponse), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn rotate(
     State(ctx): State<Arc<AppContext>>,
-    caller: Caller,
+    CallerPath(caller): CallerPath,
     Path(org_slug): Path<String>,
 ) -> Result<Json<RotateResponse>, ApiError> {
-    caller.require_org(&org_slug)?;
     let profile = ctx
         .store
         .profile(&org_slug)
@@ -93,10 +92,9 @@ pub struct ApiKeyResponse {
     responses((status = 200, body = ApiKeyResponse), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_key(
     State(ctx): State<Arc<AppContext>>,
-    caller: Caller,
+    _caller: CallerPath,
     Path(org_slug): Path<String>,
 ) -> Result<Json<ApiKeyResponse>, ApiError> {
-    caller.require_org(&org_slug)?;
     let info = ctx.store.active_key(&org_slug).await?.ok_or_else(|| {
         ApiError::not_found(
             "API_KEY_NOT_FOUND",

@@ -8,11 +8,8 @@ mod validator;
 
 use std::sync::Arc;
 
-use axum::{
-    routing::{get, post},
-    Router,
-};
-use cloudact_web::{docs, health, layers, AppContext};
+use axum::Router;
+use cloudact_web::{auth, docs, health, layers, route_table::RouteTable, AppContext};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -30,25 +27,32 @@ use utoipa::OpenApi;
 )]
 pub struct ApiDoc;
 
+/// Every `/api/v1` route of the service (tests walk this table).
+pub fn api_routes() -> RouteTable {
+    RouteTable::new("/api/v1")
+        .post("/admin/bootstrap", admin::bootstrap)
+        .post("/organizations/dryrun", organizations::dryrun)
+        .post("/organizations/onboard", organizations::onboard)
+        .delete("/organizations/{org_slug}", organizations::delete_org)
+        .get(
+            "/organizations/{org_slug}/subscription",
+            subscriptions::get_subscription,
+        )
+        .put(
+            "/organizations/{org_slug}/subscription",
+            subscriptions::put_subscription,
+        )
+        .get("/organizations/{org_slug}/api-key", api_keys::get_key)
+        .post("/organizations/{org_slug}/api-key/rotate", api_keys::rotate)
+        .get("/validator/pipelines", validator::list_pipelines)
+        .get("/validator/pipelines/{pipeline_id}", validator::get_pipeline)
+}
+
 /// Builds the whole api-service app: routes, docs, shared middleware.
 pub fn router(ctx: Arc<AppContext>) -> Router {
-    let api = Router::new()
-        .route("/admin/bootstrap", post(admin::bootstrap))
-        .route("/organizations/dryrun", post(organizations::dryrun))
-        .route("/organizations/onboard", post(organizations::onboard))
-        .route(
-            "/organizations/{org_slug}",
-            axum::routing::delete(organizations::delete_org),
-        )
-        .route(
-            "/organizations/{org_slug}/subscription",
-            get(subscriptions::get_subscription).put(subscriptions::put_subscription),
-        )
-        .route("/organizations/{org_slug}/api-key", get(api_keys::get_key))
-        .route("/organizations/{org_slug}/api-key/rotate", post(api_keys::rotate))
-        .route("/validator/pipelines", get(validator::list_pipelines))
-        .route("/validator/pipelines/{pipeline_id}", get(validator::get_pipeline));
-    let app = Router::new().nest("/api/v1", api).merge(health::routes());
+    auth::start_revalidation(&ctx);
+    let api = api_routes().into_router();
+    let app = api.merge(health::routes());
     let app = docs::mount(app, &ctx, ApiDoc::openapi());
     layers::apply(app, ctx)
 }

@@ -117,8 +117,11 @@ pub struct Settings {
     pub kms_key_name: Option<String>,
     pub kms_endpoint: Option<String>,
     pub api_service_url: String,
-    /// How long another process may keep honouring a revoked key (lookup cache TTL).
+    /// How long a key lookup is cached (at most 30 s in production).
     pub auth_cache_ttl: Duration,
+    /// How often each process re-checks every cached key in one query, so a key rotated,
+    /// revoked or expired elsewhere (the other service) stops working within this time.
+    pub auth_revalidate_every: Duration,
     pub log_format: LogFormat,
     /// Pipeline runs executing at once in one pipeline-service process.
     pub max_concurrent_runs: usize,
@@ -234,6 +237,7 @@ impl Settings {
             number("RATE_LIMIT_GLOBAL_REQUESTS_PER_MINUTE", 10_000, 1, 100_000_000) as u32;
         let port = number("PORT", u64::from(default_port), 0, 65_535) as u16;
         let auth_cache_ttl = Duration::from_secs(number("AUTH_CACHE_TTL_SECONDS", 30, 0, 3_600));
+        let auth_revalidate_every = Duration::from_secs(number("AUTH_REVALIDATE_SECONDS", 5, 1, 300));
         let max_concurrent_runs = number("MAX_CONCURRENT_RUNS", 8, 1, 1_000) as usize;
         let provider_validation_timeout = get("PROVIDER_VALIDATION_TIMEOUT_SECONDS")
             .map(|_| Duration::from_secs(number("PROVIDER_VALIDATION_TIMEOUT_SECONDS", 15, 1, 300)));
@@ -398,6 +402,7 @@ impl Settings {
             kms_endpoint: get("KMS_ENDPOINT"),
             api_service_url: get("API_SERVICE_URL").unwrap_or_else(|| "http://localhost:8000".to_string()),
             auth_cache_ttl,
+            auth_revalidate_every,
             log_format,
             max_concurrent_runs,
             run_heartbeat,
@@ -435,6 +440,12 @@ impl Settings {
         }
         if !self.rate_limit_enabled {
             problems.push("RATE_LIMIT_ENABLED=false is not allowed in production".to_string());
+        }
+        if self.auth_cache_ttl > Duration::from_secs(30) {
+            problems.push(format!(
+                "AUTH_CACHE_TTL_SECONDS={} is above 30: a revoked key must stop working within 30 s in production",
+                self.auth_cache_ttl.as_secs()
+            ));
         }
         if self.kms == KmsKind::Local {
             problems.push("KMS=local (a key file on disk) is not allowed in production; set KMS=gcp".to_string());

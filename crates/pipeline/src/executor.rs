@@ -234,7 +234,7 @@ impl Executor {
         if triggered.is_empty() {
             return reports;
         }
-        let mut vars: BTreeMap<String, String> = spec.variables.clone();
+        let mut vars: BTreeMap<String, String> = spec.variable_values();
         vars.extend(request.variables.clone());
         vars.insert("run_id".into(), run_id.to_string());
         vars.insert("pipeline_id".into(), spec.pipeline_id.clone());
@@ -318,7 +318,7 @@ impl Executor {
         cancel: &CancellationToken,
         reports: &tokio::sync::Mutex<Vec<StepReport>>,
     ) -> (RunStatus, Option<String>) {
-        let mut vars: BTreeMap<String, String> = spec.variables.clone();
+        let mut vars: BTreeMap<String, String> = spec.variable_values();
         vars.extend(request.variables.clone());
         vars.insert("run_id".to_string(), run_id.to_string());
         vars.insert("pipeline_id".to_string(), spec.pipeline_id.clone());

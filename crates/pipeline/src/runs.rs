@@ -60,6 +60,8 @@ pub enum SubmitError {
     },
     #[error("pipeline {0} is disabled")]
     Disabled(String),
+    #[error("invalid parameters: {0}")]
+    InvalidParameters(String),
     #[error(transparent)]
     Meta(#[from] MetaError),
 }
@@ -232,6 +234,11 @@ impl RunService {
                 "the subscription ended on {end}; renew it to run pipelines"
             )));
         }
+        // Request parameters named like typed spec variables override them, type-checked.
+        let variables = entry
+            .spec
+            .overrides(&req.parameters)
+            .map_err(SubmitError::InvalidParameters)?;
         let integration = match &entry.required_integration {
             Some(provider) => Some((provider.clone(), self.integration_state(&req.org_slug, provider).await?)),
             None => None,
@@ -328,18 +335,6 @@ impl RunService {
         }
         let this = self.clone();
         let spec = entry.spec.clone();
-        // Request parameters named like spec variables override them (as strings).
-        let variables = spec
-            .variables
-            .keys()
-            .filter_map(|k| {
-                let v = req.parameters.get(k)?;
-                Some((
-                    k.clone(),
-                    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()),
-                ))
-            })
-            .collect();
         let run = RunRequest {
             variables,
             run_id: Some(run_id.clone()),

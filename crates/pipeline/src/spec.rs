@@ -26,9 +26,11 @@ pub struct PipelineSpec {
     pub required_integration: Option<String>,
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Spec variables, usable as `{name}` in step configs; requests may override them.
+    /// Spec variables, usable as `{name}` in step configs. A plain string is fixed; only a
+    /// typed declaration (`{type: int|date|enum|pattern, default: …}`) may be overridden by
+    /// a request parameter of the same name, and only with a value of that type.
     #[serde(default)]
-    pub variables: BTreeMap<String, String>,
+    pub variables: BTreeMap<String, VariableDef>,
     pub steps: Vec<StepSpec>,
     /// Steps run after the pipeline, by outcome. A notification failure is logged and never
     /// changes the run's status.
@@ -106,6 +108,148 @@ fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
 }
 
+/// A spec variable: fixed text, or a typed value a request may override.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum VariableDef {
+    Fixed(String),
+    Typed(TypedVariable),
+}
+
+/// A request-overridable variable: its type, bounds and default.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypedVariable {
+    #[serde(rename = "type")]
+    pub kind: VariableType,
+    pub default: String,
+    /// `int` bounds (inclusive).
+    #[serde(default)]
+    pub min: Option<i64>,
+    #[serde(default)]
+    pub max: Option<i64>,
+    /// `enum` values.
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// `pattern`: a regex the whole value must match (at most 128 characters, no braces).
+    #[serde(default)]
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VariableType {
+    Int,
+    Date,
+    Enum,
+    Pattern,
+}
+
+impl VariableDef {
+    pub fn default_value(&self) -> &str {
+        match self {
+            VariableDef::Fixed(v) => v,
+            VariableDef::Typed(t) => &t.default,
+        }
+    }
+
+    /// The problems of the declaration itself (an unusable type or a default that fails it).
+    fn problems(&self) -> Vec<String> {
+        let VariableDef::Typed(t) = self else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        match t.kind {
+            VariableType::Enum if t.values.is_empty() => problems.push("type enum needs values".to_string()),
+            VariableType::Pattern => match &t.pattern {
+                None => problems.push("type pattern needs pattern".to_string()),
+                Some(p) if regex::Regex::new(p).is_err() => {
+                    problems.push(format!("pattern {p:?} is not a valid regex"))
+                }
+                Some(_) => {}
+            },
+            VariableType::Int if t.min.zip(t.max).is_some_and(|(a, b)| a > b) => {
+                problems.push("min is above max".to_string())
+            }
+            _ => {}
+        }
+        if problems.is_empty() {
+            if let Err(e) = t.check(&t.default) {
+                problems.push(format!("default {:?}: {e}", t.default));
+            }
+        }
+        problems
+    }
+}
+
+impl TypedVariable {
+    /// Checks a value against the declaration; the value is then safe to substitute.
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        if value.len() > 128 || value.contains(['{', '}', '\'', '"', '`', ';', '\n', '\r']) {
+            return Err("must be at most 128 characters without quotes, braces, ';' or line breaks".into());
+        }
+        match self.kind {
+            VariableType::Int => {
+                let n: i64 = value.parse().map_err(|_| "must be a whole number".to_string())?;
+                if self.min.is_some_and(|m| n < m) || self.max.is_some_and(|m| n > m) {
+                    return Err(format!(
+                        "must be from {} to {}",
+                        self.min.map(|m| m.to_string()).unwrap_or_else(|| "-∞".into()),
+                        self.max.map(|m| m.to_string()).unwrap_or_else(|| "∞".into())
+                    ));
+                }
+            }
+            VariableType::Date => {
+                chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                    .map_err(|_| "must be a date YYYY-MM-DD".to_string())?;
+            }
+            VariableType::Enum => {
+                if !self.values.iter().any(|v| v == value) {
+                    return Err(format!("must be one of {}", self.values.join(", ")));
+                }
+            }
+            VariableType::Pattern => {
+                let pattern = self.pattern.as_deref().unwrap_or("$^");
+                let anchored = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())?;
+                if !anchored.is_match(value) {
+                    return Err(format!("must match {pattern}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Config keys whose strings are code or addresses: no `{placeholder}` may appear in them
+/// (values go in as typed query parameters or typed config fields instead).
+fn is_code_or_url_key(key: &str) -> bool {
+    key == "sql" || key == "query" || key == "url" || key.ends_with("_url") || key.ends_with("_sql")
+}
+
+/// Every (key path, placeholder) inside a code or URL field of a config.
+fn placeholders_in_code(value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(o) => {
+            for (k, v) in o {
+                let at = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if is_code_or_url_key(k) {
+                    for p in variables::placeholders(v) {
+                        out.push(format!("{at} uses {{{p}}}: placeholders are not allowed in SQL or URLs (use @parameters or typed config fields)"));
+                    }
+                } else {
+                    placeholders_in_code(v, &at, out);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| placeholders_in_code(v, path, out)),
+        _ => {}
+    }
+}
+
 /// Built-in variables every run defines.
 pub const BUILTIN_VARIABLES: [&str; 8] = [
     "org_slug",
@@ -152,11 +296,14 @@ impl PipelineSpec {
         }
         let mut known: HashSet<String> = BUILTIN_VARIABLES.iter().map(|s| s.to_string()).collect();
         known.extend(self.variables.keys().cloned());
-        for (name, value) in &self.variables {
+        for (name, def) in &self.variables {
             if BUILTIN_VARIABLES.contains(&name.as_str()) {
                 problems.push(format!("variable {name} is built in and cannot be redefined"));
             }
-            for p in variables::placeholders_in_str(value) {
+            for p in def.problems() {
+                problems.push(format!("variable {name}: {p}"));
+            }
+            for p in variables::placeholders_in_str(def.default_value()) {
                 problems.push(format!(
                     "variable {name} uses placeholder {{{p}}}; variables cannot nest"
                 ));
@@ -187,11 +334,17 @@ impl PipelineSpec {
                     problems.push(format!("{at}: config uses {{{p}}}, which no variable defines"));
                 }
             }
+            let mut in_code = Vec::new();
+            placeholders_in_code(&step.config, "", &mut in_code);
+            problems.extend(in_code.into_iter().map(|p| format!("{at}: config.{p}")));
             if let Err(e) = registry.build(&step.ps_type, &step.config) {
                 problems.push(format!("{at}: {e}"));
             }
         }
         for (i, n) in self.notifications.all().enumerate() {
+            let mut in_code = Vec::new();
+            placeholders_in_code(&n.config, "", &mut in_code);
+            problems.extend(in_code.into_iter().map(|p| format!("notification {i}: config.{p}")));
             for p in variables::placeholders(&n.config) {
                 if !known.contains(&p) && !NOTIFICATION_VARIABLES.contains(&p.as_str()) {
                     problems.push(format!(
@@ -219,6 +372,60 @@ impl PipelineSpec {
             }
         }
         problems
+    }
+
+    /// The spec's variables at their declared values (defaults for typed ones).
+    pub fn variable_values(&self) -> BTreeMap<String, String> {
+        self.variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.default_value().to_string()))
+            .collect()
+    }
+
+    /// The variables a request's parameters override: each parameter named like a typed
+    /// variable, checked against its type. A parameter naming a fixed variable is refused
+    /// (it would silently do nothing); other parameters are the processors' own.
+    pub fn overrides(
+        &self,
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut out = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (name, def) in &self.variables {
+            let Some(v) = params.get(name) else { continue };
+            let VariableDef::Typed(t) = def else {
+                problems.push(format!(
+                    "parameter {name}: the pipeline fixes this variable; it cannot be overridden"
+                ));
+                continue;
+            };
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) if t.kind == VariableType::Int => n.to_string(),
+                _ => {
+                    problems.push(format!(
+                        "parameter {name}: must be a string{}",
+                        if t.kind == VariableType::Int {
+                            " or a whole number"
+                        } else {
+                            ""
+                        }
+                    ));
+                    continue;
+                }
+            };
+            match t.check(&text) {
+                Ok(()) => {
+                    out.insert(name.clone(), text);
+                }
+                Err(e) => problems.push(format!("parameter {name}: {e}")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
     /// Steps in dependency order (stable: spec order among ready steps); fails on a cycle.
@@ -305,6 +512,80 @@ steps:
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn placeholders_in_sql_or_urls_are_refused() {
+        let spec = PipelineSpec::from_yaml(
+            r#"
+pipeline_id: p
+variables: {region: us}
+steps:
+  - step_id: t
+    ps_type: generic.transformer
+    config:
+      sql: "SELECT * FROM {{usage}} WHERE region = '{region}' AND org = '{org_slug}'"
+      destination: {dataset: "{dataset}", table: x, schema: s.json}
+  - step_id: e
+    ps_type: generic.api_extractor
+    config: {base_url: "https://{region}.example.com", dataset: "{dataset}", table: y}
+"#,
+        )
+        .unwrap();
+        let text = spec.validate(&registry()).join("\n");
+        for needle in ["sql uses {region}", "sql uses {org_slug}", "base_url uses {region}"] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn only_typed_variables_are_overridable_and_only_with_their_type() {
+        let spec = PipelineSpec::from_yaml(
+            r#"
+pipeline_id: p
+variables:
+  region: us
+  seed: {type: int, default: "42", min: 0, max: 100}
+  day: {type: date, default: "2026-01-01"}
+  tier: {type: enum, default: standard, values: [standard, batch]}
+  project: {type: pattern, default: demo-1, pattern: "[a-z][a-z0-9-]{0,29}"}
+steps:
+  - {step_id: a, ps_type: x, config: {echo: "{region} {seed} {day} {tier} {project}"}}
+"#,
+        )
+        .unwrap();
+        let params = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        let ok = spec
+            .overrides(&params(
+                serde_json::json!({"seed": 7, "day": "2026-02-03", "tier": "batch", "project": "p-2", "other": true}),
+            ))
+            .unwrap();
+        assert_eq!(ok["seed"], "7");
+        assert_eq!(ok["project"], "p-2");
+        assert!(
+            !ok.contains_key("other"),
+            "non-variable parameters are the processors' own"
+        );
+        for bad in [
+            serde_json::json!({"region": "eu"}),
+            serde_json::json!({"seed": 101}),
+            serde_json::json!({"seed": "1 OR 1=1"}),
+            serde_json::json!({"day": "2026-02-30"}),
+            serde_json::json!({"tier": "flex"}),
+            serde_json::json!({"project": "x' UNION SELECT"}),
+            serde_json::json!({"project": "p-2\n"}),
+            serde_json::json!({"seed": {"a": 1}}),
+        ] {
+            assert!(spec.overrides(&params(bad.clone())).is_err(), "{bad}");
+        }
+        let vars = spec.variable_values();
+        assert_eq!((vars["region"].as_str(), vars["seed"].as_str()), ("us", "42"));
+        let bad_decl = PipelineSpec::from_yaml(
+            "pipeline_id: p\nvariables:\n  n: {type: int, default: x}\n  e: {type: enum, default: a}\nsteps: []\n",
+        )
+        .unwrap();
+        let text = bad_decl.validate(&registry()).join("\n");
+        assert!(text.contains("variable n") && text.contains("variable e"), "{text}");
     }
 
     #[test]

@@ -3,12 +3,19 @@
 //! - [`RootAuth`]: `X-CA-Root-Key`, hashed and compared in constant time. Missing → 401,
 //!   wrong → 403, not configured → 503.
 //! - [`OrgAuth`]: `X-API-Key`, looked up by SHA-256 (cached for `AUTH_CACHE_TTL_SECONDS`,
-//!   default 30 s). Missing or unknown → 401. A rotation or revocation clears the cache of
-//!   the process that made it at once; other processes notice within the TTL.
+//!   default 30 s, at most 30 s in production). Missing or unknown → 401. A rotation or
+//!   revocation clears the cache of the process that made it at once; every process also
+//!   re-checks all its cached keys in one query every `AUTH_REVALIDATE_SECONDS` (default
+//!   5 s), so a key rotated, revoked, suspended or deleted through the other service stops
+//!   working within that time, and an expiring key stops at its expiry (checked on hits).
 //! - [`Caller`]: either of the two, for routes open to the org itself and to admins.
+//! - [`OrgPath`] / [`CallerPath`]: the same, for routes with an `{org_slug}` segment.
 //!
-//! There is no auth bypass: `DISABLE_AUTH` exists only so that production can refuse it.
-//! The org always comes from the key; [`Caller::require_org`] checks a path org against it.
+//! **Tenant check by construction.** Every org extractor compares the route's `{org_slug}`
+//! path segment (when the route has one) with the key's org before the handler runs: a
+//! handler cannot get an org without the check, so it cannot forget it. An org key on a
+//! root-only route is 403. There is no auth bypass: `DISABLE_AUTH` exists only so that
+//! production can refuse it.
 
 use std::{
     collections::HashMap,
@@ -16,7 +23,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{extract::FromRequestParts, http::request::Parts};
+use axum::{
+    extract::{FromRequestParts, RawPathParams},
+    http::request::Parts,
+};
 use chrono::Utc;
 use cloudact_core::{
     auth::{hash_key, RootCheck, RootKeyVerifier},
@@ -25,6 +35,9 @@ use cloudact_core::{
 };
 
 use crate::{context::AppContext, error::ApiError, extract::path_org};
+
+/// The path parameter that names the org on org-scoped routes.
+pub const ORG_PATH_PARAM: &str = "org_slug";
 
 pub const ROOT_KEY_HEADER: &str = "x-ca-root-key";
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -72,12 +85,12 @@ impl AuthService {
         if let Ok(cache) = self.cache.read() {
             if let Some((owner, at)) = cache.get(&hash) {
                 if at.elapsed() < self.ttl {
-                    return Ok(Some(owner.clone()));
+                    return Ok(usable(owner.clone()));
                 }
             }
         }
         let owner = self.store.key_owner(&hash).await?;
-        let usable = owner.filter(|o| o.org_status == ORG_ACTIVE && o.expires_at.is_none_or(|t| t > Utc::now()));
+        let usable = owner.and_then(usable);
         if let (Some(o), Ok(mut cache)) = (&usable, self.cache.write()) {
             if cache.len() >= CACHE_CAPACITY {
                 let ttl = self.ttl;
@@ -93,6 +106,38 @@ impl AuthService {
         Ok(usable)
     }
 
+    /// Re-checks every cached key in one batched lookup: keys no longer usable (rotated,
+    /// revoked, expired, org suspended or deleted, by any process) are dropped; the others
+    /// are refreshed (subscription changes included). Returns how many were dropped.
+    pub async fn revalidate(&self) -> Result<usize, ApiError> {
+        let hashes: Vec<String> = match self.cache.read() {
+            Ok(cache) => cache.keys().cloned().collect(),
+            Err(_) => return Ok(0),
+        };
+        if hashes.is_empty() {
+            return Ok(0);
+        }
+        let fresh = self.store.key_owners(&hashes).await?;
+        let mut dropped = 0;
+        if let Ok(mut cache) = self.cache.write() {
+            for hash in &hashes {
+                match fresh.get(hash).cloned().and_then(usable) {
+                    Some(owner) => {
+                        if let Some(entry) = cache.get_mut(hash) {
+                            entry.0 = owner;
+                        }
+                    }
+                    None => {
+                        if cache.remove(hash).is_some() {
+                            dropped += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Forgets every cached key (after a bootstrap that may have recreated the tables).
     pub fn invalidate_all(&self) {
         if let Ok(mut cache) = self.cache.write() {
@@ -106,6 +151,32 @@ impl AuthService {
             cache.retain(|_, (owner, _)| owner.org_slug != org_slug);
         }
     }
+}
+
+/// The owner, if the key may be used now (org ACTIVE, not expired).
+fn usable(owner: KeyOwner) -> Option<KeyOwner> {
+    (owner.org_status == ORG_ACTIVE && owner.expires_at.is_none_or(|t| t > Utc::now())).then_some(owner)
+}
+
+/// Starts the loop that revalidates the key cache every `AUTH_REVALIDATE_SECONDS`; it stops
+/// at shutdown. Both services call this.
+pub fn start_revalidation(ctx: &Arc<AppContext>) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ctx.settings.auth_revalidate_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = ctx.shutdown.cancelled() => return,
+            }
+            match ctx.auth.revalidate().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(dropped = n, "auth cache: keys no longer valid were dropped"),
+                Err(e) => tracing::warn!(error = %e.detail, "auth cache revalidation failed; entries expire by TTL"),
+            }
+        }
+    });
 }
 
 fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
@@ -125,8 +196,18 @@ impl FromRequestParts<Arc<AppContext>> for RootAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, ctx: &Arc<AppContext>) -> Result<Self, Self::Rejection> {
-        ctx.auth.check_root(header(parts, ROOT_KEY_HEADER))?;
+        let presented = header(parts, ROOT_KEY_HEADER);
+        if presented.is_none() && header(parts, API_KEY_HEADER).is_some() {
+            return Err(ApiError::forbidden(
+                "ROOT_KEY_REQUIRED",
+                "this is a platform admin route: organization API keys cannot call it; send the root key in X-CA-Root-Key",
+            ));
+        }
+        ctx.auth.check_root(presented)?;
         ctx.limits.check_org("__root__")?;
+        if let Some(slug) = path_org_param(parts).await? {
+            path_org(&slug)?;
+        }
         Ok(RootAuth)
     }
 }
@@ -145,7 +226,7 @@ pub struct OrgAuth {
 
 impl OrgAuth {
     /// 403 unless the path org is the key's org.
-    pub fn require_org(&self, path_slug: &str) -> Result<(), ApiError> {
+    fn check_path_org(&self, path_slug: &str) -> Result<(), ApiError> {
         path_org(path_slug)?;
         if self.org_slug == path_slug {
             Ok(())
@@ -159,6 +240,17 @@ impl OrgAuth {
             ))
         }
     }
+}
+
+/// The route's `{org_slug}` path segment, if it has one.
+async fn path_org_param(parts: &mut Parts) -> Result<Option<String>, ApiError> {
+    let params = RawPathParams::from_request_parts(parts, &())
+        .await
+        .map_err(|e| ApiError::bad_request("INVALID_PATH", format!("the URL path is not valid: {e}")))?;
+    Ok(params
+        .iter()
+        .find(|(name, _)| *name == ORG_PATH_PARAM)
+        .map(|(_, value)| value.to_string()))
 }
 
 async fn org_from_key(parts: &Parts, ctx: &AppContext) -> Result<OrgAuth, ApiError> {
@@ -188,8 +280,51 @@ async fn org_from_key(parts: &Parts, ctx: &AppContext) -> Result<OrgAuth, ApiErr
 impl FromRequestParts<Arc<AppContext>> for OrgAuth {
     type Rejection = ApiError;
 
+    /// The key's org; on a route with `{org_slug}`, only if the path names that org.
     async fn from_request_parts(parts: &mut Parts, ctx: &Arc<AppContext>) -> Result<Self, Self::Rejection> {
-        org_from_key(parts, ctx).await
+        let org = org_from_key(parts, ctx).await?;
+        if let Some(slug) = path_org_param(parts).await? {
+            org.check_path_org(&slug)?;
+        }
+        Ok(org)
+    }
+}
+
+/// The org of an org-scoped route (`…/{org_slug}/…`): the key authenticated (401) and its
+/// org equal to the path's (403), in one step. The only way such a route gets an org.
+#[derive(Debug, Clone)]
+pub struct OrgPath(pub OrgAuth);
+
+/// A route wired with an org extractor but without an `{org_slug}` segment.
+fn missing_org_param() -> ApiError {
+    ApiError::internal("route uses an org-path extractor but has no {org_slug} path segment")
+}
+
+impl FromRequestParts<Arc<AppContext>> for OrgPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Arc<AppContext>) -> Result<Self, Self::Rejection> {
+        let org = org_from_key(parts, ctx).await?;
+        let slug = path_org_param(parts).await?.ok_or_else(missing_org_param)?;
+        org.check_path_org(&slug)?;
+        Ok(OrgPath(org))
+    }
+}
+
+/// The caller of an org-scoped route open to the org itself and to the platform admin:
+/// root may act on any (well-formed) org, an org key only on its own.
+#[derive(Debug, Clone)]
+pub struct CallerPath(pub Caller);
+
+impl FromRequestParts<Arc<AppContext>> for CallerPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Arc<AppContext>) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, ctx).await?;
+        if path_org_param(parts).await?.is_none() {
+            return Err(missing_org_param());
+        }
+        Ok(CallerPath(caller))
     }
 }
 
@@ -202,14 +337,6 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// Root may act on any org; an org only on itself.
-    pub fn require_org(&self, path_slug: &str) -> Result<(), ApiError> {
-        match self {
-            Caller::Root => path_org(path_slug).map(|_| ()),
-            Caller::Org(org) => org.require_org(path_slug),
-        }
-    }
-
     pub fn api_key_id(&self) -> Option<&str> {
         match self {
             Caller::Root => None,
@@ -232,7 +359,7 @@ impl FromRequestParts<Arc<AppContext>> for Caller {
         if header(parts, ROOT_KEY_HEADER).is_some() {
             RootAuth::from_request_parts(parts, ctx).await.map(|_| Caller::Root)
         } else if header(parts, API_KEY_HEADER).is_some() {
-            org_from_key(parts, ctx).await.map(Caller::Org)
+            OrgAuth::from_request_parts(parts, ctx).await.map(Caller::Org)
         } else {
             Err(ApiError::unauthorized(
                 "API_KEY_REQUIRED",

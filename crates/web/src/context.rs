@@ -47,6 +47,8 @@ pub struct AppContext {
     /// Cancelled when the process begins to shut down (background loops stop).
     pub shutdown: CancellationToken,
     pub shutting_down: AtomicBool,
+    /// Backend settings found unusable at start-up (503 until they work; see `config_check`).
+    pub config_health: crate::config_check::ConfigHealth,
     pub started_at: Instant,
 }
 
@@ -200,6 +202,7 @@ impl AppContext {
             kms,
             settings,
             shutting_down: AtomicBool::new(false),
+            config_health: Default::default(),
             started_at: Instant::now(),
         }))
     }

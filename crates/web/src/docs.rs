@@ -5,16 +5,87 @@ use std::sync::Arc;
 
 use axum::Router;
 use utoipa::openapi::{
+    content::ContentBuilder,
+    response::ResponseBuilder,
+    schema::{ObjectBuilder, Type},
     security::{ApiKey, ApiKeyValue, SecurityScheme},
-    OpenApi as OpenApiDoc,
+    OpenApi as OpenApiDoc, Ref, RefOr,
 };
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::context::AppContext;
 
-/// Adds the two key schemes to a service's document.
+/// Responses any operation may give, whatever its handler does: the edge's own refusals
+/// (auth, size, media type, rate limits, a misconfigured backend) and the JSON error body.
+const COMMON_ERRORS: [(&str, &str); 10] = [
+    ("400", "Malformed request (bad JSON, path or query parameter)"),
+    ("401", "No or unknown credentials"),
+    ("403", "Credentials that may not call this route or org"),
+    ("404", "Not found"),
+    ("413", "Request body larger than 1 MiB"),
+    ("415", "Body is not application/json"),
+    ("422", "Body or parameters fail validation"),
+    ("429", "Rate limit exceeded (Retry-After says when to come back)"),
+    ("500", "Internal error (no details are exposed)"),
+    (
+        "503",
+        "Unavailable: shutting down, misconfigured backend, or admin routes without a root key",
+    ),
+];
+
+/// Completes a service's document: the two key schemes, the `ErrorBody` schema, and the
+/// responses the edge can give on every operation (undocumented ones are added; documented
+/// error responses without a body get the `ErrorBody` content).
 pub fn with_security(mut doc: OpenApiDoc) -> OpenApiDoc {
+    let error_schema = ObjectBuilder::new()
+        .description(Some(
+            "Every error response: a message a person can act on, a stable code, the request id.",
+        ))
+        .property("detail", ObjectBuilder::new().schema_type(Type::String))
+        .property("error", ObjectBuilder::new().schema_type(Type::String))
+        .property("request_id", ObjectBuilder::new().schema_type(Type::String))
+        .required("detail")
+        .required("error")
+        .required("request_id")
+        .build();
+    let error_content = || {
+        ContentBuilder::new()
+            .schema(Some(RefOr::Ref(Ref::from_schema_name("ErrorBody"))))
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            let responses = &mut op.responses.responses;
+            for (code, description) in COMMON_ERRORS {
+                responses.entry(code.to_string()).or_insert_with(|| {
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content("application/json", error_content())
+                            .build(),
+                    )
+                });
+            }
+            for (code, response) in responses.iter_mut() {
+                if let RefOr::T(r) = response {
+                    if (code.starts_with('4') || code.starts_with('5')) && r.content.is_empty() {
+                        r.content.insert("application/json".to_string(), error_content());
+                    }
+                }
+            }
+        }
+    }
     let components = doc.components.get_or_insert_with(Default::default);
+    components
+        .schemas
+        .insert("ErrorBody".to_string(), RefOr::T(error_schema.into()));
     components.add_security_scheme(
         "root_key",
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-CA-Root-Key"))),

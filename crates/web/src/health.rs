@@ -81,7 +81,8 @@ pub async fn ready(State(ctx): State<Arc<AppContext>>) -> (StatusCode, Json<Valu
         tokio::time::timeout(Duration::from_secs(5), ctx.warehouse.ping()).await,
         Ok(Ok(()))
     );
-    let ok = not_shutting_down && warehouse;
+    let problems = ctx.config_health.problems();
+    let ok = not_shutting_down && warehouse && problems.is_empty();
     let status = if ok {
         StatusCode::OK
     } else {
@@ -93,7 +94,9 @@ pub async fn ready(State(ctx): State<Arc<AppContext>>) -> (StatusCode, Json<Valu
             "status": if ok { "ready" } else { "not_ready" },
             "service": ctx.service_name,
             "version": ctx.version,
-            "checks": {"shutdown": not_shutting_down, "warehouse": warehouse, "warehouse_backend": ctx.warehouse.backend_name()},
+            "checks": {"shutdown": not_shutting_down, "warehouse": warehouse, "warehouse_backend": ctx.warehouse.backend_name(),
+                       "configuration": problems.is_empty()},
+            "problems": problems,
         })),
     )
 }

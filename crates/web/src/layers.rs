@@ -103,6 +103,20 @@ async fn json_errors(response: Response) -> Response {
 async fn global_rate_limit(State(ctx): State<Arc<AppContext>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let exempt = path.starts_with("/health") || path == "/" || path == "/metrics";
+    let docs = path == "/openapi.json" || path.starts_with("/docs");
+    if !exempt && !docs {
+        let problems = ctx.config_health.problems();
+        if !problems.is_empty() {
+            return ApiError::unavailable(
+                "CONFIGURATION_ERROR",
+                format!(
+                    "the service is misconfigured and cannot serve requests: {}",
+                    problems.join("; ")
+                ),
+            )
+            .into_response();
+        }
+    }
     if !exempt {
         if let Err(e) = ctx.limits.check_global() {
             return e.into_response();

@@ -3,6 +3,7 @@
 //! logging and graceful shutdown. Route tables live in each service's `routes/mod.rs`.
 
 pub mod auth;
+pub mod config_check;
 pub mod context;
 pub mod docs;
 pub mod error;
@@ -10,9 +11,10 @@ pub mod extract;
 pub mod health;
 pub mod layers;
 pub mod rate_limit;
+pub mod route_table;
 pub mod server;
 
-pub use auth::{Caller, OrgAuth, RootAuth};
+pub use auth::{Caller, CallerPath, OrgAuth, OrgPath, RootAuth};
 pub use context::AppContext;
 pub use error::ApiError;
 pub use extract::{ApiJson, OptionalJson};

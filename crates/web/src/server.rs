@@ -145,6 +145,18 @@ pub async fn run_service(
             return std::process::ExitCode::from(1);
         }
     };
+    let problems = crate::config_check::run_startup_checks(&ctx).await;
+    if !problems.is_empty() {
+        if ctx.settings.environment == cloudact_core::settings::Environment::Production {
+            eprintln!("{service_name}: cannot start:\n  - {}", problems.join("\n  - "));
+            tracing::error!(?problems, "refusing to start: configuration problems");
+            return std::process::ExitCode::from(1);
+        }
+        tracing::error!(
+            ?problems,
+            "configuration problems: serving 503 (see /health/ready) until they are fixed"
+        );
+    }
     let router = build_router(ctx.clone());
     let server = match Server::bind(ctx.clone(), router).await {
         Ok(s) => s,
@@ -209,6 +221,7 @@ impl Drop for Running {
 
 /// Binds `ctx.settings` host/port (port 0 picks a free one) and serves in the background.
 pub async fn spawn(ctx: Arc<AppContext>, router: Router) -> std::io::Result<Running> {
+    crate::config_check::run_startup_checks(&ctx).await;
     let server = Server::bind(ctx.clone(), router).await?;
     let addr = server.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

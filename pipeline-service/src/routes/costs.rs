@@ -6,12 +6,12 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::{Query, State},
     Json,
 };
 use chrono::NaiveDate;
 use cloudact_core::warehouse::Params;
-use cloudact_web::{ApiError, AppContext, OrgAuth};
+use cloudact_web::{ApiError, AppContext, OrgPath};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -127,11 +127,9 @@ struct Totals {
     security(("api_key" = [])), responses((status = 200), (status = 400), (status = 401), (status = 403)))]
 pub async fn costs(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path(org_slug): Path<String>,
+    OrgPath(org): OrgPath,
     query: Result<Query<CostQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
     let parse = |f: &str, v: &str| {
         NaiveDate::parse_from_str(v, "%Y-%m-%d")
@@ -294,11 +292,9 @@ fn to_usd(cost: Option<Decimal>, currency: Option<&str>, rate: Option<f64>) -> O
     security(("api_key" = [])), responses((status = 200), (status = 400), (status = 401), (status = 403)))]
 pub async fn reconciliation(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path(org_slug): Path<String>,
+    OrgPath(org): OrgPath,
     query: Result<Query<ReconciliationQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
     let parse = |f: &str, v: &str| {
         NaiveDate::parse_from_str(v, "%Y-%m-%d")

@@ -16,7 +16,7 @@ use cloudact_pipeline::{
     context::credential_aad,
     providers::validate::{validate_api_key, validate_service_account, Validation},
 };
-use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth};
+use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth, OrgPath};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -283,12 +283,11 @@ async fn store(
     responses((status = 200, body = SetupResponse), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)))]
 pub async fn setup(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
+    OrgPath(org): OrgPath,
     headers: HeaderMap,
-    Path((org_slug, alias)): Path<(String, String)>,
+    Path((_org_slug, alias)): Path<(String, String)>,
     ApiJson(body): ApiJson<SetupBody>,
 ) -> Result<Json<SetupResponse>, ApiError> {
-    org.require_org(&org_slug)?;
     let p = provider(&ctx, &alias)?;
     store(
         &ctx,
@@ -312,10 +311,9 @@ pub async fn setup(
     responses((status = 200), (status = 401), (status = 403), (status = 404)))]
 pub async fn revalidate(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let p = provider(&ctx, &alias)?;
     let Some(row) = ctx.store.active_credential(&org.org_slug, &p.name).await? else {
         return Ok(Json(
@@ -374,12 +372,7 @@ fn describe(provider: &str, row: Option<&Row>) -> Value {
 /// Every provider's status for the org (NOT_CONFIGURED included).
 #[utoipa::path(get, path = "/api/v1/integrations/{org_slug}", tag = "integrations", params(("org_slug" = String, Path)),
     security(("api_key" = [])), responses((status = 200), (status = 401), (status = 403)))]
-pub async fn list(
-    State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path(org_slug): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
+pub async fn list(State(ctx): State<Arc<AppContext>>, OrgPath(org): OrgPath) -> Result<Json<Value>, ApiError> {
     let rows = ctx.store.active_credentials(&org.org_slug).await?;
     let mut integrations = BTreeMap::new();
     for p in &ctx.providers.providers {
@@ -409,10 +402,9 @@ pub async fn list(
     responses((status = 200), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_one(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let p = provider(&ctx, &alias)?;
     let row = ctx.store.active_credential(&org.org_slug, &p.name).await?;
     Ok(Json(describe(&p.name, row.as_ref())))
@@ -424,12 +416,11 @@ pub async fn get_one(
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)))]
 pub async fn update(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
+    OrgPath(org): OrgPath,
     headers: HeaderMap,
-    Path((org_slug, alias)): Path<(String, String)>,
+    Path((_org_slug, alias)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let p = provider(&ctx, &alias)?;
     let current = ctx.store.active_credential(&org.org_slug, &p.name).await?;
     if let Some(credential) = &body.credential {
@@ -511,10 +502,9 @@ pub async fn update(
     responses((status = 200), (status = 401), (status = 403), (status = 404)))]
 pub async fn remove(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let p = provider(&ctx, &alias)?;
     let n = ctx
         .store

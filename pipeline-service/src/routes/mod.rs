@@ -10,11 +10,8 @@ mod subscriptions;
 
 use std::sync::Arc;
 
-use axum::{
-    routing::{get, post},
-    Router,
-};
-use cloudact_web::{docs, health, layers, AppContext};
+use axum::Router;
+use cloudact_web::{auth, docs, health, layers, route_table::RouteTable, AppContext};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -39,6 +36,85 @@ use utoipa::OpenApi;
 )]
 pub struct ApiDoc;
 
+/// Every `/api/v1` route of the service (tests walk this table).
+pub fn api_routes() -> RouteTable {
+    RouteTable::new("/api/v1")
+        .post("/scheduler/trigger", scheduler::trigger)
+        .post("/scheduler/queue/process", scheduler::process)
+        .post("/scheduler/process-queue", scheduler::process_queue)
+        .get("/scheduler/queue", scheduler::queue)
+        .get("/scheduler/status", scheduler::status)
+        .post("/scheduler/reset-daily-quotas", scheduler::reset_daily_quotas)
+        .post("/scheduler/cleanup-orphaned-pipelines", scheduler::cleanup_orphaned)
+        .get("/scheduler/org/{org_slug}/pipelines", scheduler::list)
+        .post("/scheduler/org/{org_slug}/pipelines", scheduler::create)
+        .get("/scheduler/org/{org_slug}/pipelines/{config_id}", scheduler::get_one)
+        .put("/scheduler/org/{org_slug}/pipelines/{config_id}", scheduler::update)
+        .delete("/scheduler/org/{org_slug}/pipelines/{config_id}", scheduler::deactivate)
+        .get("/scheduler/org/{org_slug}/runs", scheduler::org_runs)
+        .get("/scheduler/org/{org_slug}/settings", scheduler::get_settings)
+        .put("/scheduler/org/{org_slug}/settings", scheduler::put_settings)
+        .get("/organizations/{org_slug}/whoami", organizations::whoami)
+        .get("/pipelines", pipelines::catalogue)
+        .get("/costs/{org_slug}", costs::costs)
+        .get("/costs/{org_slug}/reconciliation", costs::reconciliation)
+        .post("/pipelines/run/{org_slug}/{provider}/{pipeline}", pipelines::run_short)
+        .post(
+            "/pipelines/run/{org_slug}/{provider}/{domain}/{pipeline}",
+            pipelines::run_with_domain,
+        )
+        .get("/pipelines/runs", pipelines::list_runs)
+        .get("/pipelines/runs/{run_id}", pipelines::get_run)
+        .delete("/pipelines/runs/{run_id}", pipelines::cancel_run)
+        .post("/pipelines/runs/{run_id}/retry", pipelines::retry_run)
+        .get("/integrations/{org_slug}", integrations::list)
+        .get("/integrations/{org_slug}/{provider}", integrations::get_one)
+        .put("/integrations/{org_slug}/{provider}", integrations::update)
+        .delete("/integrations/{org_slug}/{provider}", integrations::remove)
+        .post("/integrations/{org_slug}/{provider}/setup", integrations::setup)
+        .post("/integrations/{org_slug}/{provider}/validate", integrations::revalidate)
+        .get("/integrations/{org_slug}/{provider}/pricing", pricing::list)
+        .post("/integrations/{org_slug}/{provider}/pricing", pricing::create)
+        .post("/integrations/{org_slug}/{provider}/pricing/reset", pricing::reset)
+        .post(
+            "/integrations/{org_slug}/{provider}/pricing/import",
+            pricing::import_litellm,
+        )
+        .get(
+            "/integrations/{org_slug}/{provider}/pricing/{model_id}",
+            pricing::get_model,
+        )
+        .put(
+            "/integrations/{org_slug}/{provider}/pricing/{model_id}",
+            pricing::update,
+        )
+        .delete(
+            "/integrations/{org_slug}/{provider}/pricing/{model_id}",
+            pricing::delete,
+        )
+        .get("/integrations/{org_slug}/{provider}/subscriptions", subscriptions::list)
+        .post(
+            "/integrations/{org_slug}/{provider}/subscriptions",
+            subscriptions::create,
+        )
+        .post(
+            "/integrations/{org_slug}/{provider}/subscriptions/reset",
+            subscriptions::reset,
+        )
+        .get(
+            "/integrations/{org_slug}/{provider}/subscriptions/{plan_name}",
+            subscriptions::get_plan,
+        )
+        .put(
+            "/integrations/{org_slug}/{provider}/subscriptions/{plan_name}",
+            subscriptions::update,
+        )
+        .delete(
+            "/integrations/{org_slug}/{provider}/subscriptions/{plan_name}",
+            subscriptions::delete,
+        )
+}
+
 /// Builds the whole pipeline-service app: routes, docs, shared middleware. Also starts the
 /// run heartbeat/sweeper loop and the scheduler's (with `SCHEDULER=internal`, trigger +
 /// process every tick; with the Pub/Sub queue, the consumer); they stop at shutdown.
@@ -46,93 +122,9 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
     ctx.runs.start_background(ctx.shutdown.clone());
     let internal = ctx.settings.scheduler.mode == cloudact_core::settings::SchedulerMode::Internal;
     ctx.scheduler.start_background(internal, ctx.shutdown.clone());
-    let api = Router::new()
-        .route("/scheduler/trigger", post(scheduler::trigger))
-        .route("/scheduler/queue/process", post(scheduler::process))
-        .route("/scheduler/process-queue", post(scheduler::process_queue))
-        .route("/scheduler/queue", get(scheduler::queue))
-        .route("/scheduler/status", get(scheduler::status))
-        .route("/scheduler/reset-daily-quotas", post(scheduler::reset_daily_quotas))
-        .route(
-            "/scheduler/cleanup-orphaned-pipelines",
-            post(scheduler::cleanup_orphaned),
-        )
-        .route(
-            "/scheduler/org/{org_slug}/pipelines",
-            get(scheduler::list).post(scheduler::create),
-        )
-        .route(
-            "/scheduler/org/{org_slug}/pipelines/{config_id}",
-            get(scheduler::get_one)
-                .put(scheduler::update)
-                .delete(scheduler::deactivate),
-        )
-        .route("/scheduler/org/{org_slug}/runs", get(scheduler::org_runs))
-        .route(
-            "/scheduler/org/{org_slug}/settings",
-            get(scheduler::get_settings).put(scheduler::put_settings),
-        )
-        .route("/organizations/{org_slug}/whoami", get(organizations::whoami))
-        .route("/pipelines", get(pipelines::catalogue))
-        .route("/costs/{org_slug}", get(costs::costs))
-        .route("/costs/{org_slug}/reconciliation", get(costs::reconciliation))
-        .route(
-            "/pipelines/run/{org_slug}/{provider}/{pipeline}",
-            post(pipelines::run_short),
-        )
-        .route(
-            "/pipelines/run/{org_slug}/{provider}/{domain}/{pipeline}",
-            post(pipelines::run_with_domain),
-        )
-        .route("/pipelines/runs", get(pipelines::list_runs))
-        .route(
-            "/pipelines/runs/{run_id}",
-            get(pipelines::get_run).delete(pipelines::cancel_run),
-        )
-        .route("/pipelines/runs/{run_id}/retry", post(pipelines::retry_run))
-        .route("/integrations/{org_slug}", get(integrations::list))
-        .route(
-            "/integrations/{org_slug}/{provider}",
-            get(integrations::get_one)
-                .put(integrations::update)
-                .delete(integrations::remove),
-        )
-        .route("/integrations/{org_slug}/{provider}/setup", post(integrations::setup))
-        .route(
-            "/integrations/{org_slug}/{provider}/validate",
-            post(integrations::revalidate),
-        )
-        .route(
-            "/integrations/{org_slug}/{provider}/pricing",
-            get(pricing::list).post(pricing::create),
-        )
-        .route(
-            "/integrations/{org_slug}/{provider}/pricing/reset",
-            post(pricing::reset),
-        )
-        .route(
-            "/integrations/{org_slug}/{provider}/pricing/import",
-            post(pricing::import_litellm),
-        )
-        .route(
-            "/integrations/{org_slug}/{provider}/pricing/{model_id}",
-            get(pricing::get_model).put(pricing::update).delete(pricing::delete),
-        )
-        .route(
-            "/integrations/{org_slug}/{provider}/subscriptions",
-            get(subscriptions::list).post(subscriptions::create),
-        )
-        .route(
-            "/integrations/{org_slug}/{provider}/subscriptions/reset",
-            post(subscriptions::reset),
-        )
-        .route(
-            "/integrations/{org_slug}/{provider}/subscriptions/{plan_name}",
-            get(subscriptions::get_plan)
-                .put(subscriptions::update)
-                .delete(subscriptions::delete),
-        );
-    let app = Router::new().nest("/api/v1", api).merge(health::routes());
+    auth::start_revalidation(&ctx);
+    let api = api_routes().into_router();
+    let app = api.merge(health::routes());
     let app = docs::mount(app, &ctx, ApiDoc::openapi());
     layers::apply(app, ctx)
 }

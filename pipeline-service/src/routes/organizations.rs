@@ -2,10 +2,10 @@
 //! its subscription lets it run pipelines. Proves org-key auth across the two services.
 //! Answered from the authenticated key's cached lookup: no warehouse round trip on a hit.
 
-use axum::{extract::Path, Json};
+use axum::Json;
 use chrono::{NaiveDate, Utc};
 use cloudact_core::meta::SubscriptionStatus;
-use cloudact_web::{ApiError, OrgAuth};
+use cloudact_web::{ApiError, OrgAuth, OrgPath};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -45,8 +45,7 @@ fn run_blocker(org: &OrgAuth, today: NaiveDate) -> Option<String> {
 #[utoipa::path(get, path = "/api/v1/organizations/{org_slug}/whoami", tag = "organizations",
     params(("org_slug" = String, Path)), security(("api_key" = [])),
     responses((status = 200, body = WhoAmI), (status = 401), (status = 403)))]
-pub async fn whoami(org: OrgAuth, Path(org_slug): Path<String>) -> Result<Json<WhoAmI>, ApiError> {
-    org.require_org(&org_slug)?;
+pub async fn whoami(OrgPath(org): OrgPath) -> Result<Json<WhoAmI>, ApiError> {
     let reason = run_blocker(&org, Utc::now().date_naive());
     Ok(Json(WhoAmI {
         can_run_pipelines: reason.is_none(),

@@ -20,7 +20,7 @@ use cloudact_pipeline::{
     runs::{resolve_dates, SubmitError, SubmitRequest, Submitted},
     CatalogEntry,
 };
-use cloudact_web::{ApiError, AppContext, OptionalJson, OrgAuth};
+use cloudact_web::{ApiError, AppContext, OptionalJson, OrgAuth, OrgPath};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -115,6 +115,7 @@ fn submit_error(e: SubmitError) -> ApiError {
         }
         SubmitError::IntegrationMissing { .. } => ApiError::bad_request("INTEGRATION_NOT_CONFIGURED", detail),
         SubmitError::Disabled(_) => ApiError::forbidden("PIPELINE_DISABLED", detail),
+        SubmitError::InvalidParameters(_) => ApiError::unprocessable("INVALID_PARAMETERS", detail),
         SubmitError::Meta(m) => m.into(),
     }
 }
@@ -223,12 +224,11 @@ impl JsonLen for serde_json::Map<String, Value> {
         (status = 400), (status = 401), (status = 402), (status = 403), (status = 404), (status = 422), (status = 429)))]
 pub async fn run_with_domain(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
+    OrgPath(org): OrgPath,
     headers: HeaderMap,
-    Path((org_slug, provider, domain, pipeline)): Path<(String, String, String, String)>,
+    Path((_org_slug, provider, domain, pipeline)): Path<(String, String, String, String)>,
     OptionalJson(body): OptionalJson<RunBody>,
 ) -> Result<(StatusCode, Json<RunAccepted>), ApiError> {
-    org.require_org(&org_slug)?;
     let entry = find_spec(&ctx, &[&provider, &domain, &pipeline])?;
     start(&ctx, &org, entry, body, user_id(&headers)?, None).await
 }
@@ -241,12 +241,11 @@ pub async fn run_with_domain(
         (status = 402), (status = 403), (status = 404), (status = 422), (status = 429)))]
 pub async fn run_short(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
+    OrgPath(org): OrgPath,
     headers: HeaderMap,
-    Path((org_slug, provider, pipeline)): Path<(String, String, String)>,
+    Path((_org_slug, provider, pipeline)): Path<(String, String, String)>,
     OptionalJson(body): OptionalJson<RunBody>,
 ) -> Result<(StatusCode, Json<RunAccepted>), ApiError> {
-    org.require_org(&org_slug)?;
     let entry = find_spec(&ctx, &[&provider, &pipeline])?;
     start(&ctx, &org, entry, body, user_id(&headers)?, None).await
 }

@@ -16,7 +16,7 @@ use cloudact_core::{
     config::TableList,
     warehouse::{Params, Row},
 };
-use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth};
+use cloudact_web::{ApiError, ApiJson, AppContext, OrgPath};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -208,10 +208,9 @@ async fn rows(ctx: &AppContext, dataset: &str, provider: &str, model: Option<&st
     responses((status = 200), (status = 401), (status = 403), (status = 404)))]
 pub async fn list(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     let found = rows(&ctx, &org.org_dataset_id, provider, None).await?;
     Ok(Json(
@@ -226,10 +225,9 @@ pub async fn list(
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_model(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias, model_id)): Path<(String, String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias, model_id)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     check_model_id(&model_id)?;
     let found = rows(&ctx, &org.org_dataset_id, provider, Some(&model_id)).await?;
@@ -251,11 +249,10 @@ pub async fn get_model(
     responses((status = 201), (status = 400), (status = 401), (status = 403), (status = 409), (status = 422)))]
 pub async fn create(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias)): Path<(String, String)>,
     ApiJson(body): ApiJson<PricingBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     let model_id = body
         .model_id
@@ -354,11 +351,10 @@ pub struct RowSelector {
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)))]
 pub async fn update(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias, model_id)): Path<(String, String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias, model_id)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<PricingBody>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     check_model_id(&model_id)?;
     if body.model_id.as_deref().is_some_and(|m| m != model_id) {
@@ -447,11 +443,10 @@ pub async fn update(
     security(("api_key" = [])), responses((status = 204), (status = 400), (status = 401), (status = 403)))]
 pub async fn delete(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias, model_id)): Path<(String, String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias, model_id)): Path<(String, String, String)>,
     query: Result<Query<RowSelector>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     check_model_id(&model_id)?;
     let Query(sel) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
@@ -480,10 +475,9 @@ pub async fn delete(
     responses((status = 200), (status = 401), (status = 403)))]
 pub async fn reset(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     reset_to_defaults(&ctx, &org.org_dataset_id, TABLE, provider).await?;
     let found = rows(&ctx, &org.org_dataset_id, provider, None).await?;
@@ -565,11 +559,10 @@ fn litellm_tiers(entry: &Value) -> Vec<(&'static str, Vec<(&'static str, Decimal
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 422)))]
 pub async fn import_litellm(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias)): Path<(String, String)>,
     ApiJson(body): ApiJson<ImportBody>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     let effective = date("effective_date", &body.effective_date)?;
     let models = match (body.models, body.path) {

@@ -15,7 +15,7 @@ use axum::{
 };
 use cloudact_core::{meta::schedules::ScheduleConfig, warehouse::Row};
 use cloudact_pipeline::scheduler::{ProcessReport, RuleError, ScheduleRule, SchedulerError, TriggerReport};
-use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth, RootAuth};
+use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth, OrgPath, RootAuth};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -143,11 +143,9 @@ pub struct ListQuery {
     responses((status = 200), (status = 400), (status = 401), (status = 403)))]
 pub async fn list(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path(org_slug): Path<String>,
+    OrgPath(org): OrgPath,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let q = query(q)?;
     let configs = ctx.store.schedules(&org.org_slug, q.is_active).await?;
     Ok(Json(json!({
@@ -185,11 +183,9 @@ pub struct CreateBody {
     responses((status = 201), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)))]
 pub async fn create(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path(org_slug): Path<String>,
+    OrgPath(org): OrgPath,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    org.require_org(&org_slug)?;
     let mut segments = vec![segment(&body.provider)?];
     if let Some(d) = body.domain.as_deref().filter(|d| !d.is_empty()) {
         segments.push(segment(d)?);
@@ -243,11 +239,10 @@ pub struct OneQuery {
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_one(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, config_id)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, config_id)): Path<(String, String)>,
     q: Result<Query<OneQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let q = query(q)?;
     let limit = query_range("runs", q.runs, 0, 100)?.unwrap_or(20);
     let config = own_schedule(&ctx, &org, &config_id).await?;
@@ -283,11 +278,10 @@ pub struct UpdateBody {
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)))]
 pub async fn update(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, config_id)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, config_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let mut config = own_schedule(&ctx, &org, &config_id).await?;
     let parameters = check_parameters(body.parameters)?;
     let priority = check_range("priority", body.priority, 1, 10)?;
@@ -341,10 +335,9 @@ pub async fn update(
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn deactivate(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, config_id)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, config_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let mut config = own_schedule(&ctx, &org, &config_id).await?;
     config.is_active = false;
     config.deactivated_reason = Some("USER".into());
@@ -360,12 +353,7 @@ pub async fn deactivate(
 #[utoipa::path(get, path = "/api/v1/scheduler/org/{org_slug}/settings", tag = "scheduler",
     params(("org_slug" = String, Path)), security(("api_key" = [])),
     responses((status = 200), (status = 401), (status = 403)))]
-pub async fn get_settings(
-    State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path(org_slug): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
+pub async fn get_settings(State(ctx): State<Arc<AppContext>>, OrgPath(org): OrgPath) -> Result<Json<Value>, ApiError> {
     let tz = ctx.store.org_timezone(&org.org_slug).await?;
     Ok(Json(json!({"org_slug": org.org_slug, "timezone_set": tz.is_some(),
                    "timezone": tz.unwrap_or_else(|| "UTC".into())})))
@@ -388,11 +376,9 @@ pub struct SettingsBody {
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 422)))]
 pub async fn put_settings(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path(org_slug): Path<String>,
+    OrgPath(org): OrgPath,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let timezone = body.timezone.trim().to_string();
     ScheduleRule::parse("daily", &timezone).map_err(rule_error)?;
     let now = ctx.clock.now();
@@ -430,11 +416,9 @@ pub struct RunsQuery {
     responses((status = 200), (status = 400), (status = 401), (status = 403)))]
 pub async fn org_runs(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path(org_slug): Path<String>,
+    OrgPath(org): OrgPath,
     q: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let q = query(q)?;
     let limit = query_range("limit", q.limit, 1, 500)?.unwrap_or(50);
     let rows = ctx

@@ -10,7 +10,7 @@ use axum::{
 };
 use chrono::Utc;
 use cloudact_core::warehouse::{Params, Row};
-use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth};
+use cloudact_web::{ApiError, ApiJson, AppContext, OrgPath};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -81,10 +81,9 @@ fn listing(org: &str, provider: &str, rows: &[Row]) -> Value {
     responses((status = 200), (status = 401), (status = 403), (status = 404)))]
 pub async fn list(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     Ok(Json(listing(
         &org.org_slug,
@@ -99,10 +98,9 @@ pub async fn list(
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_plan(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias, plan)): Path<(String, String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias, plan)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     check_plan(&plan)?;
     let found = plans(&ctx, &org.org_dataset_id, provider, Some(&plan)).await?;
@@ -120,11 +118,10 @@ pub async fn get_plan(
     responses((status = 201), (status = 400), (status = 401), (status = 403), (status = 409), (status = 422)))]
 pub async fn create(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias)): Path<(String, String)>,
     ApiJson(body): ApiJson<PlanBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     let plan = body
         .plan_name
@@ -210,11 +207,10 @@ pub async fn create(
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404), (status = 422)))]
 pub async fn update(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias, plan)): Path<(String, String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias, plan)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<PlanBody>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     check_plan(&plan)?;
     if plans(&ctx, &org.org_dataset_id, provider, Some(&plan))
@@ -290,10 +286,9 @@ pub async fn update(
     responses((status = 204), (status = 400), (status = 401), (status = 403)))]
 pub async fn delete(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias, plan)): Path<(String, String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias, plan)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     check_plan(&plan)?;
     if ctx.warehouse.table_exists(&org.org_dataset_id, TABLE).await? {
@@ -314,10 +309,9 @@ pub async fn delete(
     responses((status = 200), (status = 401), (status = 403)))]
 pub async fn reset(
     State(ctx): State<Arc<AppContext>>,
-    org: OrgAuth,
-    Path((org_slug, alias)): Path<(String, String)>,
+    OrgPath(org): OrgPath,
+    Path((_org_slug, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    org.require_org(&org_slug)?;
     let provider = pricing_provider(&alias)?;
     super::pricing::reset_to_defaults(&ctx, &org.org_dataset_id, TABLE, provider).await?;
     Ok(Json(listing(

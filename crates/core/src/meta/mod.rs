@@ -7,7 +7,7 @@ pub mod plans;
 pub mod runs;
 pub mod schedules;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -239,30 +239,54 @@ impl OrgStore {
 
     /// Resolves a key hash to its org, if the key is active.
     pub async fn key_owner(&self, key_hash: &str) -> Result<Option<KeyOwner>, MetaError> {
-        let rows = self
-            .query(
-                "SELECT k.org_api_key_id, k.org_slug, k.expires_at, p.status AS org_status, p.org_dataset_id, \
-                 s.plan_name, s.status AS subscription_status, s.trial_end_date, s.subscription_end_date \
-                 FROM {{org_api_keys}} k JOIN {{org_profiles}} p ON p.org_slug = k.org_slug \
-                 LEFT JOIN {{org_subscriptions}} s ON s.org_slug = k.org_slug \
-                 WHERE k.org_api_key_hash = @hash AND k.is_active = @active",
-                &Params::new().with("hash", key_hash).with("active", true),
-            )
-            .await?;
-        let Some(r) = rows.first() else {
-            return Ok(None);
-        };
-        Ok(Some(KeyOwner {
-            org_slug: text(r, "org_slug")?,
-            org_api_key_id: text(r, "org_api_key_id")?,
-            org_dataset_id: text(r, "org_dataset_id")?,
-            org_status: text(r, "org_status")?,
-            expires_at: r.timestamp("expires_at"),
-            plan_name: r.string("plan_name"),
-            subscription_status: r.string("subscription_status"),
-            trial_end_date: r.date("trial_end_date"),
-            subscription_end_date: r.date("subscription_end_date"),
-        }))
+        let mut owners = self.key_owners(&[key_hash.to_string()]).await?;
+        Ok(owners.remove(key_hash))
+    }
+
+    /// Resolves many key hashes at once (the auth cache revalidates with this): hash →
+    /// owner, for the hashes whose key is still active. One query per 200 hashes.
+    pub async fn key_owners(&self, key_hashes: &[String]) -> Result<HashMap<String, KeyOwner>, MetaError> {
+        let mut owners = HashMap::new();
+        for chunk in key_hashes.chunks(200) {
+            let mut params = Params::new().with("active", true);
+            let mut names = Vec::with_capacity(chunk.len());
+            for (i, hash) in chunk.iter().enumerate() {
+                let name = format!("h{i}");
+                params = params.with(&name, hash.as_str());
+                names.push(format!("@{name}"));
+            }
+            let rows = self
+                .query(
+                    &format!(
+                        "SELECT k.org_api_key_hash, k.org_api_key_id, k.org_slug, k.expires_at, p.status AS org_status, \
+                         p.org_dataset_id, s.plan_name, s.status AS subscription_status, s.trial_end_date, \
+                         s.subscription_end_date \
+                         FROM {{{{org_api_keys}}}} k JOIN {{{{org_profiles}}}} p ON p.org_slug = k.org_slug \
+                         LEFT JOIN {{{{org_subscriptions}}}} s ON s.org_slug = k.org_slug \
+                         WHERE k.org_api_key_hash IN ({}) AND k.is_active = @active",
+                        names.join(", ")
+                    ),
+                    &params,
+                )
+                .await?;
+            for r in &rows {
+                owners.insert(
+                    text(r, "org_api_key_hash")?,
+                    KeyOwner {
+                        org_slug: text(r, "org_slug")?,
+                        org_api_key_id: text(r, "org_api_key_id")?,
+                        org_dataset_id: text(r, "org_dataset_id")?,
+                        org_status: text(r, "org_status")?,
+                        expires_at: r.timestamp("expires_at"),
+                        plan_name: r.string("plan_name"),
+                        subscription_status: r.string("subscription_status"),
+                        trial_end_date: r.date("trial_end_date"),
+                        subscription_end_date: r.date("subscription_end_date"),
+                    },
+                );
+            }
+        }
+        Ok(owners)
     }
 
     pub async fn active_key(&self, org_slug: &str) -> Result<Option<ApiKeyInfo>, MetaError> {

@@ -809,6 +809,7 @@ impl Scheduler {
                     SubmitError::Quota { .. } => "QUOTA_EXCEEDED",
                     SubmitError::IntegrationMissing { .. } => "INTEGRATION_NOT_CONFIGURED",
                     SubmitError::Disabled(_) => "PIPELINE_DISABLED",
+                    SubmitError::InvalidParameters(_) => "INVALID_PARAMETERS",
                     SubmitError::Meta(_) => "INTERNAL",
                 };
                 self.refuse(item, token, code, e.to_string()).await

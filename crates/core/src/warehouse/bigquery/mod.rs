@@ -166,13 +166,22 @@ impl BigQueryWarehouse {
     }
 
     /// One `jobs.query` call (plus `getQueryResults` pages), retried when transient.
-    async fn run(&self, sql: &str, params: Vec<J>, session: Session<'_>) -> Result<QueryOutcome, WarehouseError> {
+    ///
+    /// `dataset` becomes the job's `defaultDataset`: an unqualified table name can only
+    /// resolve inside the dataset the statement was issued for (an org's own, for org work).
+    async fn run(
+        &self,
+        dataset: Option<&str>,
+        sql: &str,
+        params: Vec<J>,
+        session: Session<'_>,
+    ) -> Result<QueryOutcome, WarehouseError> {
         let request_id = uuid::Uuid::new_v4().to_string();
         if let Session::Id(_) = session {
             // Inside a transaction: the whole transaction is retried, not one query.
-            return self.run_once(sql, &params, session, &request_id).await;
+            return self.run_once(dataset, sql, &params, session, &request_id).await;
         }
-        (|| async { self.run_once(sql, &params, session, &request_id).await })
+        (|| async { self.run_once(dataset, sql, &params, session, &request_id).await })
             .retry(self.retry)
             .when(WarehouseError::is_transient)
             .notify(|e, wait| tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "BigQuery call failed; retrying"))
@@ -181,6 +190,7 @@ impl BigQueryWarehouse {
 
     async fn run_once(
         &self,
+        dataset: Option<&str>,
         sql: &str,
         params: &[J],
         session: Session<'_>,
@@ -196,6 +206,9 @@ impl BigQueryWarehouse {
             "requestId": request_id,
             "formatOptions": {"useInt64Timestamp": true},
         });
+        if let Some(dataset) = dataset {
+            body["defaultDataset"] = json!({"projectId": self.project, "datasetId": dataset});
+        }
         match session {
             Session::None => {}
             Session::Create => body["createSession"] = json!(true),
@@ -292,7 +305,7 @@ impl BigQueryWarehouse {
         let sql = self.qualify(dataset, sql)?;
         let (sql, params) = bytes_via_base64(&sql, params);
         let p: Vec<J> = params.0.iter().map(|(k, v)| query_param(k, v, None)).collect();
-        Ok(self.run(&sql, p, session).await?.affected.unwrap_or(0))
+        Ok(self.run(Some(dataset), &sql, p, session).await?.affected.unwrap_or(0))
     }
 
     /// Runs `body` inside a BigQuery transaction (a session spanning several queries):
@@ -324,7 +337,7 @@ impl BigQueryWarehouse {
         &self,
         body: &impl for<'s> Fn(&'s Self, &'s str) -> futures::future::BoxFuture<'s, Result<T, WarehouseError>>,
     ) -> Result<T, WarehouseError> {
-        let begun = self.run("BEGIN TRANSACTION", vec![], Session::Create).await?;
+        let begun = self.run(None, "BEGIN TRANSACTION", vec![], Session::Create).await?;
         let session = begun
             .session_id
             .ok_or_else(|| WarehouseError::Backend("BigQuery returned no session for the transaction".to_string()))?;
@@ -351,7 +364,8 @@ impl BigQueryWarehouse {
     /// transaction is).
     async fn run_in_session(&self, sql: &str, params: Vec<J>, session: &str) -> Result<QueryOutcome, WarehouseError> {
         let request_id = uuid::Uuid::new_v4().to_string();
-        self.run_once(sql, &params, Session::Id(session), &request_id).await
+        self.run_once(None, sql, &params, Session::Id(session), &request_id)
+            .await
     }
 
     /// `{verb} <table> WHERE <org> = @org AND DATE(<date>) = @day` and its parameters.
@@ -524,7 +538,9 @@ impl Warehouse for BigQueryWarehouse {
     }
 
     async fn ping(&self) -> Result<(), WarehouseError> {
-        self.run("SELECT 1 AS ok", vec![], Session::None).await.map(|_| ())
+        self.run(None, "SELECT 1 AS ok", vec![], Session::None)
+            .await
+            .map(|_| ())
     }
 
     async fn create_dataset(&self, dataset: &str, location: &str) -> Result<bool, WarehouseError> {
@@ -647,7 +663,7 @@ impl Warehouse for BigQueryWarehouse {
         if statements.len() == 1 {
             let (sql, params) = &statements[0];
             return Ok(self
-                .run(sql, params.clone(), Session::None)
+                .run(None, sql, params.clone(), Session::None)
                 .await?
                 .affected
                 .unwrap_or(rows.len() as u64));
@@ -658,7 +674,7 @@ impl Warehouse for BigQueryWarehouse {
                 let mut n = 0;
                 for (sql, params) in &statements {
                     n += wh
-                        .run(sql, params.clone(), Session::Id(session))
+                        .run(None, sql, params.clone(), Session::Id(session))
                         .await?
                         .affected
                         .unwrap_or(0);
@@ -688,14 +704,14 @@ impl Warehouse for BigQueryWarehouse {
             let (delete, delete_params, inserts) = (delete.clone(), delete_params.clone(), inserts.clone());
             Box::pin(async move {
                 let deleted = wh
-                    .run(&delete, delete_params, Session::Id(session))
+                    .run(None, &delete, delete_params, Session::Id(session))
                     .await?
                     .affected
                     .unwrap_or(0);
                 let mut inserted = 0;
                 for (sql, params) in &inserts {
                     inserted += wh
-                        .run(sql, params.clone(), Session::Id(session))
+                        .run(None, sql, params.clone(), Session::Id(session))
                         .await?
                         .affected
                         .unwrap_or(0);
@@ -726,12 +742,12 @@ impl Warehouse for BigQueryWarehouse {
             let (delete, insert, params) = (delete.clone(), insert.clone(), params.clone());
             Box::pin(async move {
                 let deleted = wh
-                    .run(&delete, params.clone(), Session::Id(session))
+                    .run(None, &delete, params.clone(), Session::Id(session))
                     .await?
                     .affected
                     .unwrap_or(0);
                 let inserted = wh
-                    .run(&insert, params, Session::Id(session))
+                    .run(None, &insert, params, Session::Id(session))
                     .await?
                     .affected
                     .unwrap_or(0);
@@ -750,7 +766,7 @@ impl Warehouse for BigQueryWarehouse {
         let (sql, params) = bytes_via_base64(&sql, params);
         let p: Vec<J> = params.0.iter().map(|(k, v)| query_param(k, v, None)).collect();
         let outcome = self
-            .run(&sql, p, Session::None)
+            .run(Some(dataset), &sql, p, Session::None)
             .await
             .map_err(|e| with_dataset(e, dataset))?;
         Ok(outcome.rows)

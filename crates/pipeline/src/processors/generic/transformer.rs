@@ -74,7 +74,55 @@ const FORBIDDEN: [&str; 16] = [
     "CALL", "EXECUTE", "DECLARE", "ATTACH",
 ];
 
-/// Refuses anything but one SELECT over `{{table}}` references.
+/// The names a `WITH` clause defines: `WITH a AS (…), b AS (…)` (optionally `RECURSIVE`),
+/// at any nesting depth. Only these may follow FROM/JOIN unbraced; an alias (`x AS k`) is
+/// not a table and never counts.
+fn cte_names(words: &[&str]) -> Vec<String> {
+    let mut names = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        if !w.eq_ignore_ascii_case("WITH") {
+            continue;
+        }
+        // Walk the definitions: name AS ( … ) [, name AS ( … )]*
+        let mut j = i + 1;
+        if words.get(j).is_some_and(|w| w.eq_ignore_ascii_case("RECURSIVE")) {
+            j += 1;
+        }
+        loop {
+            let (Some(name), Some(as_kw), Some(open)) = (words.get(j), words.get(j + 1), words.get(j + 2)) else {
+                break;
+            };
+            if !as_kw.eq_ignore_ascii_case("AS") || *open != "(" {
+                break;
+            }
+            names.push(name.to_ascii_lowercase());
+            // Skip the parenthesised body.
+            let mut depth = 0usize;
+            let mut k = j + 2;
+            while let Some(t) = words.get(k) {
+                match *t {
+                    "(" => depth += 1,
+                    ")" => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                k += 1;
+            }
+            if words.get(k + 1) == Some(&",") {
+                j = k + 2;
+            } else {
+                break;
+            }
+        }
+    }
+    names
+}
+
+/// Refuses anything but one SELECT over `{{table}}` references (and the CTEs it defines).
 pub fn check_select(sql: &str) -> Result<(), String> {
     // Drop string literals and comments before looking at words.
     let mut text = String::with_capacity(sql.len());
@@ -117,11 +165,7 @@ pub fn check_select(sql: &str) -> Result<(), String> {
     if first != "SELECT" && first != "WITH" {
         return Err("the transform must be a SELECT (or WITH … SELECT)".into());
     }
-    let ctes: Vec<String> = words
-        .windows(2)
-        .filter(|w| w[1].eq_ignore_ascii_case("AS"))
-        .map(|w| w[0].to_ascii_lowercase())
-        .collect();
+    let ctes = cte_names(&words);
     // FROM lists are tracked (by parenthesis depth) so a comma join cannot name a table.
     let mut depth = 0usize;
     let mut from_depths: Vec<usize> = Vec::new();
@@ -156,7 +200,12 @@ pub fn check_select(sql: &str) -> Result<(), String> {
                 && words
                     .get(i + 2)
                     .is_some_and(|w| w.eq_ignore_ascii_case("SELECT") || w.eq_ignore_ascii_case("WITH"));
-            let ok = (next.starts_with("{{") && next.ends_with("}}"))
+            if !next.starts_with("{{") && next.contains(['.', '-', '[', ':']) {
+                return Err(format!(
+                    "{upper} {next}: qualified or dashed table names are not allowed; name tables as {{{{table}}}} (the org's own dataset)"
+                ));
+            }
+            let ok = (next.starts_with("{{") && next.ends_with("}}") && !next[2..next.len() - 2].contains(['{', '}']))
                 || subquery
                 || next.eq_ignore_ascii_case("UNNEST")
                 || ctes.contains(&next.to_ascii_lowercase());
@@ -332,6 +381,11 @@ mod tests {
         )
         .is_ok());
         assert!(check_select("WITH x AS (SELECT * FROM {{t}}) SELECT * FROM x").is_ok());
+        assert!(check_select(
+            "WITH a AS (SELECT * FROM {{t}} WHERE (b IN (1, 2))), c AS (SELECT * FROM a) SELECT * FROM c JOIN a ON TRUE"
+        )
+        .is_ok());
+        assert!(check_select("SELECT * FROM (WITH x AS (SELECT 1 AS n FROM {{t}}) SELECT * FROM x) AS y").is_ok());
         assert!(check_select("SELECT a, b FROM {{t}} WHERE c IN (1, 2) GROUP BY a, b ORDER BY a, b").is_ok());
         assert!(check_select("SELECT COALESCE(a, 0), SUM(b) FROM (SELECT a, b FROM {{t}}) AS x GROUP BY 1").is_ok());
         assert!(
@@ -351,6 +405,16 @@ mod tests {
             "SELECT * FROM (SELECT a FROM {{t}}), secrets",
             "SELECT * FROM (other_ds.secrets CROSS JOIN {{t}})",
             "SELECT * FROM ({{t}}, other_ds.secrets)",
+            // An alias is not a CTE: these used to pass because `k` / `m` precede `AS`.
+            "SELECT * FROM {{t}} JOIN organizations.org_api_keys AS k ON TRUE",
+            "SELECT * FROM {{t}} JOIN org_api_keys AS org_api_keys ON TRUE",
+            "SELECT (SELECT sql FROM sqlite_master) AS m FROM {{t}}",
+            "SELECT * FROM {{t}} JOIN pragma_table_info AS p ON TRUE",
+            "SELECT * FROM {{t}} JOIN sqlite_master AS sqlite_master ON TRUE",
+            "SELECT * FROM `other-project.ds.t`",
+            "SELECT * FROM other-project.ds.t",
+            "WITH x AS (SELECT * FROM {{t}}) SELECT * FROM x JOIN ds.x AS y ON TRUE",
+            "SELECT * FROM {{t}}.x",
         ] {
             assert!(check_select(bad).is_err(), "{bad}");
         }
