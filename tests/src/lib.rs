@@ -2,6 +2,8 @@
 //! binaries (built by `cargo test --workspace`) on free ports against one DATA_DIR, and
 //! stops them with SIGTERM.
 
+pub mod inproc;
+
 use std::{
     collections::HashMap,
     net::TcpListener,

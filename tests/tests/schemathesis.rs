@@ -38,7 +38,7 @@ fn fuzz(svc: &Service, header: &str, config: &std::path::Path, report: &std::pat
         .arg(svc.url("/openapi.json"))
         .args(["--checks", CHECKS])
         .args(["--header", header])
-        .args(["--max-examples", "12", "--max-time", "150", "--seed", "20261202"])
+        .args(["--max-examples", "12", "--max-time", "45", "--seed", "20261202"])
         .args([
             "--phases",
             "examples,coverage,fuzzing",

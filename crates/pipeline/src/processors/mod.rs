@@ -2,6 +2,7 @@
 
 pub mod anthropic;
 pub mod data_quality;
+pub mod day;
 pub mod deepseek;
 pub mod example;
 pub mod gcp;
@@ -32,6 +33,18 @@ impl DayTableConfig {
         cloudact_core::warehouse::check_name(&self.table).map_err(|e| e.to_string())?;
         Ok(self)
     }
+
+    /// The day table this config loads, partitioned on `partition`.
+    pub fn day_table<'a>(&'a self, partition: &'a str, clustering: &'a [&'a str]) -> day::DayTable<'a> {
+        day::DayTable {
+            dataset: &self.dataset,
+            table: &self.table,
+            schema: &self.schema,
+            date: &self.date,
+            partition,
+            clustering,
+        }
+    }
 }
 
 /// Config of a cost processor: one day of a usage table priced with the org's pricing table
@@ -54,6 +67,18 @@ impl CostConfig {
             cloudact_core::warehouse::check_name(t).map_err(|e| e.to_string())?;
         }
         Ok(self)
+    }
+
+    /// The cost table this config replaces one day of (partitioned on `usage_date`).
+    pub fn cost_day_table(&self) -> day::DayTable<'_> {
+        day::DayTable {
+            dataset: &self.dataset,
+            table: &self.cost_table,
+            schema: &self.schema,
+            date: &self.date,
+            partition: "usage_date",
+            clustering: &["org_slug", "model"],
+        }
     }
 }
 

@@ -12,10 +12,7 @@ use rust_decimal::Decimal;
 use crate::{
     context::StepContext,
     processors::CostConfig,
-    processors::{
-        example::{ensure_day_table, parse_day, price_usage::per_million},
-        pricing::PriceBook,
-    },
+    processors::{day::LoadDay, example::price_usage::per_million, pricing::PriceBook},
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -34,18 +31,9 @@ impl ProcessorDef for CostProcessor {
 impl Processor for CostProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx.require_org()?;
-        let day = parse_day(&c.date)?;
+        let target = LoadDay::open(ctx, c.cost_day_table()).await?;
+        let (org, day) = (&target.org, target.day);
         let wh = ctx.warehouse();
-        ensure_day_table(
-            ctx,
-            &c.dataset,
-            &c.cost_table,
-            &c.schema,
-            "usage_date",
-            &["org_slug", "model"],
-        )
-        .await?;
         let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "anthropic", day).await?;
         let usage = wh
             .query(
@@ -139,9 +127,7 @@ impl Processor for CostProcessor {
         if unknown > 0 {
             tracing::warn!(unknown_models = unknown, date = %day, "Anthropic usage of models without a price: cost left null and flagged");
         }
-        let outcome = ctx
-            .load_day(&c.dataset, &c.cost_table, org, "usage_date", day, &rows)
-            .await?;
+        let outcome = target.replace(ctx, &rows).await?;
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.cost_table, "date": c.date, "inserted": outcome.inserted,

@@ -10,8 +10,7 @@ use secrecy::ExposeSecret;
 
 use crate::{
     context::StepContext,
-    processors::example::{ensure_day_table, parse_day},
-    processors::DayTableConfig,
+    processors::{day::ProviderDay, DayTableConfig},
     providers::http::get_all_pages,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
@@ -31,21 +30,9 @@ impl ProcessorDef for CostsApiProcessor {
 impl Processor for CostsApiProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx.require_org()?;
-        let day = parse_day(&c.date)?;
-        ensure_day_table(
-            ctx,
-            &c.dataset,
-            &c.table,
-            &c.schema,
-            "usage_date",
-            &["org_slug", "model"],
-        )
-        .await?;
-        let key = ctx.credential("anthropic").await?;
-        let base = ctx.provider_base_url("anthropic")?;
-        let url = format!("{base}/v1/organizations/cost_report");
-        let next_day = day.succ_opt().unwrap_or(day);
+        let p = ProviderDay::open(ctx, "anthropic", c.day_table("usage_date", &["org_slug", "model"])).await?;
+        let (org, day, next_day, key) = (&p.org, p.day, p.next_day(), &p.key);
+        let url = p.url("/v1/organizations/cost_report");
         let (http, now) = (&ctx.services.http, Utc::now());
         let buckets = get_all_pages("Anthropic", &ctx.cancel, |page| {
             let mut query = vec![
@@ -85,9 +72,7 @@ impl Processor for CostsApiProcessor {
                 );
             }
         }
-        let outcome = ctx
-            .load_day(&c.dataset, &c.table, org, "usage_date", day, &rows)
-            .await?;
+        let outcome = p.replace(ctx, &rows).await?;
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.table, "inserted": outcome.inserted}),

@@ -12,8 +12,7 @@ use serde_json::Value;
 
 use crate::{
     context::StepContext,
-    processors::example::{ensure_day_table, parse_day},
-    processors::DayTableConfig,
+    processors::{day::ProviderDay, DayTableConfig},
     providers::http::get_all_pages,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
@@ -33,21 +32,9 @@ impl ProcessorDef for UsageProcessor {
 impl Processor for UsageProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx.require_org()?;
-        let day = parse_day(&c.date)?;
-        ensure_day_table(
-            ctx,
-            &c.dataset,
-            &c.table,
-            &c.schema,
-            "usage_date",
-            &["org_slug", "model"],
-        )
-        .await?;
-        let key = ctx.credential("anthropic").await?;
-        let base = ctx.provider_base_url("anthropic")?;
-        let next_day = day.succ_opt().unwrap_or(day);
-        let url = format!("{base}/v1/organizations/usage_report/messages");
+        let p = ProviderDay::open(ctx, "anthropic", c.day_table("usage_date", &["org_slug", "model"])).await?;
+        let (org, day, next_day, key) = (&p.org, p.day, p.next_day(), &p.key);
+        let url = p.url("/v1/organizations/usage_report/messages");
         let http = &ctx.services.http;
         let now = Utc::now();
         let buckets = get_all_pages("Anthropic", &ctx.cancel, |page| {
@@ -102,9 +89,7 @@ impl Processor for UsageProcessor {
                 );
             }
         }
-        let outcome = ctx
-            .load_day(&c.dataset, &c.table, org, "usage_date", day, &rows)
-            .await?;
+        let outcome = p.replace(ctx, &rows).await?;
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.table, "date": c.date, "inserted": outcome.inserted, "replaced": outcome.deleted}),

@@ -10,8 +10,7 @@ use secrecy::ExposeSecret;
 
 use crate::{
     context::StepContext,
-    processors::example::{ensure_day_table, parse_day},
-    processors::DayTableConfig,
+    processors::{day::ProviderDay, DayTableConfig},
     providers::http::get_json,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
@@ -37,20 +36,9 @@ fn decimal(v: &serde_json::Value) -> Option<Decimal> {
 impl Processor for BalanceProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx.require_org()?;
-        let day = parse_day(&c.date)?;
-        ensure_day_table(
-            ctx,
-            &c.dataset,
-            &c.table,
-            &c.schema,
-            "balance_date",
-            &["org_slug", "currency"],
-        )
-        .await?;
-        let key = ctx.credential("deepseek").await?;
-        let base = ctx.provider_base_url("deepseek")?;
-        let url = format!("{base}/user/balance");
+        let p = ProviderDay::open(ctx, "deepseek", c.day_table("balance_date", &["org_slug", "currency"])).await?;
+        let (org, day, key) = (&p.org, p.day, &p.key);
+        let url = p.url("/user/balance");
         let http = &ctx.services.http;
         let body = get_json("DeepSeek", || http.get(&url).bearer_auth(key.expose_secret())).await?;
         let infos = body["balance_infos"]
@@ -98,9 +86,7 @@ impl Processor for BalanceProcessor {
                     .with("loaded_at", now),
             );
         }
-        let outcome = ctx
-            .load_day(&c.dataset, &c.table, org, "balance_date", day, &rows)
-            .await?;
+        let outcome = p.replace(ctx, &rows).await?;
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.table, "date": c.date, "currencies": outcome.inserted}),

@@ -88,10 +88,7 @@ fn cte_names(words: &[&str]) -> Vec<String> {
         if words.get(j).is_some_and(|w| w.eq_ignore_ascii_case("RECURSIVE")) {
             j += 1;
         }
-        loop {
-            let (Some(name), Some(as_kw), Some(open)) = (words.get(j), words.get(j + 1), words.get(j + 2)) else {
-                break;
-            };
+        while let (Some(name), Some(as_kw), Some(open)) = (words.get(j), words.get(j + 1), words.get(j + 2)) {
             if !as_kw.eq_ignore_ascii_case("AS") || *open != "(" {
                 break;
             }

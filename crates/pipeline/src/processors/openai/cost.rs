@@ -16,10 +16,7 @@ use rust_decimal::Decimal;
 use crate::{
     context::StepContext,
     processors::CostConfig,
-    processors::{
-        example::{ensure_day_table, parse_day},
-        pricing::PriceBook,
-    },
+    processors::{day::LoadDay, pricing::PriceBook},
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -141,19 +138,10 @@ impl Processor for CostProcessor {
     /// row passes through this process, so memory does not grow with the day.
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx.require_org()?;
-        let day = parse_day(&c.date)?;
+        let target = LoadDay::open(ctx, c.cost_day_table()).await?;
+        let (org, day) = (&target.org, target.day);
         let wh = ctx.warehouse();
         let bigquery = wh.backend_name() == "bigquery";
-        ensure_day_table(
-            ctx,
-            &c.dataset,
-            &c.cost_table,
-            &c.schema,
-            "usage_date",
-            &["org_slug", "model"],
-        )
-        .await?;
         let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "openai", day).await?;
         let day_params = Params::new().with("org", org.as_str()).with("day", day);
         let shapes = wh

@@ -9,8 +9,7 @@ use secrecy::ExposeSecret;
 
 use crate::{
     context::StepContext,
-    processors::example::{ensure_day_table, parse_day},
-    processors::DayTableConfig,
+    processors::{day::ProviderDay, DayTableConfig},
     providers::http::get_all_pages,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
@@ -30,21 +29,10 @@ impl ProcessorDef for CostsApiProcessor {
 impl Processor for CostsApiProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx.require_org()?;
-        let day = parse_day(&c.date)?;
-        ensure_day_table(
-            ctx,
-            &c.dataset,
-            &c.table,
-            &c.schema,
-            "usage_date",
-            &["org_slug", "project_id"],
-        )
-        .await?;
-        let key = ctx.credential("openai").await?;
-        let base = ctx.provider_base_url("openai")?;
-        let url = format!("{base}/v1/organization/costs");
-        let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0);
+        let p = ProviderDay::open(ctx, "openai", c.day_table("usage_date", &["org_slug", "project_id"])).await?;
+        let (org, day, key) = (&p.org, p.day, &p.key);
+        let url = p.url("/v1/organization/costs");
+        let start = p.start_unix();
         let (http, now) = (&ctx.services.http, Utc::now());
         let buckets = get_all_pages("OpenAI", &ctx.cancel, |page| {
             let mut query = vec![
@@ -85,9 +73,7 @@ impl Processor for CostsApiProcessor {
                 );
             }
         }
-        let outcome = ctx
-            .load_day(&c.dataset, &c.table, org, "usage_date", day, &rows)
-            .await?;
+        let outcome = p.replace(ctx, &rows).await?;
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.table, "inserted": outcome.inserted}),

@@ -16,8 +16,7 @@ use serde::Deserialize;
 
 use crate::{
     context::StepContext,
-    load::DayLoad,
-    processors::example::{ensure_day_table, parse_day},
+    processors::day::{DayTable, ProviderDay},
     providers::http::{page_cursor, Paged, Pager},
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
@@ -148,26 +147,22 @@ impl UsageResult {
 impl Processor for UsageProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let org = ctx.require_org()?;
-        let day = parse_day(&c.date)?;
-        let def = ensure_day_table(
-            ctx,
-            &c.dataset,
-            &c.table,
-            &c.schema,
-            "usage_date",
-            &["org_slug", "model"],
-        )
-        .await?;
-        let key = ctx.credential("openai").await?;
-        let base = ctx.provider_base_url("openai")?;
-        let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0);
+        let target = DayTable {
+            dataset: &c.dataset,
+            table: &c.table,
+            schema: &c.schema,
+            date: &c.date,
+            partition: "usage_date",
+            clustering: &["org_slug", "model"],
+        };
+        let p = ProviderDay::open(ctx, "openai", target).await?;
+        let (org, day, key, start) = (&p.org, p.day, &p.key, p.start_unix());
         let http = &ctx.services.http;
         let now = Utc::now();
-        let mut load = DayLoad::begin(ctx, &c.dataset, &def, "usage_date", day).await?;
+        let mut load = p.stream(ctx).await?;
         let mut pages = 0;
         for endpoint in &c.endpoints {
-            let url = format!("{base}/v1/organization/usage/{endpoint}");
+            let url = p.url(&format!("/v1/organization/usage/{endpoint}"));
             let mut pager = Pager::new("OpenAI", &ctx.cancel, |page| {
                 let mut query = vec![
                     ("start_time", start.to_string()),
@@ -199,7 +194,7 @@ impl Processor for UsageProcessor {
                         )));
                     }
                     for r in bucket.results {
-                        load.push(r.into_row(&org, day, endpoint, &ctx.run_id, now)).await?;
+                        load.push(r.into_row(org, day, endpoint, &ctx.run_id, now)).await?;
                     }
                 }
             }

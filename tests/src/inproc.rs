@@ -1,10 +1,11 @@
-//! Shared harness of the pipeline-service integration tests: the real app on a random port
-//! against a DATA_DIR prepared by the real bootstrap and onboarding code paths, orgs made
-//! the way onboarding makes them, and the sandbox provider server.
+//! The in-process harness of the services' integration tests (`tests/tests/api_service`,
+//! `tests/tests/pipeline_service`): the real app of either service on a random port, against
+//! a temporary DATA_DIR prepared by the real bootstrap and onboarding code paths; orgs made
+//! the way onboarding makes them; the sandbox provider server; request helpers.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness panics on the unexpected
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, path::Path, sync::Arc};
 
 use chrono::Utc;
 use cloudact_core::{
@@ -14,22 +15,24 @@ use cloudact_core::{
 };
 use cloudact_pipeline::{CancellationToken, RunRequest, RunStatus};
 use cloudact_web::{server::Running, AppContext};
-use reqwest::{Client, StatusCode};
+use reqwest::{Client, Method, StatusCode};
 use secrecy::ExposeSecret;
-use serde_json::Value;
+use serde_json::{json, Value};
 
+/// The root key every in-process app is started with.
+pub const ROOT_KEY: &str = "inproc-test-root-key-0123456789abcdef";
+
+/// One service running in this process on a random port, over its own temporary DATA_DIR.
 pub struct App {
     pub server: Running,
     pub client: Client,
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
+/// The pipeline-service, bootstrapped.
 pub async fn spawn() -> App {
     spawn_with_clock(Arc::new(cloudact_core::clock::SystemClock), &[]).await
 }
-
-/// The root key every test app is started with.
-pub const ROOT_KEY: &str = "pipeline-test-root-key-0123456789abcdef";
 
 pub async fn spawn_with_clock(clock: Arc<dyn cloudact_core::clock::Clock>, extra: &[(&str, &str)]) -> App {
     let dir = tempfile::tempdir().unwrap();
@@ -37,7 +40,7 @@ pub async fn spawn_with_clock(clock: Arc<dyn cloudact_core::clock::Clock>, extra
     App {
         server,
         client: Client::new(),
-        _dir: dir,
+        dir,
     }
 }
 
@@ -51,10 +54,7 @@ pub async fn start_on(
     let mut env: HashMap<String, String> = HashMap::new();
     env.insert("CA_ROOT_API_KEY".into(), ROOT_KEY.into());
     env.insert("DATA_DIR".into(), dir.display().to_string());
-    env.insert(
-        "CONFIGS_DIR".into(),
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../configs").into(),
-    );
+    env.insert("CONFIGS_DIR".into(), crate::configs_dir().display().to_string());
     env.insert("HOST".into(), "127.0.0.1".into());
     env.insert("PORT".into(), "0".into());
     // Tests drive the scheduler's endpoints themselves (deterministic); a test may override.
@@ -213,7 +213,7 @@ pub async fn root_call(
 }
 
 /// One request with one auth header; the answer must be JSON.
-async fn call(
+pub async fn call(
     client: &Client,
     server: &Running,
     method: reqwest::Method,
@@ -275,4 +275,136 @@ impl App {
         )
         .await
     }
+}
+
+/// The api-service (not bootstrapped: its tests bootstrap over HTTP).
+pub async fn spawn_api_with(extra: &[(&str, &str)]) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env: HashMap<String, String> = HashMap::new();
+    env.insert("DATA_DIR".into(), dir.path().display().to_string());
+    env.insert("CONFIGS_DIR".into(), crate::configs_dir().display().to_string());
+    env.insert("CA_ROOT_API_KEY".into(), ROOT_KEY.into());
+    env.insert("HOST".into(), "127.0.0.1".into());
+    env.insert("PORT".into(), "0".into());
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let settings = Settings::from_map(&env, 8000).unwrap();
+    let ctx = AppContext::build("api-service", settings).await.unwrap();
+    let server = cloudact_web::server::spawn(ctx.clone(), api_service::router(ctx))
+        .await
+        .unwrap();
+    App {
+        server,
+        client: Client::new(),
+        dir,
+    }
+}
+
+pub async fn spawn_api() -> App {
+    spawn_api_with(&[]).await
+}
+
+pub enum Auth<'a> {
+    None,
+    Root,
+    Key(&'a str),
+    RootValue(&'a str),
+}
+
+/// api-service requests (any auth), bootstrap and onboarding over HTTP.
+impl App {
+    pub async fn call(&self, method: Method, path: &str, auth: Auth<'_>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.server.url(path));
+        req = match auth {
+            Auth::None => req,
+            Auth::Root => req.header("X-CA-Root-Key", ROOT_KEY),
+            Auth::RootValue(v) => req.header("X-CA-Root-Key", v),
+            Auth::Key(k) => req.header("X-API-Key", k),
+        };
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} body is not JSON: {text}"));
+        (status, value)
+    }
+
+    pub async fn bootstrap(&self) {
+        let (s, b) = self
+            .call(Method::POST, "/api/v1/admin/bootstrap", Auth::Root, None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+
+    pub async fn onboard(&self, slug: &str) -> String {
+        let (s, b) = self
+            .call(
+                Method::POST,
+                "/api/v1/organizations/onboard",
+                Auth::Root,
+                Some(org_body(slug)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["api_key"].as_str().unwrap().to_string()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Rows of the org in a central (`organizations`) table.
+    pub async fn central_count(&self, table: &str, org: &str) -> i64 {
+        let rows = self
+            .server
+            .ctx
+            .warehouse
+            .query(
+                "organizations",
+                &format!("SELECT COUNT(*) AS n FROM {{{{{table}}}}} WHERE org_slug = @org"),
+                &cloudact_core::warehouse::Params::new().with("org", org),
+            )
+            .await
+            .unwrap();
+        rows[0].int("n").unwrap()
+    }
+}
+
+pub fn org_body(slug: &str) -> Value {
+    json!({"org_slug": slug, "company_name": "Acme Corp", "admin_email": "admin@acme.example", "subscription_plan": "professional"})
+}
+
+pub fn assert_error_shape(status: StatusCode, body: &Value, code: &str) {
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{status}: {body}"
+    );
+    assert_eq!(body["error"], json!(code), "{status}: {body}");
+    assert!(
+        body["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{status}: {body}"
+    );
+}
+
+/// The example pipeline's run path (`{org}` to be replaced, or use [`example`]).
+pub const EXAMPLE: &str = "/api/v1/pipelines/run/{org}/example/synthetic_usage";
+
+/// The example pipeline's run path for `org`.
+pub fn example(org: &str) -> String {
+    EXAMPLE.replace("{org}", org)
+}
+
+/// Runs a spec given as YAML text in-process for `org` on 2026-03-01.
+pub async fn run_inline(ctx: &Arc<AppContext>, org: &str, yaml: &str) -> cloudact_pipeline::RunReport {
+    let spec = cloudact_pipeline::PipelineSpec::from_yaml(yaml).unwrap();
+    let mut req = RunRequest {
+        org_slug: Some(org.into()),
+        dates: vec!["2026-03-01".parse().unwrap()],
+        ..Default::default()
+    };
+    req.variables.insert("dataset".into(), ctx.settings.org_dataset(org));
+    ctx.executor.run(&spec, req, CancellationToken::new()).await
 }

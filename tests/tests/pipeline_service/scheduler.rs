@@ -1,21 +1,7 @@
 //! Scheduler integration tests: schedules over HTTP, the trigger and the queue processor
 //! driven with a test clock, two instances on one warehouse, gates, retries and catch-up.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on unexpected values
-
-mod common;
-use common::*;
-
-use std::sync::Arc;
-
-use chrono::{DateTime, Utc};
-use cloudact_core::{
-    clock::{Clock, ManualClock},
-    meta::{SubscriptionChange, SubscriptionStatus, CENTRAL_DATASET},
-    warehouse::Params,
-};
-use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use crate::prelude::*;
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -347,7 +333,7 @@ async fn futures_join(app: &App, n: usize) -> Vec<Value> {
 async fn two_instances_racing_run_every_item_once_through_the_run_service() {
     let clock = Arc::new(ManualClock::new(utc("2026-04-01T00:30:00Z")));
     let app = spawn_with_clock(clock.clone(), &[NO_JITTER]).await;
-    let second = start_on(app._dir.path(), clock.clone(), &[NO_JITTER]).await;
+    let second = start_on(app.dir.path(), clock.clone(), &[NO_JITTER]).await;
     let ctx = app.server.ctx.clone();
     let keys = orgs_with_noop_schedules(&app, "twin_", 30, "0 1 * * *").await;
     clock.set(utc("2026-04-01T01:10:00Z"));

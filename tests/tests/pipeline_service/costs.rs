@@ -1,0 +1,470 @@
+//! Cost queries and reconciliation: exact sums by dimension, computed against billed, a
+//! hand-computed fixture to the nano-dollar.
+
+use crate::prelude::*;
+
+#[tokio::test]
+async fn cost_queries_sum_exactly_by_provider_model_day_and_project() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "spend").await;
+    let other = onboarded(&ctx, "spend_other").await;
+    app.setup(
+        &key,
+        "spend",
+        "openai",
+        serde_json::json!({"credential": "sk-admin-spend-000001"}),
+    )
+    .await;
+    for (url, body) in [
+        (
+            "/api/v1/pipelines/run/spend/openai/cost/usage_cost",
+            serde_json::json!({"date": "2026-01-10"}),
+        ),
+        (
+            EXAMPLE,
+            serde_json::json!({"start_date": "2026-01-10", "end_date": "2026-01-11"}),
+        ),
+    ] {
+        let (s, b, _) = app.post_run(&key, &url.replace("{org}", "spend"), body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        assert_eq!(
+            app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await["status"],
+            "COMPLETED"
+        );
+    }
+    let sum = |table: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let rows = ctx
+                .warehouse
+                .query(
+                    "spend_local",
+                    &format!("SELECT total_cost FROM {{{{{table}}}}}"),
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+            rows.iter()
+                .filter_map(|r| r.numeric("total_cost"))
+                .sum::<rust_decimal::Decimal>()
+        }
+    };
+    let (openai, example_total) = (sum("openai_cost_daily").await, sum("example_cost_daily").await);
+    let q = "/api/v1/costs/spend?start_date=2026-01-01&end_date=2026-01-31";
+    let (s, b) = app.send(reqwest::Method::GET, &key, q, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let by_provider: std::collections::HashMap<String, String> = b["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["provider"].as_str().unwrap().to_string(),
+                r["total_cost"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(by_provider["openai"].parse::<rust_decimal::Decimal>().unwrap(), openai);
+    assert_eq!(
+        by_provider["example"].parse::<rust_decimal::Decimal>().unwrap(),
+        example_total
+    );
+    assert_eq!(
+        b["total_cost"]
+            .as_str()
+            .unwrap()
+            .parse::<rust_decimal::Decimal>()
+            .unwrap(),
+        openai + example_total,
+        "to the cent and beyond"
+    );
+    assert_eq!(
+        b["unknown_model_rows"], 4,
+        "the example's unpriced model, 2 projects × 2 days"
+    );
+    let (_, by_day) = app
+        .send(reqwest::Method::GET, &key, &format!("{q}&group_by=day,model"), None)
+        .await;
+    assert!(by_day["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["day"].is_string() && r["model"].is_string()));
+    let (s, twice) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            &format!("{q}&group_by=model,day,model"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{twice}");
+    assert_eq!(
+        twice["group_by"],
+        serde_json::json!(["model", "day"]),
+        "a dimension named twice groups once"
+    );
+    assert_eq!(
+        twice["rows"].as_array().unwrap().len(),
+        by_day["rows"].as_array().unwrap().len()
+    );
+    let (s, _) = app
+        .send(reqwest::Method::GET, &key, &format!("{q}&group_by=colour"), None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, e) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/pipelines/runs?offset=1000000000000",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_QUERY")),
+        "offset is bounded"
+    );
+    let (s, _) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/costs/spend?start_date=2026-02-01&end_date=2026-01-01",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = app.send(reqwest::Method::GET, &other, q, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, theirs) = app
+        .send(
+            reqwest::Method::GET,
+            &other,
+            "/api/v1/costs/spend_other?start_date=2026-01-01&end_date=2026-01-31",
+            None,
+        )
+        .await;
+    assert_eq!(theirs["total_cost"], "0", "no cross-org rows");
+}
+
+#[tokio::test]
+async fn computed_cost_is_reconciled_with_what_the_providers_billed() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "recon").await;
+    app.setup(
+        &key,
+        "recon",
+        "openai",
+        serde_json::json!({"credential": "sk-admin-recon-000001"}),
+    )
+    .await;
+    app.setup(
+        &key,
+        "recon",
+        "anthropic",
+        serde_json::json!({"credential": "sk-ant-admin01-recon-1"}),
+    )
+    .await;
+    let range = serde_json::json!({"start_date": "2026-01-01", "end_date": "2026-01-10"});
+    for url in [
+        "/api/v1/pipelines/run/recon/openai/cost/usage_cost",
+        "/api/v1/pipelines/run/recon/anthropic/cost/usage_cost",
+    ] {
+        let (s, b, _) = app.post_run(&key, url, range.clone()).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "COMPLETED", "{run}");
+        assert_eq!(
+            run["steps"].as_array().unwrap().len(),
+            30,
+            "usage, cost and billed cost, 10 days"
+        );
+    }
+    // Per provider and day, from the stored rows: billed total, and whether the provider
+    // billed something its usage API does not show (the sandbox's fine-tuning / seat charges).
+    let stored = |table: &'static str, extra: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let rows = ctx
+                .warehouse
+                .query(
+                    "recon_local",
+                    &format!("SELECT usage_date, amount, {extra} AS extra FROM {{{{{table}}}}}"),
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+            let mut out: std::collections::BTreeMap<String, (rust_decimal::Decimal, bool)> = Default::default();
+            for r in rows {
+                let e = out.entry(r.date("usage_date").unwrap().to_string()).or_default();
+                e.0 += r.numeric("amount").unwrap();
+                e.1 |= r.boolean("extra").unwrap_or(false) || r.int("extra") == Some(1);
+            }
+            out
+        }
+    };
+    let openai = stored(
+        "openai_billed_cost_daily",
+        "CASE WHEN line_item = 'fine_tuning_training' THEN 1 ELSE 0 END",
+    )
+    .await;
+    let anthropic = stored(
+        "anthropic_billed_cost_daily",
+        "CASE WHEN model IS NULL THEN 1 ELSE 0 END",
+    )
+    .await;
+    let (s, b) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/costs/recon/reconciliation?start_date=2026-01-01&end_date=2026-01-10",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let rows = b["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 20, "{b}");
+    let d = |v: &Value| v.as_str().unwrap().parse::<rust_decimal::Decimal>().unwrap();
+    let mut flagged = 0;
+    for r in rows {
+        let day = r["day"].as_str().unwrap();
+        let (billed, extra) = if r["provider"] == "openai" {
+            openai[day]
+        } else {
+            anthropic[day]
+        };
+        assert_eq!(d(&r["billed_cost"]), billed.normalize());
+        assert_eq!(d(&r["difference"]), (billed - d(&r["computed_cost"])).round_dp(9));
+        // Usage priced with the seeded prices matches what the provider billed for it, to
+        // float rounding; only the unexplained charges are flagged.
+        assert_eq!(r["flagged"], extra, "{r}");
+        if !extra {
+            assert!(d(&r["difference"]).abs() < rust_decimal::Decimal::new(1, 6), "{r}");
+        }
+        flagged += usize::from(extra);
+    }
+    assert!(
+        flagged > 0 && flagged < 20,
+        "some days, not all, carry an unexplained charge"
+    );
+    assert_eq!(b["flagged_days"], flagged);
+    // Thresholds are the caller's: a generous one flags nothing; a bad one is a 400.
+    let (_, b) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/costs/recon/reconciliation?start_date=2026-01-01&end_date=2026-01-10&threshold_usd=1000000",
+            None,
+        )
+        .await;
+    assert_eq!(b["flagged_days"], 0);
+    let (s, b) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/costs/recon/reconciliation?start_date=2026-01-01&end_date=2026-01-10&threshold_percent=-1",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_QUERY"))
+    );
+    // Anthropic's cost report is in cents: stored in dollars.
+    assert!(anthropic
+        .values()
+        .all(|(v, _)| *v < rust_decimal::Decimal::from(10_000)));
+}
+
+/// An OpenAI Admin API serving hand-written usage (see the test below): completions and
+/// embeddings for 2026-02-10 and 2026-02-20, nothing billed, and an empty page for anything
+/// else (including the one-bucket validation call).
+async fn hand_written_openai() -> String {
+    use axum::{extract::Query, routing::get};
+    let day = |q: &HashMap<String, String>| {
+        q.get("start_time")
+            .and_then(|s| s.parse::<i64>().ok())
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| t.date_naive().to_string())
+            .unwrap_or_default()
+    };
+    let page = |start: i64, results: Value| {
+        axum::Json(
+            serde_json::json!({"object": "page", "has_more": false, "next_page": null,
+            "data": [{"object": "bucket", "start_time": start, "end_time": start + 86_400, "results": results}]}),
+        )
+    };
+    let completions = move |Query(q): Query<HashMap<String, String>>| async move {
+        let start: i64 = q.get("start_time").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let results = match day(&q).as_str() {
+            "2026-02-10" | "2026-02-20" => serde_json::json!([
+                // gpt-4o, standard: every input kind (2026 counters: uncached reported).
+                {"model": "gpt-4o-2024-08-06", "project_id": "proj_a", "batch": false, "service_tier": "default",
+                 "num_model_requests": 10, "input_tokens": 1_234_567, "input_cached_tokens": 200_000,
+                 "input_cache_write_tokens": 34_567, "input_uncached_tokens": 1_000_000, "output_tokens": 98_765},
+                // gpt-4o through the Batch API (old counters: uncached derived as input − cached).
+                {"model": "gpt-4o", "project_id": "proj_a", "batch": true, "service_tier": "batch",
+                 "num_model_requests": 2, "input_tokens": 500_001, "input_cached_tokens": 0, "output_tokens": 7},
+                // gpt-4o-mini on the flex tier, which has no price of its own: standard applies.
+                {"model": "gpt-4o-mini-2024-07-18", "project_id": "proj_b", "batch": false, "service_tier": "flex",
+                 "num_model_requests": 3, "input_tokens": 333_444, "input_cached_tokens": 111,
+                 "input_cache_write_tokens": 0, "input_uncached_tokens": 333_333, "output_tokens": 3},
+                // A model nobody priced.
+                {"model": "my-private-model", "project_id": "proj_b", "batch": false, "service_tier": "default",
+                 "num_model_requests": 1, "input_tokens": 1000, "output_tokens": 1000},
+            ]),
+            _ => serde_json::json!([]),
+        };
+        page(start, results)
+    };
+    let embeddings = move |Query(q): Query<HashMap<String, String>>| async move {
+        let start: i64 = q.get("start_time").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let results = match day(&q).as_str() {
+            "2026-02-10" | "2026-02-20" => serde_json::json!([
+                {"model": "text-embedding-3-small", "project_id": "proj_a", "num_model_requests": 40, "input_tokens": 12_345_678}
+            ]),
+            _ => serde_json::json!([]),
+        };
+        page(start, results)
+    };
+    let app = axum::Router::new()
+        .route("/v1/organization/usage/completions", get(completions))
+        .route("/v1/organization/usage/embeddings", get(embeddings))
+        .fallback(|| async {
+            axum::Json(serde_json::json!({"object": "page", "data": [], "has_more": false, "next_page": null}))
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn costs_match_a_hand_computed_fixture_to_the_nano_dollar() {
+    let url = hand_written_openai().await;
+    let app = spawn_with_clock(
+        Arc::new(cloudact_core::clock::SystemClock),
+        &[("OPENAI_BASE_URL", &url), ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "2")],
+    )
+    .await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "exact").await;
+    let (_, b) = app
+        .setup(
+            &key,
+            "exact",
+            "openai",
+            serde_json::json!({"credential": "sk-admin-exact-000001"}),
+        )
+        .await;
+    assert_eq!(b["validation_status"], "VALID", "{b}");
+    // gpt-4o's standard price changes on 2026-02-15 (from 2.5 / 1.25 / 10 per 1M).
+    let (s, b) = app
+        .send(
+            reqwest::Method::POST,
+            &key,
+            "/api/v1/integrations/exact/openai/pricing",
+            Some(
+                serde_json::json!({"model_id": "gpt-4o", "input_price_per_1m": "3", "cached_input_price_per_1m": "1.5",
+                                    "output_price_per_1m": "12", "effective_date": "2026-02-15"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    for (date, day_total) in [("2026-02-10", "4.746027385"), ("2026-02-20", "5.510840885")] {
+        let (s, b, _) = app
+            .post_run(
+                &key,
+                "/api/v1/pipelines/run/exact/openai/cost/usage_cost",
+                serde_json::json!({"date": date}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "COMPLETED", "{run}");
+        let pricing = run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step_name"] == "calculate_cost")
+            .unwrap();
+        assert_eq!(
+            pricing["metadata"]["output"]["total_cost"], day_total,
+            "the step reports the exact day total"
+        );
+    }
+    let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+    // Worked by hand (USD; tokens × price per 1M ÷ 1 000 000):
+    let expected = [
+        // 1 000 000 × 2.5 + 200 000 × 1.25 + 34 567 × 2.5 (no cache-write price: input) + 98 765 × 10
+        ("2026-02-10", "gpt-4o-2024-08-06", "standard", Some("3.8240675")),
+        // after the change: 1 000 000 × 3 + 200 000 × 1.5 + 34 567 × 3 + 98 765 × 12
+        ("2026-02-20", "gpt-4o-2024-08-06", "standard", Some("4.588881")),
+        // batch prices (unchanged): 500 001 × 1.25 + 7 × 5
+        ("2026-02-10", "gpt-4o", "batch", Some("0.62503625")),
+        ("2026-02-20", "gpt-4o", "batch", Some("0.62503625")),
+        // flex → standard gpt-4o-mini: 333 333 × 0.15 + 111 × 0.075 + 3 × 0.6
+        ("2026-02-10", "gpt-4o-mini-2024-07-18", "flex", Some("0.050010075")),
+        ("2026-02-20", "gpt-4o-mini-2024-07-18", "flex", Some("0.050010075")),
+        // embeddings: 12 345 678 × 0.02
+        ("2026-02-10", "text-embedding-3-small", "standard", Some("0.24691356")),
+        ("2026-02-20", "text-embedding-3-small", "standard", Some("0.24691356")),
+        // no price: null, flagged, never 0
+        ("2026-02-10", "my-private-model", "standard", None),
+        ("2026-02-20", "my-private-model", "standard", None),
+    ];
+    let rows = ctx
+        .warehouse
+        .query(
+            "exact_local",
+            "SELECT usage_date, model, pricing_tier, total_cost, unknown_model FROM {{openai_cost_daily}}",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for (date, model, tier, cost) in expected {
+        let row = rows
+            .iter()
+            .find(|r| {
+                r.date("usage_date").unwrap().to_string() == date
+                    && r.string("model").as_deref() == Some(model)
+                    && r.string("pricing_tier").as_deref() == Some(tier)
+            })
+            .unwrap_or_else(|| panic!("no row for {date} {model} {tier}"));
+        assert_eq!(row.numeric("total_cost"), cost.map(d), "{date} {model} {tier}");
+        assert_eq!(row.boolean("unknown_model"), Some(cost.is_none()));
+    }
+    // The cost query adds them up exactly: 4.746027385 + 5.510840885.
+    let (s, b) = app
+        .send(
+            reqwest::Method::GET,
+            &key,
+            "/api/v1/costs/exact?start_date=2026-02-01&end_date=2026-02-28&group_by=day",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(d(b["total_cost"].as_str().unwrap()), d("10.25686827"), "{b}");
+    let days: Vec<(String, rust_decimal::Decimal)> = b["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["day"].as_str().unwrap().to_string(),
+                d(r["total_cost"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        days,
+        vec![
+            ("2026-02-10".to_string(), d("4.746027385")),
+            ("2026-02-20".to_string(), d("5.510840885"))
+        ]
+    );
+    assert_eq!(b["unknown_model_rows"], 2);
+}
