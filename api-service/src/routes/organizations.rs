@@ -61,6 +61,46 @@ pub struct OrgRequest {
     /// Accepted for compatibility; only `false` is allowed.
     #[serde(default)]
     pub force_recreate_tables: bool,
+    /// The subscription state the frontend already has from Stripe: `ACTIVE` (default, like
+    /// the original) or `TRIAL`, or Stripe's own `active` / `trialing`.
+    #[serde(default)]
+    pub subscription_status: Option<String>,
+    /// End of the trial (`YYYY-MM-DD`); only with a TRIAL status (default: 14 days from today).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Date)]
+    pub trial_end_date: Option<chrono::NaiveDate>,
+}
+
+/// The subscription an org starts with: ACTIVE unless the request asks for a trial (an org is
+/// never put on a trial nobody asked for).
+fn initial_subscription(
+    req: &OrgRequest,
+    today: chrono::NaiveDate,
+) -> Result<(SubscriptionStatus, Option<chrono::NaiveDate>), ApiError> {
+    let status = match req.subscription_status.as_deref() {
+        None => SubscriptionStatus::Active,
+        Some(s) => SubscriptionStatus::from_stripe(s)
+            .or_else(|| SubscriptionStatus::parse(s))
+            .filter(|st| matches!(st, SubscriptionStatus::Active | SubscriptionStatus::Trial))
+            .ok_or_else(|| {
+                ApiError::unprocessable(
+                    "INVALID_SUBSCRIPTION_STATUS",
+                    format!("subscription_status {s:?} must be ACTIVE or TRIAL (or Stripe's active / trialing) at onboarding"),
+                )
+            })?,
+    };
+    match (status, req.trial_end_date) {
+        (SubscriptionStatus::Trial, Some(end)) if end < today => Err(ApiError::unprocessable(
+            "INVALID_DATE",
+            format!("trial_end_date {end} is in the past"),
+        )),
+        (SubscriptionStatus::Trial, end) => Ok((status, Some(end.unwrap_or(today + Duration::days(TRIAL_DAYS))))),
+        (_, Some(_)) => Err(ApiError::unprocessable(
+            "INVALID_DATE",
+            "trial_end_date is only allowed with subscription_status TRIAL",
+        )),
+        (_, None) => Ok((status, None)),
+    }
 }
 
 /// Edge validation shared by dryrun and onboarding: 422 with what to fix.
@@ -131,6 +171,7 @@ pub async fn dryrun(
     ApiJson(req): ApiJson<OrgRequest>,
 ) -> Result<Json<DryrunResponse>, ApiError> {
     let plan = validate_request(&req)?;
+    initial_subscription(&req, Utc::now().date_naive())?;
     let spec = ctx.catalog.require(DRYRUN_SPEC).map_err(ApiError::internal)?;
     let mut params = serde_json::Map::new();
     params.insert("org_slug".into(), json!(req.org_slug));
@@ -228,7 +269,9 @@ fn request_fingerprint(req: &OrgRequest) -> String {
         req.admin_email,
         req.subscription_plan,
         req.dataset_location,
-        req.regenerate_api_key_if_exists
+        req.regenerate_api_key_if_exists,
+        req.subscription_status,
+        req.trial_end_date
     ]);
     hex_digest(canonical.to_string().as_bytes())
 }
@@ -249,6 +292,7 @@ pub async fn onboard(
     ApiJson(req): ApiJson<OrgRequest>,
 ) -> Result<Json<OnboardResponse>, ApiError> {
     let plan = validate_request(&req)?;
+    initial_subscription(&req, Utc::now().date_naive())?;
     let idem_key = idempotency_key(&headers)?;
     let fingerprint = request_fingerprint(&req);
     let missing = ctx.store.bootstrapped(&REQUIRED_TABLES).await?;
@@ -356,6 +400,7 @@ async fn create(
     location: &str,
 ) -> Result<OnboardResponse, ApiError> {
     let now = Utc::now();
+    let (status, trial_end_date) = initial_subscription(req, now.date_naive())?;
     let (key, stored_key) = NewApiKey::mint(&*ctx.kms, &req.org_slug).await?;
     let new_org = NewOrg {
         org_slug: req.org_slug.clone(),
@@ -363,8 +408,8 @@ async fn create(
         admin_email: req.admin_email.clone(),
         org_dataset_id: dataset_id.to_string(),
         plan,
-        status: SubscriptionStatus::Trial,
-        trial_end_date: Some(now.date_naive() + Duration::days(TRIAL_DAYS)),
+        status,
+        trial_end_date,
         key: stored_key.clone(),
         idempotency: None,
     };
@@ -406,7 +451,7 @@ async fn create(
         api_key: Some(key.expose_secret().to_string()),
         api_key_fingerprint: stored_key.fingerprint,
         subscription_plan: plan.as_str().into(),
-        subscription_status: SubscriptionStatus::Trial.as_str().into(),
+        subscription_status: status.as_str().into(),
         dataset_id: dataset_id.to_string(),
         dataset_location: location.to_string(),
         dataset_created,
@@ -414,10 +459,17 @@ async fn create(
         dryrun_status: "SKIPPED".into(),
         pipeline_logging_id: Some(run_id),
         idempotent_replay: false,
-        message: format!(
-            "organization {} onboarded on a {}-day trial; store the api_key now, it is not shown again",
-            req.org_slug, TRIAL_DAYS
-        ),
+        message: match trial_end_date {
+            Some(end) => format!(
+                "organization {} onboarded on a trial until {end}; store the api_key now, it is not shown again",
+                req.org_slug
+            ),
+            None => format!(
+                "organization {} onboarded ({}); store the api_key now, it is not shown again",
+                req.org_slug,
+                status.as_str()
+            ),
+        },
     })
 }
 

@@ -30,6 +30,58 @@ pub struct SubscriptionResponse {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// The answer to `PUT …/subscription`: the subscription as it now is, plus whether anything
+/// changed and what (the original's `updated` / `message`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionUpdateResponse {
+    #[serde(flatten)]
+    pub subscription: SubscriptionResponse,
+    pub updated: bool,
+    pub message: String,
+}
+
+/// What differs between two states of a subscription, for the update message.
+fn changes(before: &Subscription, after: &Subscription) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut diff = |name: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{name} {a} → {b}"));
+        }
+    };
+    let date = |d: Option<NaiveDate>| d.map(|d| d.to_string()).unwrap_or_else(|| "none".into());
+    diff("plan", before.plan_name.clone(), after.plan_name.clone());
+    diff("status", before.status.clone(), after.status.clone());
+    diff(
+        "trial_end_date",
+        date(before.trial_end_date),
+        date(after.trial_end_date),
+    );
+    diff(
+        "subscription_end_date",
+        date(before.subscription_end_date),
+        date(after.subscription_end_date),
+    );
+    let (a, b) = (&before.limits, &after.limits);
+    diff("daily_limit", a.daily_limit.to_string(), b.daily_limit.to_string());
+    diff(
+        "monthly_limit",
+        a.monthly_limit.to_string(),
+        b.monthly_limit.to_string(),
+    );
+    diff(
+        "concurrent_limit",
+        a.concurrent_limit.to_string(),
+        b.concurrent_limit.to_string(),
+    );
+    diff("seat_limit", a.seat_limit.to_string(), b.seat_limit.to_string());
+    diff(
+        "providers_limit",
+        a.providers_limit.to_string(),
+        b.providers_limit.to_string(),
+    );
+    out
+}
+
 impl From<Subscription> for SubscriptionResponse {
     fn from(s: Subscription) -> Self {
         SubscriptionResponse {
@@ -137,13 +189,13 @@ fn limit(field: &str, v: Option<i64>, max: i64, default: i64) -> Result<i64, Api
 /// Updates plan, limits, status and dates (root key; the Stripe sync calls this).
 #[utoipa::path(put, path = "/api/v1/organizations/{org_slug}/subscription", tag = "subscriptions",
     params(("org_slug" = String, Path)), request_body = SubscriptionUpdate, security(("root_key" = [])),
-    responses((status = 200, body = SubscriptionResponse), (status = 401), (status = 403), (status = 404), (status = 422)))]
+    responses((status = 200, body = SubscriptionUpdateResponse), (status = 401), (status = 403), (status = 404), (status = 422)))]
 pub async fn put_subscription(
     State(ctx): State<Arc<AppContext>>,
     _root: RootAuth,
     Path(org_slug): Path<String>,
     ApiJson(req): ApiJson<SubscriptionUpdate>,
-) -> Result<Json<SubscriptionResponse>, ApiError> {
+) -> Result<Json<SubscriptionUpdateResponse>, ApiError> {
     let plan = match &req.plan_name {
         None => None,
         Some(p) => Some(Plan::parse(p).ok_or_else(|| {
@@ -206,8 +258,18 @@ pub async fn put_subscription(
         .await?;
     ctx.auth.invalidate_org(&org_slug);
     let updated = load(&ctx, &org_slug).await?;
-    tracing::info!(org_slug, status = %updated.status, plan = %updated.plan_name, "subscription updated");
-    Ok(Json(updated.into()))
+    let changed = changes(&current, &updated);
+    tracing::info!(org_slug, status = %updated.status, plan = %updated.plan_name, changes = changed.len(), "subscription updated");
+    let message = if changed.is_empty() {
+        format!("subscription of {org_slug} unchanged")
+    } else {
+        format!("subscription of {org_slug} updated: {}", changed.join(", "))
+    };
+    Ok(Json(SubscriptionUpdateResponse {
+        subscription: updated.into(),
+        updated: !changed.is_empty(),
+        message,
+    }))
 }
 
 #[cfg(test)]

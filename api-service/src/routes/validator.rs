@@ -18,6 +18,9 @@ pub struct CatalogQuery {
     pub provider: Option<String>,
     /// Only enabled pipelines (default true).
     pub enabled_only: Option<bool>,
+    /// `data` (default: the runnable pipelines), `setup` (bootstrap, dryrun, onboarding) or
+    /// `all`.
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -35,6 +38,8 @@ pub struct PipelineInfo {
     pub enabled: bool,
     pub steps: usize,
     pub timeout_minutes: u32,
+    /// Other run paths of this pipeline (the original system's documented ones).
+    pub aliases: Vec<String>,
 }
 
 impl From<&CatalogEntry> for PipelineInfo {
@@ -53,6 +58,7 @@ impl From<&CatalogEntry> for PipelineInfo {
             enabled: e.enabled,
             steps: e.steps,
             timeout_minutes: e.timeout_minutes,
+            aliases: e.aliases.clone(),
         }
     }
 }
@@ -73,12 +79,23 @@ pub async fn list_pipelines(
 ) -> Result<Json<CatalogResponse>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
     let enabled_only = q.enabled_only.unwrap_or(true);
+    let kind = match q.kind.as_deref().unwrap_or("data") {
+        k @ ("data" | "setup") => Some(k),
+        "all" => None,
+        other => {
+            return Err(ApiError::bad_request(
+                "INVALID_QUERY",
+                format!("kind {other:?} is not one of data, setup, all"),
+            ))
+        }
+    };
     let pipelines: Vec<PipelineInfo> = ctx
         .catalog
         .entries()
         .iter()
         .filter(|e| q.provider.as_deref().is_none_or(|p| e.provider == p))
         .filter(|e| !enabled_only || e.enabled)
+        .filter(|e| kind.is_none_or(|k| e.kind == k))
         .map(PipelineInfo::from)
         .collect();
     Ok(Json(CatalogResponse {

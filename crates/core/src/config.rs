@@ -349,9 +349,19 @@ impl ProviderRegistry {
 }
 
 impl ProviderEntry {
-    /// The base URL to call (the real service unless overridden in the settings).
+    /// The base URL to call (the real service unless overridden in the settings), as the
+    /// host root the processors append `/v1/…` (or `/user/balance`) to. Each SDK's own
+    /// `*_BASE_URL` form is accepted: the OpenAI SDK's `https://api.openai.com/v1` (and the
+    /// same for DeepSeek's OpenAI-compatible `https://api.deepseek.com/v1`), the Anthropic
+    /// SDK's bare `https://api.anthropic.com` — a trailing `/v1` (or `/v1/`) is dropped for
+    /// API-key providers, so both forms reach the same endpoints.
     pub fn effective_base_url(&self) -> String {
-        self.base_url.trim_end_matches('/').to_string()
+        let base = self.base_url.trim_end_matches('/');
+        if self.credential_type == "API_KEY" {
+            base.strip_suffix("/v1").unwrap_or(base).to_string()
+        } else {
+            base.to_string()
+        }
     }
 }
 
@@ -365,5 +375,40 @@ mod provider_tests {
         assert_eq!(r.by_alias("claude").map(|p| p.name.as_str()), Some("ANTHROPIC"));
         assert_eq!(r.by_alias("gcp_sa").map(|p| p.name.as_str()), Some("GCP_SA"));
         assert!(r.by_alias("OPENAI").is_none(), "aliases are lower case");
+    }
+
+    #[test]
+    fn each_sdks_base_url_form_reaches_the_same_root() {
+        let r = ProviderRegistry::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")).unwrap();
+        let with = |alias: &str, url: &str| {
+            let mut p = r.by_alias(alias).unwrap().clone();
+            p.base_url = url.to_string();
+            p.effective_base_url()
+        };
+        for url in [
+            "https://api.openai.com/v1",
+            "https://api.openai.com/v1/",
+            "https://api.openai.com",
+            "https://api.openai.com/",
+        ] {
+            assert_eq!(with("openai", url), "https://api.openai.com", "{url}");
+        }
+        assert_eq!(
+            with("anthropic", "https://api.anthropic.com"),
+            "https://api.anthropic.com"
+        );
+        assert_eq!(
+            with("deepseek", "https://api.deepseek.com/v1"),
+            "https://api.deepseek.com"
+        );
+        assert_eq!(
+            with("openai", "http://127.0.0.1:9/proxy/v1"),
+            "http://127.0.0.1:9/proxy"
+        );
+        assert_eq!(
+            with("gcp", "https://bigquery.googleapis.com/v1"),
+            "https://bigquery.googleapis.com/v1",
+            "not an SDK base"
+        );
     }
 }

@@ -368,14 +368,13 @@ impl Settings {
             pubsub_subscription,
             pubsub_emulator_host: get("PUBSUB_EMULATOR_HOST"),
         };
-        let cors_origins = get("CORS_ORIGINS")
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_else(|| vec!["http://localhost:3000".to_string(), "http://localhost:8080".to_string()]);
+        let cors_origins = match get("CORS_ORIGINS") {
+            None => vec!["http://localhost:3000".to_string(), "http://localhost:8080".to_string()],
+            Some(v) => parse_origins(&v).unwrap_or_else(|e| {
+                problems.push(e);
+                Vec::new()
+            }),
+        };
 
         if !problems.is_empty() {
             return Err(SettingsError(problems));
@@ -488,9 +487,40 @@ impl Settings {
     }
 }
 
+/// `CORS_ORIGINS`: a comma list (`https://a.example,https://b.example`) or, as the original
+/// documented it, a JSON list (`["https://a.example", "https://b.example"]`).
+fn parse_origins(v: &str) -> Result<Vec<String>, String> {
+    let t = v.trim();
+    let list: Vec<String> = if t.starts_with('[') {
+        serde_json::from_str::<Vec<String>>(t).map_err(|e| {
+            format!("CORS_ORIGINS looks like a JSON list but is not one ({e}); use [\"https://…\"] or a comma list")
+        })?
+    } else {
+        t.split(',').map(str::to_string).collect()
+    };
+    Ok(list
+        .into_iter()
+        .map(|s| s.trim().trim_end_matches('/').to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cors_origins_take_a_json_list_or_a_comma_list() {
+        let want = vec!["https://a.example".to_string(), "http://localhost:3000".to_string()];
+        assert_eq!(
+            parse_origins(r#"["https://a.example/", "http://localhost:3000"]"#).unwrap(),
+            want
+        );
+        assert_eq!(parse_origins("https://a.example, http://localhost:3000").unwrap(), want);
+        assert!(parse_origins(r#"["https://a.example""#)
+            .unwrap_err()
+            .contains("JSON list"));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

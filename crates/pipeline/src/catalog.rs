@@ -31,6 +31,8 @@ pub struct CatalogEntry {
     pub schedule: Option<String>,
     pub required_integration: Option<String>,
     pub enabled: bool,
+    /// Other run paths of this spec (without `.yml`).
+    pub aliases: Vec<String>,
     pub steps: usize,
     pub timeout_minutes: u32,
     #[serde(skip)]
@@ -42,6 +44,8 @@ pub struct CatalogEntry {
 pub struct Catalog {
     entries: Vec<CatalogEntry>,
     by_path: HashMap<String, usize>,
+    /// `{alias}.yml` → entry.
+    by_alias: HashMap<String, usize>,
 }
 
 impl Catalog {
@@ -115,12 +119,28 @@ impl Catalog {
                 schedule: spec.schedule.clone(),
                 required_integration: spec.required_integration.clone(),
                 enabled: spec.enabled,
+                aliases: spec.aliases.clone(),
                 steps: spec.steps.len(),
                 timeout_minutes: spec.timeout_minutes,
                 spec: Arc::new(spec),
             };
             catalog.by_path.insert(rel_str, catalog.entries.len());
             catalog.entries.push(entry);
+        }
+        // Aliases, once every real path is known: an alias never shadows a spec's own path
+        // or another alias.
+        let mut alias_owner: HashMap<String, String> = HashMap::new();
+        for (i, entry) in catalog.entries.iter().enumerate() {
+            for alias in &entry.spec.aliases {
+                let key = format!("{alias}.yml");
+                if catalog.by_path.contains_key(&key) {
+                    problems.push(format!("{}: alias {alias} is the path of configs/{key}", entry.path));
+                } else if let Some(other) = alias_owner.insert(key.clone(), entry.path.clone()) {
+                    problems.push(format!("{}: alias {alias} is also an alias of {other}", entry.path));
+                } else {
+                    catalog.by_alias.insert(key, i);
+                }
+            }
         }
         if problems.is_empty() {
             Ok(catalog)
@@ -136,6 +156,15 @@ impl Catalog {
     /// The spec at a path relative to `configs/` (e.g. `setup/bootstrap/pipeline.yml`).
     pub fn by_path(&self, rel: &str) -> Option<&CatalogEntry> {
         self.by_path.get(rel).map(|&i| &self.entries[i])
+    }
+
+    /// The spec a run path names: its own path (`openai/cost/usage_cost.yml`) or one of its
+    /// aliases (`openai/usage_cost.yml`).
+    pub fn by_run_path(&self, rel: &str) -> Option<&CatalogEntry> {
+        self.by_path
+            .get(rel)
+            .or_else(|| self.by_alias.get(rel))
+            .map(|&i| &self.entries[i])
     }
 
     pub fn by_id(&self, id: &str) -> Option<&CatalogEntry> {
@@ -187,6 +216,61 @@ mod tests {
         ] {
             assert!(catalog.require(setup).is_ok(), "{setup}");
         }
+    }
+
+    /// The run paths the original system documented resolve to their canonical specs.
+    #[test]
+    fn documented_run_paths_resolve_through_aliases() {
+        let mut registry = Registry::default();
+        register_all(&mut registry);
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let catalog = Catalog::load(&configs, &registry).unwrap_or_else(|p| panic!("invalid specs:\n{}", p.join("\n")));
+        for (path, id) in [
+            ("gcp/cost/billing", "gcp_billing"),
+            ("gcp/cost/cost_billing", "gcp_billing"),
+            ("gcp/billing", "gcp_billing"),
+            ("openai/cost/usage_cost", "openai_usage_cost"),
+            ("openai/usage_cost", "openai_usage_cost"),
+            ("anthropic/usage_cost", "anthropic_usage_cost"),
+            ("anthropic/cost/usage_cost", "anthropic_usage_cost"),
+        ] {
+            let e = catalog
+                .by_run_path(&format!("{path}.yml"))
+                .unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(e.id, id, "{path}");
+        }
+        assert!(
+            catalog.by_path("gcp/billing.yml").is_none(),
+            "an alias is not a spec path"
+        );
+    }
+
+    #[test]
+    fn an_alias_colliding_with_a_path_or_another_alias_is_refused() {
+        let mut registry = Registry::default();
+        register_all(&mut registry);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("example")).unwrap();
+        let spec = |id: &str, aliases: &str| {
+            format!("pipeline_id: {id}\naliases: {aliases}\nsteps:\n  - {{step_id: s, ps_type: example.noop}}\n")
+        };
+        std::fs::write(
+            dir.path().join("example/a.yml"),
+            spec("a", "[example/b, example/shared]"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("example/b.yml"), spec("b", "[example/shared]")).unwrap();
+        std::fs::write(dir.path().join("example/c.yml"), spec("c", "[Example/Bad]")).unwrap();
+        let text = Catalog::load(dir.path(), &registry).unwrap_err().join("\n");
+        assert!(
+            text.contains("alias example/b is the path of configs/example/b.yml"),
+            "{text}"
+        );
+        assert!(
+            text.contains("alias example/shared is also an alias of example/a.yml"),
+            "{text}"
+        );
+        assert!(text.contains("alias \"Example/Bad\" must be"), "{text}");
     }
 
     #[test]

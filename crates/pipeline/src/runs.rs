@@ -131,6 +131,8 @@ pub struct RunService {
     permits: Arc<Semaphore>,
     active: Mutex<HashMap<String, CancellationToken>>,
     settings: RunSettings,
+    /// Set once "not bootstrapped yet" has been said, so it is said once, not every tick.
+    told_not_bootstrapped: std::sync::atomic::AtomicBool,
 }
 
 /// Parses and checks the requested dates: one `date`, or `start_date`..=`end_date`, each
@@ -194,6 +196,7 @@ impl RunService {
             runner_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             permits: Arc::new(Semaphore::new(settings.max_concurrent_runs.max(1))),
             active: Mutex::new(HashMap::new()),
+            told_not_bootstrapped: std::sync::atomic::AtomicBool::new(false),
             settings,
         })
     }
@@ -492,6 +495,10 @@ impl RunService {
                     }
                 }
             }
+            Err(e) if e.is_not_bootstrapped() => {
+                self.say_not_bootstrapped();
+                return;
+            }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
         let stale = now
@@ -503,7 +510,21 @@ impl RunService {
                 }
             }
             Ok(_) => {}
+            Err(e) if e.is_not_bootstrapped() => self.say_not_bootstrapped(),
             Err(e) => tracing::warn!(error = %e, "stale-run sweep failed"),
+        }
+    }
+
+    /// Logs once per process that the platform is not bootstrapped yet.
+    fn say_not_bootstrapped(&self) {
+        if !self
+            .told_not_bootstrapped
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!(
+                "the platform is not bootstrapped yet: heartbeats, the stale-run sweep and runs start once \
+                 POST /api/v1/admin/bootstrap has run"
+            );
         }
     }
 

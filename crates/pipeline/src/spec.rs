@@ -26,6 +26,11 @@ pub struct PipelineSpec {
     pub required_integration: Option<String>,
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Other run paths that resolve to this spec, relative to `configs/` without `.yml`
+    /// (`gcp/billing`, `openai/usage_cost`): the paths the original system documented. A run
+    /// through an alias records this spec's `pipeline_id`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Spec variables, usable as `{name}` in step configs. A plain string is fixed; only a
     /// typed declaration (`{type: int|date|enum|pattern, default: …}`) may be overridden by
     /// a request parameter of the same name, and only with a value of that type.
@@ -290,6 +295,20 @@ impl PipelineSpec {
         }
         if self.steps.is_empty() {
             problems.push("a pipeline needs at least one step".to_string());
+        }
+        for alias in &self.aliases {
+            let segments: Vec<&str> = alias.split('/').collect();
+            let segment_ok = |s: &&str| {
+                !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            };
+            if !(2..=3).contains(&segments.len()) || !segments.iter().all(segment_ok) || segments[0] == "setup" {
+                problems.push(format!(
+                    "alias {alias:?} must be {{provider}}/{{pipeline}} or {{provider}}/{{domain}}/{{pipeline}} of [a-z0-9_] segments"
+                ));
+            }
         }
         if self.timeout_minutes == 0 || self.timeout_minutes > MAX_PIPELINE_TIMEOUT_MINUTES {
             problems.push(format!("timeout_minutes must be 1..={MAX_PIPELINE_TIMEOUT_MINUTES}"));

@@ -46,8 +46,15 @@ async fn request_context(req: Request, next: Next) -> Response {
         .filter(|v| acceptable_request_id(v))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    let (trace_id, span_id) = {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        match crate::logging::trace_context(header("x-cloud-trace-context"), header("traceparent")) {
+            Some((t, s)) => (Some(t), s),
+            None => (None, None),
+        }
+    };
+    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(),
+        path = %req.uri().path(), trace_id = trace_id.as_deref(), span_id = span_id.as_deref());
     let started = Instant::now();
     let rid = request_id.clone();
     REQUEST_ID
@@ -134,7 +141,14 @@ fn cors(ctx: &AppContext) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod layers;
+pub mod logging;
 pub mod rate_limit;
 pub mod route_table;
 pub mod server;

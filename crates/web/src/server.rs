@@ -14,13 +14,20 @@ use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 use crate::context::AppContext;
 
-/// Installs the JSON (or pretty) log subscriber; `RUST_LOG` filters (default `info`).
-pub fn init_logging(format: LogFormat) {
+/// Installs the JSON (Cloud Logging's shape, see [`crate::logging`]) or pretty log
+/// subscriber; `RUST_LOG` filters (default `info`). `project` is the GCP project request
+/// traces belong to.
+pub fn init_logging(format: LogFormat, project: Option<String>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
+    let project = project.or_else(|| std::env::var("GOOGLE_CLOUD_PROJECT").ok().filter(|p| !p.is_empty()));
     let _ = match format {
         LogFormat::Json => registry
-            .with(fmt::layer().json().with_current_span(true).with_span_list(false))
+            .with(
+                fmt::layer()
+                    .fmt_fields(fmt::format::JsonFields::new())
+                    .event_format(crate::logging::CloudLoggingFormat { project }),
+            )
             .try_init(),
         LogFormat::Pretty => registry.with(fmt::layer()).try_init(),
     };
@@ -136,7 +143,7 @@ pub async fn run_service(
             return std::process::ExitCode::from(2);
         }
     };
-    init_logging(settings.log_format);
+    init_logging(settings.log_format, settings.gcp_project_id.clone());
     let ctx = match AppContext::build(service_name, settings).await {
         Ok(c) => c,
         Err(e) => {

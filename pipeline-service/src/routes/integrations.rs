@@ -25,8 +25,10 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetupBody {
-    /// The API key, or the service-account JSON for `gcp` (10 to 50 000 characters).
+    /// The API key, or the service-account JSON for `gcp` (10 to 50 000 characters);
+    /// `api_key` is accepted as another name for it.
     #[schema(value_type = String)]
+    #[serde(alias = "api_key")]
     pub credential: SecretString,
     /// 3 to 200 characters.
     pub credential_name: Option<String>,
@@ -61,6 +63,14 @@ pub struct SetupResponse {
     pub message: String,
     /// Schedules created or reactivated for the provider's scheduled pipelines (VALID only).
     pub schedules_activated: usize,
+    /// The org has prices for this provider in `llm_model_pricing` (its own, or the defaults
+    /// seeded now on the first successful setup).
+    pub pricing_initialized: bool,
+    /// The org has plans for this provider in `llm_subscriptions` (likewise).
+    pub subscriptions_initialized: bool,
+    /// Default price and plan rows seeded by this call.
+    pub pricing_rows_seeded: u64,
+    pub subscription_rows_seeded: u64,
 }
 
 fn provider<'a>(ctx: &'a AppContext, alias: &str) -> Result<&'a ProviderEntry, ApiError> {
@@ -242,6 +252,7 @@ async fn store(
     };
     ctx.store.store_credential(&record, Utc::now()).await?;
     let mut schedules_activated = 0;
+    let (mut pricing, mut plans) = ((false, 0), (false, 0));
     if validation == Validation::Valid {
         schedules_activated = ctx
             .scheduler
@@ -254,9 +265,12 @@ async fn store(
             "DEEPSEEK" => "deepseek",
             _ => "gemini",
         };
-        let seeded = super::pricing::seed_provider_defaults(ctx, &org.org_dataset_id, pricing_name).await?;
-        if seeded > 0 {
-            tracing::info!(org_slug = %org.org_slug, provider = pricing_name, seeded, "default prices seeded on first successful setup");
+        let dataset = &org.org_dataset_id;
+        pricing = super::pricing::seed_provider_defaults(ctx, dataset, "llm_model_pricing", pricing_name).await?;
+        plans = super::pricing::seed_provider_defaults(ctx, dataset, "llm_subscriptions", pricing_name).await?;
+        if pricing.1 + plans.1 > 0 {
+            tracing::info!(org_slug = %org.org_slug, provider = pricing_name, prices = pricing.1, plans = plans.1,
+                "defaults seeded on first successful setup");
         }
     }
     tracing::info!(org_slug = %org.org_slug, provider = %p.name, status = validation.status(), "credential stored");
@@ -268,6 +282,10 @@ async fn store(
         validation_error: validation.error().map(str::to_string),
         credential_fingerprint: fingerprint,
         schedules_activated,
+        pricing_initialized: pricing.0,
+        subscriptions_initialized: plans.0,
+        pricing_rows_seeded: pricing.1,
+        subscription_rows_seeded: plans.1,
         message: match &validation {
             Validation::Valid => format!("{} credential stored and validated", p.name),
             Validation::Invalid(_) => format!("{} credential stored but the provider rejected it", p.name),

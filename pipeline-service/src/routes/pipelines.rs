@@ -74,7 +74,7 @@ fn find_spec<'a>(ctx: &'a AppContext, segments: &[&str]) -> Result<&'a CatalogEn
         segment(s)?;
     }
     let rel = format!("{}.yml", segments.join("/"));
-    match ctx.catalog.by_path(&rel) {
+    match ctx.catalog.by_run_path(&rel) {
         Some(e) if e.kind == "data" => Ok(e),
         _ => Err(ApiError::not_found(
             "PIPELINE_NOT_FOUND",

@@ -697,14 +697,39 @@ pub async fn import_litellm(
 
 /// Seeds a provider's default prices into the org's pricing table when it has none for that
 /// provider (first successful setup of the integration). Returns the rows added.
-pub(crate) async fn seed_provider_defaults(ctx: &AppContext, dataset: &str, provider: &str) -> Result<u64, ApiError> {
-    if !table_ready(ctx, dataset).await? || !rows(ctx, dataset, provider, None).await?.is_empty() {
-        return Ok(0);
+/// Seeds a provider's defaults into an org table (`llm_model_pricing` or `llm_subscriptions`)
+/// when the org has no rows of that provider there. Returns
+/// whether the org now has rows of the provider, and how many were seeded now. The org's own
+/// rows are never touched.
+pub(crate) async fn seed_provider_defaults(
+    ctx: &AppContext,
+    dataset: &str,
+    table: &str,
+    provider: &str,
+) -> Result<(bool, u64), ApiError> {
+    // Onboarding creates both tables; an org without them (never onboarded) gets no seeds.
+    if !ctx.warehouse.table_exists(dataset, table).await? {
+        return Ok((false, 0));
     }
     let list = TableList::load(&ctx.settings.configs_dir, ONBOARDING_TABLES)
         .map_err(|e| ApiError::internal(format!("{e:?}")))?;
-    let defaults = list.seed_rows(TABLE, Some(provider)).map_err(ApiError::internal)?;
-    Ok(ctx.warehouse.insert_rows(dataset, TABLE, &defaults).await?)
+    let existing = ctx
+        .warehouse
+        .query(
+            dataset,
+            &format!("SELECT COUNT(*) AS n FROM {{{{{table}}}}} WHERE provider = @provider"),
+            &Params::new().with("provider", provider),
+        )
+        .await?
+        .first()
+        .and_then(|r| r.int("n"))
+        .unwrap_or(0);
+    if existing > 0 {
+        return Ok((true, 0));
+    }
+    let defaults = list.seed_rows(table, Some(provider)).map_err(ApiError::internal)?;
+    let seeded = ctx.warehouse.insert_rows(dataset, table, &defaults).await?;
+    Ok((seeded > 0, seeded))
 }
 
 /// Replaces a provider's rows of an org table (`llm_model_pricing` or `llm_subscriptions`)

@@ -81,7 +81,10 @@ async fn onboarding_writes_everything_once() {
     );
     assert_eq!(b["api_key_fingerprint"], json!(&key[key.len() - 4..]));
     assert_eq!(b["dataset_id"], "acme_local");
-    assert_eq!(b["subscription_status"], "TRIAL");
+    assert_eq!(
+        b["subscription_status"], "ACTIVE",
+        "no trial nobody asked for (the original's default)"
+    );
     assert!(app.data_dir().join("warehouse/acme_local.sqlite3").exists());
     for table in ["org_profiles", "org_api_keys", "org_subscriptions", "org_usage_quotas"] {
         assert_eq!(app.central_count(table, "acme").await, 1, "{table}");
@@ -393,4 +396,72 @@ async fn deleting_an_org_removes_rows_dataset_and_key() {
     assert_eq!(s, StatusCode::OK, "the other org is untouched");
     let (s, _) = del(json!({"confirm_org_slug": "gone"})).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn onboarding_takes_the_stripe_state_the_frontend_has() {
+    let app = spawn_api().await;
+    app.bootstrap().await;
+    let onboard = |body: Value| app.call(Method::POST, "/api/v1/organizations/onboard", Auth::Root, Some(body));
+    let mut body = org_body("trialco");
+    body["subscription_status"] = json!("trialing");
+    body["trial_end_date"] = json!("2030-06-30");
+    let (s, b) = onboard(body).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["subscription_status"], "TRIAL");
+    let (s, sub) = app
+        .call(
+            Method::GET,
+            "/api/v1/organizations/trialco/subscription",
+            Auth::Root,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sub}");
+    assert_eq!(
+        (sub["status"].as_str(), sub["trial_end_date"].as_str()),
+        (Some("TRIAL"), Some("2030-06-30"))
+    );
+    // A trial without an end gets the 14-day default; an ACTIVE org none.
+    let mut body = org_body("trial_default");
+    body["subscription_status"] = json!("TRIAL");
+    let (s, _) = onboard(body).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, sub) = app
+        .call(
+            Method::GET,
+            "/api/v1/organizations/trial_default/subscription",
+            Auth::Root,
+            None,
+        )
+        .await;
+    let want = (chrono::Utc::now().date_naive() + chrono::Duration::days(14)).to_string();
+    assert_eq!(sub["trial_end_date"].as_str(), Some(want.as_str()));
+    // Refused, and nothing created.
+    for (slug, extra, code) in [
+        (
+            "bad_status",
+            json!({"subscription_status": "SUSPENDED"}),
+            "INVALID_SUBSCRIPTION_STATUS",
+        ),
+        (
+            "bad_trial",
+            json!({"subscription_status": "ACTIVE", "trial_end_date": "2030-01-01"}),
+            "INVALID_DATE",
+        ),
+        (
+            "past_trial",
+            json!({"subscription_status": "TRIAL", "trial_end_date": "2020-01-01"}),
+            "INVALID_DATE",
+        ),
+    ] {
+        let mut body = org_body(slug);
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (s, b) = onboard(body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{slug}: {b}");
+        assert_error_shape(s, &b, code);
+        assert_eq!(app.central_count("org_profiles", slug).await, 0, "{slug}");
+    }
 }

@@ -134,25 +134,48 @@ async fn production_refuses_unsafe_settings_listing_every_problem() {
 #[tokio::test]
 async fn pipeline_catalogue_is_public() {
     let app = spawn_api().await;
-    let (s, b) = app
-        .call(
-            Method::GET,
-            "/api/v1/validator/pipelines?enabled_only=false",
-            Auth::None,
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    let ids: Vec<&str> = b["pipelines"]
+    let app = &app;
+    let list = |query: &'static str| async move {
+        let (s, b) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/validator/pipelines{query}"),
+                Auth::None,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let ids: Vec<String> = b["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(b["total"].as_u64().unwrap() as usize, ids.len());
+        (ids, b)
+    };
+    let setup = ["setup_bootstrap", "setup_org_dryrun", "setup_org_onboarding"];
+    // Runnable pipelines only by default; setup ones when asked for.
+    let (ids, b) = list("").await;
+    assert!(ids.contains(&"openai_usage_cost".to_string()), "{ids:?}");
+    assert!(setup.iter().all(|s| !ids.contains(&s.to_string())), "{ids:?}");
+    let gcp = b["pipelines"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
-    for id in ["setup_bootstrap", "setup_org_dryrun", "setup_org_onboarding"] {
-        assert!(ids.contains(&id), "{id} in {ids:?}");
+        .find(|p| p["id"] == "gcp_billing")
+        .unwrap();
+    assert_eq!(gcp["aliases"], json!(["gcp/cost/cost_billing", "gcp/billing"]));
+    let (ids, _) = list("?kind=setup&enabled_only=false").await;
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let (ids, _) = list("?kind=all&enabled_only=false").await;
+    for id in setup {
+        assert!(ids.contains(&id.to_string()), "{id} in {ids:?}");
     }
-    assert_eq!(b["total"].as_u64().unwrap() as usize, ids.len());
+    let (s, b) = app
+        .call(Method::GET, "/api/v1/validator/pipelines?kind=nope", Auth::None, None)
+        .await;
+    assert_error_shape(s, &b, "INVALID_QUERY");
     let (s, b) = app
         .call(
             Method::GET,

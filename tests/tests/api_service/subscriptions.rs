@@ -18,6 +18,17 @@ async fn subscription_updates() {
     let (s, b) = put(json!({"stripe_status": "past_due"})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "SUSPENDED");
+    assert_eq!(b["updated"], true, "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("status ACTIVE → SUSPENDED"),
+        "{b}"
+    );
+    let (_, b) = put(json!({"stripe_status": "past_due"})).await;
+    assert_eq!(
+        (b["updated"].as_bool(), b["status"].as_str()),
+        (Some(false), Some("SUSPENDED")),
+        "{b}"
+    );
     let (s, b) = put(json!({"stripe_status": "trialing", "trial_end_date": "2030-01-31T12:00:00Z"})).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(

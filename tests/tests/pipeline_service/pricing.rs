@@ -322,19 +322,49 @@ async fn first_successful_setup_seeds_the_providers_default_prices() {
         )
         .await;
     assert_eq!(b["validation_status"], "INVALID");
+    assert_eq!(
+        (
+            b["pricing_initialized"].as_bool(),
+            b["subscriptions_initialized"].as_bool()
+        ),
+        (Some(false), Some(false)),
+        "{b}"
+    );
     let (_, still) = app.send(reqwest::Method::GET, &key, url, None).await;
     assert_eq!(still["count"], 0, "an invalid credential seeds nothing");
-    let (_, b) = app
+    // The seed's body: `api_key` is another name for `credential`, with a credential_name.
+    let (s, b) = app
         .setup(
             &key,
             "seeding",
             "deepseek",
-            serde_json::json!({"credential": "sk-good-seed-0000001"}),
+            serde_json::json!({"api_key": "sk-good-seed-0000001", "credential_name": "Production Key"}),
         )
         .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["validation_status"], "VALID");
+    assert_eq!(
+        (
+            b["success"].as_bool(),
+            b["pricing_initialized"].as_bool(),
+            b["pricing_rows_seeded"].as_u64()
+        ),
+        (Some(true), Some(true), Some(4)),
+        "{b}"
+    );
+    assert_eq!(b["subscriptions_initialized"], true, "{b}");
     let (_, seeded) = app.send(reqwest::Method::GET, &key, url, None).await;
     assert_eq!(seeded["count"], 4, "{seeded}");
+    // Both names at once is ambiguous.
+    let (s, b) = app
+        .setup(
+            &key,
+            "seeding",
+            "deepseek",
+            serde_json::json!({"api_key": "sk-good-seed-0000001", "credential": "sk-good-seed-0000002"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     assert!(
         seeded["pricing"][0]["notes"].as_str().unwrap().starts_with("source: "),
         "each figure records its source"

@@ -93,7 +93,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    server::init_logging(api_settings.log_format);
+    server::init_logging(api_settings.log_format, api_settings.gcp_project_id.clone());
     let (api_ctx, pipe_ctx) = match (
         AppContext::build("api-service", api_settings).await,
         AppContext::build("pipeline-service", pipe_settings).await,

@@ -37,6 +37,18 @@ pub enum MetaError {
     Corrupt(String),
 }
 
+impl MetaError {
+    /// The central dataset or one of its tables does not exist yet: the platform has not
+    /// been bootstrapped (an expected state right after a fresh deploy, not a fault).
+    pub fn is_not_bootstrapped(&self) -> bool {
+        match self {
+            MetaError::Warehouse(WarehouseError::DatasetNotFound(d)) => d == CENTRAL_DATASET,
+            MetaError::Warehouse(WarehouseError::TableNotFound { dataset, .. }) => dataset == CENTRAL_DATASET,
+            _ => false,
+        }
+    }
+}
+
 /// One row of `org_profiles`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrgProfile {

@@ -65,6 +65,13 @@ pub enum SchedulerError {
     PubSub(#[from] PubSubError),
 }
 
+impl SchedulerError {
+    /// See [`MetaError::is_not_bootstrapped`].
+    pub fn is_not_bootstrapped(&self) -> bool {
+        matches!(self, SchedulerError::Meta(e) if e.is_not_bootstrapped())
+    }
+}
+
 impl From<WarehouseError> for SchedulerError {
     fn from(e: WarehouseError) -> Self {
         SchedulerError::Meta(MetaError::Warehouse(e))
@@ -958,8 +965,12 @@ impl Scheduler {
                         _ = tick.tick() => {}
                         _ = stop.cancelled() => return,
                     }
-                    if let Err(e) = this.trigger(100_000).await {
-                        tracing::warn!(error = %e, "internal scheduler: trigger failed");
+                    match this.trigger(100_000).await {
+                        // Before bootstrap there is nothing to schedule; the run service says
+                        // so once.
+                        Err(e) if e.is_not_bootstrapped() => continue,
+                        Err(e) => tracing::warn!(error = %e, "internal scheduler: trigger failed"),
+                        Ok(_) => {}
                     }
                     if this.settings.queue == SchedulerQueue::Warehouse {
                         if let Err(e) = this.process(10_000, this.settings.process_budget).await {
