@@ -2,4 +2,4 @@
 
 pub mod routes;
 
-pub use routes::{router, ApiDoc};
+pub use routes::{openapi, router, ApiDoc};

@@ -2,4 +2,4 @@
 
 pub mod routes;
 
-pub use routes::{router, ApiDoc};
+pub use routes::{llm_data_routes, openapi, router, ApiDoc, LlmDataDoc};

@@ -191,16 +191,11 @@ async fn every_org_route_of_both_routers_refuses_other_orgs_and_anonymous_caller
 /// lacks.
 #[test]
 fn every_served_route_is_documented_and_every_documented_route_served() {
-    use utoipa::OpenApi;
     let services = [
-        (
-            "api-service",
-            api_service::ApiDoc::openapi(),
-            api_service::routes::api_routes(),
-        ),
+        ("api-service", api_service::openapi(), api_service::routes::api_routes()),
         (
             "pipeline-service",
-            pipeline_service::ApiDoc::openapi(),
+            pipeline_service::openapi(),
             pipeline_service::routes::api_routes(),
         ),
     ];

@@ -27,6 +27,14 @@ use utoipa::OpenApi;
 )]
 pub struct ApiDoc;
 
+/// The whole OpenAPI document of the api-service: its own routes plus the integration and
+/// LLM-data routes it shares with the pipeline-service.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(pipeline_service::LlmDataDoc::openapi());
+    doc
+}
+
 /// Every `/api/v1` route of the service (tests walk this table).
 pub fn api_routes() -> RouteTable {
     RouteTable::new("/api/v1")
@@ -46,6 +54,8 @@ pub fn api_routes() -> RouteTable {
         .post("/organizations/{org_slug}/api-key/rotate", api_keys::rotate)
         .get("/validator/pipelines", validator::list_pipelines)
         .get("/validator/pipelines/{pipeline_id}", validator::get_pipeline)
+        // One implementation, mounted here as the original's later layout has it.
+        .merge(pipeline_service::llm_data_routes())
 }
 
 /// Builds the whole api-service app: routes, docs, shared middleware.
@@ -53,6 +63,6 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
     auth::start_revalidation(&ctx);
     let api = api_routes().into_router();
     let app = api.merge(health::routes());
-    let app = docs::mount(app, &ctx, ApiDoc::openapi());
+    let app = docs::mount(app, &ctx, openapi());
     layers::apply(app, ctx)
 }

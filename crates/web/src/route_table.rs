@@ -70,6 +70,14 @@ impl RouteTable {
         self
     }
 
+    /// Adds every route of `other` (same prefix; no path may be in both).
+    pub fn merge(mut self, other: RouteTable) -> Self {
+        debug_assert_eq!(self.prefix, other.prefix, "route tables merge under one prefix");
+        self.router = self.router.merge(other.router);
+        self.entries.extend(other.entries);
+        self
+    }
+
     /// Every route added, in order.
     pub fn entries(&self) -> &[RouteEntry] {
         &self.entries

@@ -21,13 +21,7 @@ use utoipa::OpenApi;
         health::health, health::live, health::ready, organizations::whoami,
         pipelines::run_with_domain, pipelines::run_short, pipelines::list_runs, pipelines::get_run,
         pipelines::cancel_run, pipelines::retry_run, pipelines::catalogue,
-        integrations::setup, integrations::revalidate, integrations::list, integrations::get_one,
-        integrations::update, integrations::remove,
-        pricing::list, pricing::get_model, pricing::create, pricing::update, pricing::delete, pricing::reset,
-        pricing::import_litellm,
         costs::costs, costs::reconciliation,
-        subscriptions::list, subscriptions::get_plan, subscriptions::create, subscriptions::update,
-        subscriptions::delete, subscriptions::reset,
         scheduler::list, scheduler::create, scheduler::get_one, scheduler::update, scheduler::deactivate,
         scheduler::org_runs, scheduler::get_settings, scheduler::put_settings, scheduler::trigger, scheduler::process, scheduler::process_queue, scheduler::queue,
         scheduler::status, scheduler::reset_daily_quotas, scheduler::cleanup_orphaned,
@@ -36,37 +30,33 @@ use utoipa::OpenApi;
 )]
 pub struct ApiDoc;
 
-/// Every `/api/v1` route of the service (tests walk this table).
-pub fn api_routes() -> RouteTable {
+/// The integration and LLM-data routes' OpenAPI paths (both services serve them).
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        integrations::setup, integrations::revalidate, integrations::list, integrations::get_one,
+        integrations::update, integrations::remove,
+        pricing::list, pricing::get_model, pricing::create, pricing::update, pricing::delete, pricing::reset,
+        pricing::import_litellm,
+        subscriptions::list, subscriptions::get_plan, subscriptions::create, subscriptions::update,
+        subscriptions::delete, subscriptions::reset,
+    ),
+    tags((name = "integrations"), (name = "pricing"))
+)]
+pub struct LlmDataDoc;
+
+/// The whole OpenAPI document of the pipeline-service.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(LlmDataDoc::openapi());
+    doc
+}
+
+/// Integrations (credentials) and LLM data (pricing, plans), one implementation mounted on
+/// both services: the original's later layout serves them from the api-service, its earlier
+/// one from the pipeline-service, and a frontend built against either works.
+pub fn llm_data_routes() -> RouteTable {
     RouteTable::new("/api/v1")
-        .post("/scheduler/trigger", scheduler::trigger)
-        .post("/scheduler/queue/process", scheduler::process)
-        .post("/scheduler/process-queue", scheduler::process_queue)
-        .get("/scheduler/queue", scheduler::queue)
-        .get("/scheduler/status", scheduler::status)
-        .post("/scheduler/reset-daily-quotas", scheduler::reset_daily_quotas)
-        .post("/scheduler/cleanup-orphaned-pipelines", scheduler::cleanup_orphaned)
-        .get("/scheduler/org/{org_slug}/pipelines", scheduler::list)
-        .post("/scheduler/org/{org_slug}/pipelines", scheduler::create)
-        .get("/scheduler/org/{org_slug}/pipelines/{config_id}", scheduler::get_one)
-        .put("/scheduler/org/{org_slug}/pipelines/{config_id}", scheduler::update)
-        .delete("/scheduler/org/{org_slug}/pipelines/{config_id}", scheduler::deactivate)
-        .get("/scheduler/org/{org_slug}/runs", scheduler::org_runs)
-        .get("/scheduler/org/{org_slug}/settings", scheduler::get_settings)
-        .put("/scheduler/org/{org_slug}/settings", scheduler::put_settings)
-        .get("/organizations/{org_slug}/whoami", organizations::whoami)
-        .get("/pipelines", pipelines::catalogue)
-        .get("/costs/{org_slug}", costs::costs)
-        .get("/costs/{org_slug}/reconciliation", costs::reconciliation)
-        .post("/pipelines/run/{org_slug}/{provider}/{pipeline}", pipelines::run_short)
-        .post(
-            "/pipelines/run/{org_slug}/{provider}/{domain}/{pipeline}",
-            pipelines::run_with_domain,
-        )
-        .get("/pipelines/runs", pipelines::list_runs)
-        .get("/pipelines/runs/{run_id}", pipelines::get_run)
-        .delete("/pipelines/runs/{run_id}", pipelines::cancel_run)
-        .post("/pipelines/runs/{run_id}/retry", pipelines::retry_run)
         .get("/integrations/{org_slug}", integrations::list)
         .get("/integrations/{org_slug}/{provider}", integrations::get_one)
         .put("/integrations/{org_slug}/{provider}", integrations::update)
@@ -115,6 +105,40 @@ pub fn api_routes() -> RouteTable {
         )
 }
 
+/// Every `/api/v1` route of the service (tests walk this table).
+pub fn api_routes() -> RouteTable {
+    RouteTable::new("/api/v1")
+        .post("/scheduler/trigger", scheduler::trigger)
+        .post("/scheduler/queue/process", scheduler::process)
+        .post("/scheduler/process-queue", scheduler::process_queue)
+        .get("/scheduler/queue", scheduler::queue)
+        .get("/scheduler/status", scheduler::status)
+        .post("/scheduler/reset-daily-quotas", scheduler::reset_daily_quotas)
+        .post("/scheduler/cleanup-orphaned-pipelines", scheduler::cleanup_orphaned)
+        .get("/scheduler/org/{org_slug}/pipelines", scheduler::list)
+        .post("/scheduler/org/{org_slug}/pipelines", scheduler::create)
+        .get("/scheduler/org/{org_slug}/pipelines/{config_id}", scheduler::get_one)
+        .put("/scheduler/org/{org_slug}/pipelines/{config_id}", scheduler::update)
+        .delete("/scheduler/org/{org_slug}/pipelines/{config_id}", scheduler::deactivate)
+        .get("/scheduler/org/{org_slug}/runs", scheduler::org_runs)
+        .get("/scheduler/org/{org_slug}/settings", scheduler::get_settings)
+        .put("/scheduler/org/{org_slug}/settings", scheduler::put_settings)
+        .get("/organizations/{org_slug}/whoami", organizations::whoami)
+        .get("/pipelines", pipelines::catalogue)
+        .get("/costs/{org_slug}", costs::costs)
+        .get("/costs/{org_slug}/reconciliation", costs::reconciliation)
+        .post("/pipelines/run/{org_slug}/{provider}/{pipeline}", pipelines::run_short)
+        .post(
+            "/pipelines/run/{org_slug}/{provider}/{domain}/{pipeline}",
+            pipelines::run_with_domain,
+        )
+        .get("/pipelines/runs", pipelines::list_runs)
+        .get("/pipelines/runs/{run_id}", pipelines::get_run)
+        .delete("/pipelines/runs/{run_id}", pipelines::cancel_run)
+        .post("/pipelines/runs/{run_id}/retry", pipelines::retry_run)
+        .merge(llm_data_routes())
+}
+
 /// Builds the whole pipeline-service app: routes, docs, shared middleware. Also starts the
 /// run heartbeat/sweeper loop and the scheduler's (with `SCHEDULER=internal`, trigger +
 /// process every tick; with the Pub/Sub queue, the consumer); they stop at shutdown.
@@ -125,6 +149,6 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
     auth::start_revalidation(&ctx);
     let api = api_routes().into_router();
     let app = api.merge(health::routes());
-    let app = docs::mount(app, &ctx, ApiDoc::openapi());
+    let app = docs::mount(app, &ctx, openapi());
     layers::apply(app, ctx)
 }
