@@ -97,10 +97,53 @@ pub fn with_security(mut doc: OpenApiDoc) -> OpenApiDoc {
     doc
 }
 
-/// Merges the docs routes into `router` when docs are enabled.
+/// Redoc's standalone bundle, vendored (`assets/redoc/VENDORED.md`): `/redoc` loads nothing
+/// from a CDN.
+const REDOC_JS: &[u8] = include_bytes!("../assets/redoc/redoc.standalone.js");
+
+const REDOC_PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>API reference</title>
+<style>body { margin: 0; padding: 0; }</style>
+</head>
+<body>
+<redoc spec-url="/openapi.json" hide-download-button="false"></redoc>
+<script src="/redoc/redoc.standalone.js"></script>
+</body>
+</html>
+"#;
+
+async fn redoc_page() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        REDOC_PAGE,
+    )
+}
+
+async fn redoc_js() -> impl axum::response::IntoResponse {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        REDOC_JS,
+    )
+}
+
+/// Merges the docs routes into `router` when docs are enabled: Swagger UI at `/docs`, Redoc
+/// at `/redoc`, the document at `/openapi.json`, all served from the binary.
 pub fn mount(router: Router<Arc<AppContext>>, ctx: &AppContext, doc: OpenApiDoc) -> Router<Arc<AppContext>> {
     if !ctx.settings.enable_api_docs {
         return router;
     }
-    router.merge(SwaggerUi::new("/docs").url("/openapi.json", with_security(doc)))
+    router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", with_security(doc)))
+        .route("/redoc", axum::routing::get(redoc_page))
+        .route("/redoc/redoc.standalone.js", axum::routing::get(redoc_js))
 }

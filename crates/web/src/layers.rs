@@ -110,7 +110,7 @@ async fn json_errors(response: Response) -> Response {
 async fn global_rate_limit(State(ctx): State<Arc<AppContext>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let exempt = path.starts_with("/health") || path == "/" || path == "/metrics";
-    let docs = path == "/openapi.json" || path.starts_with("/docs");
+    let docs = path == "/openapi.json" || path.starts_with("/docs") || path.starts_with("/redoc");
     if !exempt && !docs {
         let problems = ctx.config_health.problems();
         if !problems.is_empty() {

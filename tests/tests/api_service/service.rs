@@ -48,9 +48,36 @@ async fn docs_are_served_and_can_be_disabled() {
     let ui = app.client.get(app.server.url("/docs/")).send().await.unwrap();
     assert_eq!(ui.status(), StatusCode::OK);
     assert!(ui.text().await.unwrap().contains("swagger"), "vendored Swagger UI page");
+    // Redoc, vendored: the page and its script come from the binary, nothing from a CDN.
+    let page = app.client.get(app.server.url("/redoc")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#"spec-url="/openapi.json""#) && html.contains(r#"src="/redoc/redoc.standalone.js""#),
+        "{html}"
+    );
+    assert!(!html.contains("https://"), "no remote asset: {html}");
+    let js = app
+        .client
+        .get(app.server.url("/redoc/redoc.standalone.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), StatusCode::OK);
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/javascript"));
+    let body = js.text().await.unwrap();
+    assert!(
+        body.len() > 500_000 && !body.contains("cdn.redoc.ly"),
+        "the vendored bundle"
+    );
     let off = spawn_api_with(&[("ENABLE_API_DOCS", "false")]).await;
-    let (s, _) = off.call(Method::GET, "/openapi.json", Auth::None, None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    for path in ["/openapi.json", "/redoc"] {
+        let (s, _) = off.call(Method::GET, path, Auth::None, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+    }
 }
 
 #[tokio::test]
