@@ -352,3 +352,124 @@ async fn gcp_billing_export_into_the_embedded_warehouse() {
 async fn gcp_billing_export_into_bigquery() {
     billing_day(false).await;
 }
+
+/// Setup with only the credential (the seed's `{"credential": "<service account JSON>"}`):
+/// the export table is discovered with the service account in its project's datasets; with
+/// none there, the integration is VALID with `billing_export_table: null`, a message saying how
+/// to set it, and the billing pipeline fails with that same message; with both kinds of
+/// export, the resource-level one is chosen and the reply says so.
+#[tokio::test]
+async fn gcp_setup_with_only_the_credential_discovers_the_billing_export() {
+    let emu = BigQueryEmulator::start();
+    let c = Client::new();
+    let (sa, token_url) = cloudact_e2e::sandbox_service_account().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env: HashMap<&'static str, String> = HashMap::new();
+    env.insert(
+        "GCP_BIGQUERY_BASE_URL",
+        emu.base_url.trim_end_matches("/bigquery/v2").to_string(),
+    );
+    env.insert("GCP_OAUTH_TOKEN_URL", token_url);
+    let api = Service::start("api-service", dir.path(), &env);
+    let pipe = Service::start("pipeline-service", dir.path(), &env);
+    let root = |r: reqwest::RequestBuilder| r.header("X-CA-Root-Key", ROOT_KEY);
+    let (s, b) = send(root(c.post(api.url("/api/v1/admin/bootstrap")))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = send(
+        root(c.post(api.url("/api/v1/organizations/onboard")))
+            .json(&json!({"org_slug": "discover", "company_name": "Discover", "admin_email": "ops@discover.example"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let key = b["api_key"].as_str().unwrap().to_string();
+    let setup = || async {
+        send(
+            c.post(pipe.url("/api/v1/integrations/discover/gcp/setup"))
+                .header("X-API-Key", &key)
+                .json(&json!({"credential": sa.to_string()})),
+        )
+        .await
+    };
+
+    // Nothing exported yet (a dataset without export tables).
+    bq(
+        &c,
+        &emu,
+        "/datasets",
+        json!({"datasetReference": {"projectId": "test-proj", "datasetId": "analytics"}}),
+    )
+    .await;
+    let (s, b) = setup().await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["validation_status"], "VALID", "{b}");
+    assert_eq!(b["billing_export_table"], Value::Null, "{b}");
+    let message = b["message"].as_str().unwrap();
+    assert!(message.contains("PUT /api/v1/integrations/{org_slug}/gcp"), "{message}");
+    let (s, b) = send(
+        c.post(pipe.url("/api/v1/pipelines/run/discover/gcp/cost/billing"))
+            .header("X-API-Key", &key)
+            .json(&json!({"date": "2026-01-10"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["pipeline_logging_id"].as_str().unwrap().to_string();
+    let mut run = Value::Null;
+    for _ in 0..600 {
+        let (_, r) = send(
+            c.get(pipe.url(&format!("/api/v1/pipelines/runs/{id}")))
+                .header("X-API-Key", &key),
+        )
+        .await;
+        if !matches!(r["status"].as_str(), Some("PENDING") | Some("RUNNING")) {
+            run = r;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert!(
+        run["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("PUT /api/v1/integrations/{org_slug}/gcp"),
+        "the same clear message: {run}"
+    );
+
+    // The standard export appears: found and read.
+    customer_export(&c, &emu).await;
+    let (s, b) = setup().await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["validation_status"].as_str(), b["billing_export_table"].as_str()),
+        (Some("VALID"), Some(SOURCE)),
+        "{b}"
+    );
+    // And a resource-level export beside it: preferred, and the reply says so.
+    let resource = "test-proj.cust_billing.gcp_billing_export_resource_v1_0A1B2C";
+    bq(
+        &c,
+        &emu,
+        "/queries",
+        json!({"query": format!("CREATE TABLE `{resource}` AS SELECT * FROM `{SOURCE}`"), "useLegacySql": false}),
+    )
+    .await;
+    let (s, b) = setup().await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["billing_export_table"], resource, "{b}");
+    let message = b["message"].as_str().unwrap();
+    assert!(
+        message.contains("resource-level") && message.contains(SOURCE),
+        "{message}"
+    );
+    let (_, listed) = send(
+        c.get(pipe.url("/api/v1/integrations/discover/gcp"))
+            .header("X-API-Key", &key),
+    )
+    .await;
+    assert_eq!(
+        listed["metadata"]["billing_export_table"], resource,
+        "stored in the metadata: {listed}"
+    );
+    assert!(api.terminate().success());
+    assert!(pipe.terminate().success());
+}

@@ -14,7 +14,7 @@ use chrono::Utc;
 use cloudact_core::{auth::key_fingerprint, config::ProviderEntry, meta::integrations::NewCredential, warehouse::Row};
 use cloudact_pipeline::{
     context::credential_aad,
-    providers::validate::{validate_api_key, validate_service_account, Validation},
+    providers::validate::{discover_billing_export, validate_api_key, validate_service_account, Validation},
 };
 use cloudact_web::{ApiError, ApiJson, AppContext, OrgAuth, OrgPath};
 use secrecy::{ExposeSecret, SecretString};
@@ -71,6 +71,9 @@ pub struct SetupResponse {
     /// Default price and plan rows seeded by this call.
     pub pricing_rows_seeded: u64,
     pub subscription_rows_seeded: u64,
+    /// GCP: the billing export table read by the billing pipeline (given, or discovered in the
+    /// service account's project; null when none was found — set it with `PUT`).
+    pub billing_export_table: Option<String>,
 }
 
 fn provider<'a>(ctx: &'a AppContext, alias: &str) -> Result<&'a ProviderEntry, ApiError> {
@@ -149,16 +152,12 @@ fn check_format(
                 format!("service-account JSON is missing: {}", missing.join(", ")),
             ));
         }
-        let table = metadata
-            .get("billing_export_table")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "INVALID_BILLING_TABLE",
-                    "metadata.billing_export_table is required for gcp",
-                )
-            })?;
-        check_billing_table(table)?;
+        // Optional: without it, setup discovers the export in the account's project.
+        match metadata.get("billing_export_table") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(table)) => check_billing_table(table)?,
+            Some(_) => check_billing_table("")?,
+        }
         metadata.insert("project_id".into(), sa["project_id"].clone());
         metadata.insert("client_email".into(), sa["client_email"].clone());
         let fp = key_fingerprint(
@@ -219,7 +218,7 @@ async fn store(
         user,
     } = input;
     let raw = credential.expose_secret();
-    let (fingerprint, metadata) = check_format(p, raw, bounded_metadata(metadata)?)?;
+    let (fingerprint, mut metadata) = check_format(p, raw, bounded_metadata(metadata)?)?;
     let name = name.unwrap_or_else(|| format!("{} credential", p.name));
     if !(3..=200).contains(&name.chars().count()) {
         return Err(ApiError::unprocessable(
@@ -227,11 +226,44 @@ async fn store(
             "credential_name must be 3 to 200 characters",
         ));
     }
+    let mut discovery_note = None;
+    let discover = p.credential_type == "SERVICE_ACCOUNT_JSON"
+        && metadata.get("billing_export_table").and_then(Value::as_str).is_none();
     let validation = if skip_validation {
         Validation::Pending("validation skipped on request".to_string())
+    } else if discover {
+        // Only the credential: find the billing export with the account itself.
+        let http = &ctx.executor.services().http;
+        match discover_billing_export(http, p, &ctx.settings.gcp_token_url, raw).await {
+            Err(v) => v,
+            Ok(found) => {
+                let table = found.chosen.clone();
+                metadata.insert(
+                    "billing_export_table".into(),
+                    table.clone().map(Value::from).unwrap_or(Value::Null),
+                );
+                metadata.insert(
+                    "billing_export_discovery".into(),
+                    json!({"found": found.found, "message": found.message}),
+                );
+                discovery_note = Some(found.message);
+                match table {
+                    Some(t) => validate_service_account(http, p, &ctx.settings.gcp_token_url, raw, &t).await,
+                    None => Validation::Valid,
+                }
+            }
+        }
     } else {
         validate(ctx, p, raw, &metadata).await
     };
+    let billing_export_table = (p.credential_type == "SERVICE_ACCOUNT_JSON")
+        .then(|| {
+            metadata
+                .get("billing_export_table")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .flatten();
     let ciphertext = ctx
         .kms
         .encrypt(raw.as_bytes(), credential_aad(&org.org_slug, &p.name).as_bytes())
@@ -286,10 +318,17 @@ async fn store(
         subscriptions_initialized: plans.0,
         pricing_rows_seeded: pricing.1,
         subscription_rows_seeded: plans.1,
-        message: match &validation {
-            Validation::Valid => format!("{} credential stored and validated", p.name),
-            Validation::Invalid(_) => format!("{} credential stored but the provider rejected it", p.name),
-            Validation::Pending(_) => format!("{} credential stored; not validated yet", p.name),
+        billing_export_table,
+        message: {
+            let outcome = match &validation {
+                Validation::Valid => format!("{} credential stored and validated", p.name),
+                Validation::Invalid(_) => format!("{} credential stored but the provider rejected it", p.name),
+                Validation::Pending(_) => format!("{} credential stored; not validated yet", p.name),
+            };
+            match discovery_note {
+                Some(note) => format!("{outcome}; {note}"),
+                None => outcome,
+            }
         },
     })
 }
@@ -487,12 +526,11 @@ pub async fn update(
             .unwrap_or_default(),
     };
     if p.credential_type == "SERVICE_ACCOUNT_JSON" {
-        let table = metadata
-            .get("billing_export_table")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        check_billing_table(&table)?;
+        match metadata.get("billing_export_table") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(table)) => check_billing_table(table)?,
+            Some(_) => check_billing_table("")?,
+        }
         for keep in ["project_id", "client_email"] {
             if let Some(v) = row.json("metadata").and_then(|m| m.get(keep).cloned()) {
                 metadata.insert(keep.into(), v);

@@ -308,10 +308,11 @@ async fn gcp_service_accounts_are_checked_before_anything_is_stored() {
             table.clone(),
             "private_key, client_email",
         ),
+        // Without a table, setup discovers it (tests/gcp_billing.rs); a non-text one is refused.
         (
             sa(serde_json::json!({})),
-            serde_json::json!({}),
-            "billing_export_table is required",
+            serde_json::json!({"billing_export_table": 42}),
+            "project.dataset.table",
         ),
         (
             sa(serde_json::json!({})),

@@ -270,9 +270,196 @@ pub async fn validate_service_account(
     }
 }
 
+/// Billing export table name prefixes (Cloud Billing's standard and resource-level exports).
+pub const STANDARD_EXPORT_PREFIX: &str = "gcp_billing_export_v1_";
+pub const RESOURCE_EXPORT_PREFIX: &str = "gcp_billing_export_resource_v1_";
+
+/// What the billing-export discovery found in the service account's project.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BillingDiscovery {
+    /// The table to read (`project.dataset.table`), if any was found.
+    pub chosen: Option<String>,
+    /// Every export table found.
+    pub found: Vec<String>,
+    /// What was done, for the person setting it up.
+    pub message: String,
+}
+
+/// The message given (at setup, and by the billing pipeline) when no export table is known.
+pub fn no_billing_table_message(project: &str) -> String {
+    format!(
+        "no Cloud Billing export table (gcp_billing_export_v1_* or gcp_billing_export_resource_v1_*) is visible to \
+         this service account in project {project}; enable the export to BigQuery, then set it with \
+         PUT /api/v1/integrations/{{org_slug}}/gcp {{\"metadata\": {{\"billing_export_table\": \"project.dataset.table\"}}}}"
+    )
+}
+
+/// Picks the export to read among those found: the resource-level export when there is one
+/// (it is the standard export plus resource names), else the standard one; several of a kind
+/// → the first by name, and the message says so.
+pub fn choose_billing_table(project: &str, found: &[String]) -> BillingDiscovery {
+    let kind = |prefix: &str| {
+        let mut v: Vec<&String> = found
+            .iter()
+            .filter(|t| t.rsplit('.').next().is_some_and(|n| n.starts_with(prefix)))
+            .collect();
+        v.sort();
+        v
+    };
+    let (resource, standard) = (kind(RESOURCE_EXPORT_PREFIX), kind(STANDARD_EXPORT_PREFIX));
+    let (pick, label) = match (resource.first(), standard.first()) {
+        (Some(r), _) => (Some((*r).clone()), "resource-level"),
+        (None, Some(s)) => (Some((*s).clone()), "standard"),
+        (None, None) => (None, ""),
+    };
+    let message = match &pick {
+        None => no_billing_table_message(project),
+        Some(t) if found.len() == 1 => format!("found the billing export table {t}"),
+        Some(t) => format!(
+            "found {} billing export tables ({}); using the {label} export {t} — set another with PUT …/integrations/{{org_slug}}/gcp",
+            found.len(),
+            found.join(", ")
+        ),
+    };
+    BillingDiscovery {
+        chosen: pick,
+        found: found.to_vec(),
+        message,
+    }
+}
+
+/// The `id`s of one BigQuery list API (`datasets` or `tables`), every page (at most 20).
+async fn list_ids(
+    http: &reqwest::Client,
+    token: &str,
+    url: String,
+    items: &'static str,
+    project: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, Validation> {
+    let mut ids = Vec::new();
+    let mut page: Option<String> = None;
+    for _ in 0..20 {
+        let mut req = http
+            .get(&url)
+            .bearer_auth(token)
+            .timeout(timeout)
+            .query(&[("maxResults", "1000")]);
+        if let Some(p) = &page {
+            req = req.query(&[("pageToken", p.as_str())]);
+        }
+        let r = req.send().await.map_err(|e| {
+            Validation::Pending(format!(
+                "BigQuery could not be reached ({}); re-validate later",
+                e.without_url()
+            ))
+        })?;
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        match status {
+            200..=299 => {}
+            429 | 500..=599 => {
+                return Err(Validation::Pending(format!(
+                    "BigQuery returned {status}; re-validate later"
+                )))
+            }
+            _ => {
+                return Err(Validation::Invalid(format!(
+                    "the service account cannot list BigQuery {items} of project {project}: {}",
+                    body["error"]["message"].as_str().unwrap_or("refused")
+                )))
+            }
+        }
+        for item in body[items].as_array().map(Vec::as_slice).unwrap_or_default() {
+            if let Some(id) = item["id"].as_str() {
+                ids.push(id.to_string());
+            }
+        }
+        page = body["nextPageToken"]
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .map(str::to_string);
+        if page.is_none() {
+            break;
+        }
+    }
+    Ok(ids)
+}
+
+/// Finds the Cloud Billing export tables in the service account's own project: every dataset
+/// (`datasets.list`, at most 100) and its tables (`tables.list`), both paged by `pageToken`. `Invalid` when BigQuery refuses the account, `Pending` when it could not
+/// answer.
+pub async fn discover_billing_export(
+    http: &reqwest::Client,
+    bigquery: &ProviderEntry,
+    token_url: &str,
+    sa_json: &str,
+) -> Result<BillingDiscovery, Validation> {
+    let timeout = Duration::from_secs(bigquery.validation_timeout_seconds);
+    let (token, project) = service_account_token(http, sa_json, BIGQUERY_READONLY_SCOPE, token_url, timeout).await?;
+    let base = format!("{}/bigquery/v2/projects/{project}", bigquery.effective_base_url());
+    let list = |url: String, items: &'static str| list_ids(http, &token, url, items, &project, timeout);
+    let datasets: Vec<String> = list(format!("{base}/datasets"), "datasets")
+        .await?
+        .into_iter()
+        .map(|id| id.rsplit(':').next().unwrap_or(&id).to_string())
+        .collect();
+    if datasets.len() > 100 {
+        return Err(Validation::Pending(format!(
+            "project {project} has {} datasets, too many to search; set metadata.billing_export_table",
+            datasets.len()
+        )));
+    }
+    let mut found = Vec::new();
+    for ds in datasets {
+        let ident_ok = !ds.is_empty() && ds.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ident_ok {
+            continue;
+        }
+        for id in list(format!("{base}/datasets/{ds}/tables"), "tables").await? {
+            // `project:dataset.table`
+            let table = id.rsplit('.').next().unwrap_or(&id).to_string();
+            if table.starts_with(STANDARD_EXPORT_PREFIX) || table.starts_with(RESOURCE_EXPORT_PREFIX) {
+                let name = format!("{project}.{ds}.{table}");
+                if is_billing_table(&name) {
+                    found.push(name);
+                }
+            }
+        }
+    }
+    Ok(choose_billing_table(&project, &found))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::provider_message;
+    use super::{choose_billing_table, provider_message};
+
+    #[test]
+    fn the_resource_level_export_is_preferred_and_the_choice_explained() {
+        let found = vec![
+            "p-123456.b.gcp_billing_export_v1_01".to_string(),
+            "p-123456.b.gcp_billing_export_resource_v1_01".to_string(),
+        ];
+        let d = choose_billing_table("p-123456", &found);
+        assert_eq!(
+            d.chosen.as_deref(),
+            Some("p-123456.b.gcp_billing_export_resource_v1_01")
+        );
+        assert!(
+            d.message.contains("resource-level") && d.message.contains("found 2"),
+            "{}",
+            d.message
+        );
+        let one = choose_billing_table("p-123456", &found[..1]);
+        assert_eq!(one.chosen.as_deref(), Some("p-123456.b.gcp_billing_export_v1_01"));
+        let none = choose_billing_table("p-123456", &[]);
+        assert_eq!(none.chosen, None);
+        assert!(
+            none.message.contains("PUT /api/v1/integrations/{org_slug}/gcp"),
+            "{}",
+            none.message
+        );
+    }
 
     #[test]
     fn a_provider_echo_of_the_key_never_reaches_the_stored_error() {

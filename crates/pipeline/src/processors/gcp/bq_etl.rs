@@ -217,7 +217,11 @@ impl Processor for BillingEtl {
         let (sa, metadata) = ctx.credential_with_metadata("gcp_sa").await?;
         let source = metadata["billing_export_table"]
             .as_str()
-            .ok_or_else(|| ProcessorError::Invalid("the GCP integration names no billing_export_table".into()))?
+            .ok_or_else(|| {
+                ProcessorError::Invalid(crate::providers::validate::no_billing_table_message(
+                    metadata["project_id"].as_str().unwrap_or("(unknown)"),
+                ))
+            })?
             .to_string();
         check_source(&source)?;
         let http = &ctx.services.http;
