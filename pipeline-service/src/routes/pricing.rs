@@ -117,6 +117,81 @@ pub struct PricingBody {
     pub end_date: Option<String>,
     pub is_enabled: Option<bool>,
     pub notes: Option<String>,
+    /// standard (default), free_tier, volume_discount, committed_use, promotional, negotiated.
+    pub pricing_type: Option<String>,
+    /// Input / output tokens free per `free_tier_reset_frequency` period.
+    pub free_tier_input_tokens: Option<i64>,
+    pub free_tier_output_tokens: Option<i64>,
+    /// daily, monthly or never (one allowance from `effective_date`).
+    pub free_tier_reset_frequency: Option<String>,
+    /// Percentage (0–100) off every price of the row.
+    #[schema(value_type = Option<f64>)]
+    pub discount_percentage: Option<Value>,
+    /// volume, commitment, promotion, negotiated or trial.
+    pub discount_reason: Option<String>,
+    /// Month-to-date tokens of the model needed for this row's prices; below it the base
+    /// prices apply.
+    pub volume_threshold_tokens: Option<i64>,
+    #[schema(value_type = Option<f64>)]
+    pub base_input_price_per_1m: Option<Value>,
+    #[schema(value_type = Option<f64>)]
+    pub base_output_price_per_1m: Option<Value>,
+    /// Original-frontend form of the base prices: converted to per 1M.
+    #[schema(value_type = Option<f64>)]
+    pub base_input_price_per_1k: Option<Value>,
+    #[schema(value_type = Option<f64>)]
+    pub base_output_price_per_1k: Option<Value>,
+}
+
+/// A pricing term's typed value.
+pub(crate) enum Term {
+    Text(String),
+    Int(i64),
+    Dec(Decimal),
+    Date(NaiveDate),
+}
+
+impl Term {
+    pub(crate) fn set(self, row: &mut Row, name: &str) {
+        match self {
+            Term::Text(v) => row.set(name, v),
+            Term::Int(v) => row.set(name, v),
+            Term::Dec(v) => row.set(name, v),
+            Term::Date(v) => row.set(name, v),
+        }
+    }
+
+    pub(crate) fn bind(self, params: Params, name: &str) -> Params {
+        match self {
+            Term::Text(v) => params.with(name, v),
+            Term::Int(v) => params.with(name, v),
+            Term::Dec(v) => params.with(name, v),
+            Term::Date(v) => params.with(name, v),
+        }
+    }
+}
+
+/// One of a fixed set of words, or a 422 naming them.
+fn one_of(field: &str, v: &str, allowed: &[&str]) -> Result<Term, ApiError> {
+    if allowed.contains(&v) {
+        Ok(Term::Text(v.to_string()))
+    } else {
+        Err(ApiError::unprocessable(
+            "VALIDATION_ERROR",
+            format!("{field} must be one of {}", allowed.join(", ")),
+        ))
+    }
+}
+
+fn tokens(field: &str, v: i64) -> Result<Term, ApiError> {
+    if (0..=1_000_000_000_000_000).contains(&v) {
+        Ok(Term::Int(v))
+    } else {
+        Err(ApiError::unprocessable(
+            "VALIDATION_ERROR",
+            format!("{field} must be a token count from 0"),
+        ))
+    }
 }
 
 /// A per-1M price field, and its per-1K form when the original frontend may send one.
@@ -158,6 +233,78 @@ impl PricingBody {
         }
         Ok(out)
     }
+
+    /// The terms given in the body that change what a price costs (discount, free tier,
+    /// volume threshold with its base prices), checked.
+    fn terms(&self) -> Result<Vec<(&'static str, Term)>, ApiError> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.pricing_type {
+            let allowed = [
+                "standard",
+                "free_tier",
+                "volume_discount",
+                "committed_use",
+                "promotional",
+                "negotiated",
+            ];
+            out.push(("pricing_type", one_of("pricing_type", t, &allowed)?));
+        }
+        if let Some(n) = self.free_tier_input_tokens {
+            out.push(("free_tier_input_tokens", tokens("free_tier_input_tokens", n)?));
+        }
+        if let Some(n) = self.free_tier_output_tokens {
+            out.push(("free_tier_output_tokens", tokens("free_tier_output_tokens", n)?));
+        }
+        if let Some(f) = &self.free_tier_reset_frequency {
+            out.push((
+                "free_tier_reset_frequency",
+                one_of("free_tier_reset_frequency", f, &["daily", "monthly", "never"])?,
+            ));
+        }
+        if let Some(v) = &self.discount_percentage {
+            let d = price("discount_percentage", v)?;
+            if d > Decimal::from(100) {
+                return Err(ApiError::unprocessable(
+                    "VALIDATION_ERROR",
+                    "discount_percentage must be 0 to 100",
+                ));
+            }
+            out.push(("discount_percentage", Term::Dec(d)));
+        }
+        if let Some(r) = &self.discount_reason {
+            let allowed = ["volume", "commitment", "promotion", "negotiated", "trial"];
+            out.push(("discount_reason", one_of("discount_reason", r, &allowed)?));
+        }
+        if let Some(n) = self.volume_threshold_tokens {
+            out.push(("volume_threshold_tokens", tokens("volume_threshold_tokens", n)?));
+        }
+        let thousand = Decimal::from(1000);
+        for (name, per_1m, per_1k) in [
+            (
+                "base_input_price_per_1m",
+                &self.base_input_price_per_1m,
+                &self.base_input_price_per_1k,
+            ),
+            (
+                "base_output_price_per_1m",
+                &self.base_output_price_per_1m,
+                &self.base_output_price_per_1k,
+            ),
+        ] {
+            match (per_1m, per_1k) {
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::unprocessable(
+                        "INVALID_PRICE",
+                        format!("give {name} or its per-1K form, not both"),
+                    ))
+                }
+                (Some(v), None) => out.push((name, Term::Dec(price(name, v)?))),
+                (None, Some(v)) => out.push((name, Term::Dec((price(name, v)? * thousand).normalize()))),
+                (None, None) => {}
+            }
+        }
+        Ok(out)
+    }
 }
 
 pub(crate) fn row_json(r: &Row) -> Value {
@@ -169,9 +316,21 @@ pub(crate) fn row_json(r: &Row) -> Value {
     for (m, k) in [
         ("input_price_per_1m", "input_price_per_1k"),
         ("output_price_per_1m", "output_price_per_1k"),
+        ("base_input_price_per_1m", "base_input_price_per_1k"),
+        ("base_output_price_per_1m", "base_output_price_per_1k"),
     ] {
         if let Some(d) = r.numeric(m) {
             obj.insert(k.into(), json!((d / thousand).normalize().to_string()));
+        }
+    }
+    // The original's classifications, never missing (its list/get answered 500 without them):
+    // `pricing_type` of a price row, `tier_type` of a plan.
+    for (key, field, default) in [
+        ("model_id", "pricing_type", "standard"),
+        ("plan_name", "tier_type", "paid"),
+    ] {
+        if obj.contains_key(key) && obj.get(field).is_none_or(Value::is_null) {
+            obj.insert(field.into(), json!(default));
         }
     }
     Value::Object(obj)
@@ -219,28 +378,68 @@ pub async fn list(
     ))
 }
 
-/// One model's prices (every tier and effective date).
+/// Which row of a model `GET …/pricing/{model_id}` answers with.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ModelQuery {
+    /// Default standard.
+    pub pricing_tier: Option<String>,
+    /// Default: the row in effect today (else the latest).
+    pub effective_date: Option<String>,
+    /// `true`: every tier and effective date, as `{pricing: [...], count}`.
+    pub all: Option<bool>,
+}
+
+/// One model's price row in the original's shape: the standard tier in effect today unless
+/// `pricing_tier` / `effective_date` say otherwise; `all=true` lists every row.
 #[utoipa::path(get, path = "/api/v1/integrations/{org_slug}/{provider}/pricing/{model_id}", tag = "pricing",
-    params(("org_slug" = String, Path), ("provider" = String, Path), ("model_id" = String, Path)), security(("api_key" = [])),
+    params(("org_slug" = String, Path), ("provider" = String, Path), ("model_id" = String, Path), ModelQuery),
+    security(("api_key" = [])),
     responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_model(
     State(ctx): State<Arc<AppContext>>,
     OrgPath(org): OrgPath,
     Path((_org_slug, alias, model_id)): Path<(String, String, String)>,
+    query: Result<Query<ModelQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
     let provider = pricing_provider(&alias)?;
     check_model_id(&model_id)?;
     let found = rows(&ctx, &org.org_dataset_id, provider, Some(&model_id)).await?;
+    let not_found =
+        |what: String| ApiError::not_found("PRICING_NOT_FOUND", format!("Pricing not found for model: {what}"));
     if found.is_empty() {
-        return Err(ApiError::not_found(
-            "PRICING_NOT_FOUND",
-            format!("Pricing not found for model: {model_id}"),
+        return Err(not_found(model_id));
+    }
+    if q.all == Some(true) {
+        return Ok(Json(
+            json!({"org_slug": org.org_slug, "provider": provider, "model_id": model_id, "count": found.len(),
+                   "pricing": found.iter().map(row_json).collect::<Vec<_>>()}),
         ));
     }
-    Ok(Json(
-        json!({"org_slug": org.org_slug, "provider": provider, "model_id": model_id, "count": found.len(),
-                   "pricing": found.iter().map(row_json).collect::<Vec<_>>()}),
-    ))
+    let tier = q.pricing_tier.as_deref().unwrap_or("standard");
+    let in_tier: Vec<&Row> = found
+        .iter()
+        .filter(|r| r.string("pricing_tier").as_deref() == Some(tier))
+        .collect();
+    let today = Utc::now().date_naive();
+    let row = match q.effective_date.as_deref() {
+        Some(d) => {
+            let d = date("effective_date", d)?;
+            in_tier.into_iter().find(|r| r.date("effective_date") == Some(d))
+        }
+        None => {
+            let current = in_tier
+                .iter()
+                .filter(|r| r.date("effective_date").is_some_and(|e| e <= today))
+                .filter(|r| r.date("end_date").is_none_or(|e| e >= today))
+                .max_by_key(|r| r.date("effective_date"))
+                .copied();
+            current.or_else(|| in_tier.into_iter().max_by_key(|r| r.date("effective_date")))
+        }
+    }
+    .ok_or_else(|| not_found(format!("{model_id} ({tier})")))?;
+    Ok(Json(row_json(row)))
 }
 
 /// Adds a price (a model, tier and effective date not priced yet).
@@ -329,6 +528,12 @@ pub async fn create(
     for (k, v) in prices {
         row.set(k, v);
     }
+    for (k, t) in body.terms()? {
+        t.set(&mut row, k);
+    }
+    if !row.0.contains_key("pricing_type") {
+        row.set("pricing_type", "standard");
+    }
     ctx.warehouse
         .insert_rows(&org.org_dataset_id, TABLE, std::slice::from_ref(&row))
         .await?;
@@ -392,6 +597,10 @@ pub async fn update(
     for (k, v) in body.prices()? {
         sets.push(format!("{k} = @{k}"));
         params = params.with(k, v);
+    }
+    for (k, t) in body.terms()? {
+        sets.push(format!("{k} = @{k}"));
+        params = t.bind(params, k);
     }
     if let Some(n) = &body.model_name {
         sets.push("model_name = @model_name".into());

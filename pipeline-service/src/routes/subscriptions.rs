@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::pricing::{date, price, pricing_provider, row_json};
+use super::pricing::{date, price, pricing_provider, row_json, Term};
 
 const TABLE: &str = "llm_subscriptions";
 
@@ -48,6 +48,81 @@ pub struct PlanBody {
     /// api_key, service_account or oauth.
     pub auth_type: Option<String>,
     pub notes: Option<String>,
+    /// free, trial, paid (default), enterprise or committed_use.
+    pub tier_type: Option<String>,
+    pub trial_end_date: Option<String>,
+    #[schema(value_type = Option<f64>)]
+    pub trial_credit_usd: Option<Value>,
+    pub monthly_token_limit: Option<i64>,
+    pub daily_token_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub rpd_limit: Option<i64>,
+    pub tpd_limit: Option<i64>,
+    pub concurrent_limit: Option<i64>,
+    #[schema(value_type = Option<f64>)]
+    pub committed_spend_usd: Option<Value>,
+    pub commitment_term_months: Option<i64>,
+    /// 0–100.
+    #[schema(value_type = Option<f64>)]
+    pub discount_percentage: Option<Value>,
+}
+
+impl PlanBody {
+    /// The original's plan terms given in the body, checked.
+    fn terms(&self) -> Result<Vec<(&'static str, Term)>, ApiError> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.tier_type {
+            let allowed = ["free", "trial", "paid", "enterprise", "committed_use"];
+            if !allowed.contains(&t.as_str()) {
+                return Err(ApiError::unprocessable(
+                    "VALIDATION_ERROR",
+                    format!("tier_type must be one of {}", allowed.join(", ")),
+                ));
+            }
+            out.push(("tier_type", Term::Text(t.clone())));
+        }
+        if let Some(d) = &self.trial_end_date {
+            out.push(("trial_end_date", Term::Date(date("trial_end_date", d)?)));
+        }
+        for (name, v) in [
+            ("trial_credit_usd", &self.trial_credit_usd),
+            ("committed_spend_usd", &self.committed_spend_usd),
+            ("discount_percentage", &self.discount_percentage),
+        ] {
+            if let Some(v) = v {
+                let d = price(name, v)?;
+                if name == "discount_percentage" && d > rust_decimal::Decimal::from(100) {
+                    return Err(ApiError::unprocessable(
+                        "VALIDATION_ERROR",
+                        "discount_percentage must be 0 to 100",
+                    ));
+                }
+                out.push((name, Term::Dec(d)));
+            }
+        }
+        for (name, v) in [
+            ("monthly_token_limit", self.monthly_token_limit),
+            ("daily_token_limit", self.daily_token_limit),
+            ("rpm_limit", self.rpm_limit),
+            ("tpm_limit", self.tpm_limit),
+            ("rpd_limit", self.rpd_limit),
+            ("tpd_limit", self.tpd_limit),
+            ("concurrent_limit", self.concurrent_limit),
+            ("commitment_term_months", self.commitment_term_months),
+        ] {
+            if let Some(n) = v {
+                if n < 0 {
+                    return Err(ApiError::unprocessable(
+                        "VALIDATION_ERROR",
+                        format!("{name} must be 0 or more"),
+                    ));
+                }
+                out.push((name, Term::Int(n)));
+            }
+        }
+        Ok(out)
+    }
 }
 
 async fn plans(ctx: &AppContext, dataset: &str, provider: &str, plan: Option<&str>) -> Result<Vec<Row>, ApiError> {
@@ -180,7 +255,7 @@ pub async fn create(
         ));
     }
     let now = Utc::now();
-    let row = Row::new()
+    let mut row = Row::new()
         .with("subscription_id", id)
         .with("provider", provider)
         .with("plan_name", plan.as_str())
@@ -192,8 +267,12 @@ pub async fn create(
         .with("is_enabled", body.is_enabled.unwrap_or(true))
         .with("auth_type", body.auth_type.clone())
         .with("notes", body.notes.clone())
+        .with("tier_type", "paid")
         .with("created_at", now)
         .with("updated_at", now);
+    for (k, t) in body.terms()? {
+        t.set(&mut row, k);
+    }
     ctx.warehouse
         .insert_rows(&org.org_dataset_id, TABLE, std::slice::from_ref(&row))
         .await?;
@@ -262,6 +341,11 @@ pub async fn update(
     if let Some(n) = &body.notes {
         sets.push("notes = @notes");
         params = params.with("notes", n.as_str());
+    }
+    let mut sets: Vec<String> = sets.into_iter().map(str::to_string).collect();
+    for (k, t) in body.terms()? {
+        sets.push(format!("{k} = @{k}"));
+        params = t.bind(params, k);
     }
     if sets.is_empty() {
         return Err(ApiError::bad_request("NO_FIELDS", "No fields to update"));

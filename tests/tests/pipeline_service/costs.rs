@@ -468,3 +468,179 @@ async fn costs_match_a_hand_computed_fixture_to_the_nano_dollar() {
     );
     assert_eq!(b["unknown_model_rows"], 2);
 }
+
+/// The original's pricing terms change what a price costs: a discount percentage comes off
+/// every price of its row, and below a volume threshold (month-to-date tokens of the model,
+/// the day included) the base prices apply instead. Figures worked by hand.
+#[tokio::test]
+async fn discounts_and_volume_thresholds_are_priced_exactly() {
+    let url = hand_written_openai().await;
+    let app = spawn_with_clock(
+        Arc::new(cloudact_core::clock::SystemClock),
+        &[("OPENAI_BASE_URL", &url), ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "2")],
+    )
+    .await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "terms").await;
+    let (_, b) = app
+        .setup(&key, "terms", "openai", json!({"credential": "sk-admin-terms-000001"}))
+        .await;
+    assert_eq!(b["validation_status"], "VALID", "{b}");
+    let base = "/api/v1/integrations/terms/openai/pricing";
+    // 25 % off the embeddings model (a negotiated discount).
+    let (s, b) = app
+        .send(
+            Method::PUT,
+            &key,
+            &format!("{base}/text-embedding-3-small"),
+            Some(json!({"pricing_type": "negotiated", "discount_percentage": 25, "discount_reason": "negotiated"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["pricing_type"].as_str(), b["discount_percentage"].as_str()),
+        (Some("negotiated"), Some("25")),
+        "{b}"
+    );
+    // gpt-4o-mini's list price needs 500 000 tokens a month; below it 0.30 / 1.20 per 1M
+    // (given in the original's per-1K form).
+    let (s, b) = app
+        .send(
+            Method::PUT,
+            &key,
+            &format!("{base}/gpt-4o-mini"),
+            Some(
+                json!({"pricing_type": "volume_discount", "volume_threshold_tokens": 500_000,
+                        "base_input_price_per_1k": "0.0003", "base_output_price_per_1k": "0.0012"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (
+            b["base_input_price_per_1m"].as_str(),
+            b["base_output_price_per_1k"].as_str()
+        ),
+        (Some("0.3"), Some("0.0012")),
+        "{b}"
+    );
+    // GET one row in the original's shape; other tiers by query parameter; every row on asking.
+    let (s, one) = app.send(Method::GET, &key, &format!("{base}/gpt-4o-mini"), None).await;
+    assert_eq!(s, StatusCode::OK, "{one}");
+    assert_eq!(
+        (one["model_id"].as_str(), one["volume_threshold_tokens"].as_i64()),
+        (Some("gpt-4o-mini"), Some(500_000))
+    );
+    let (s, batch) = app
+        .send(Method::GET, &key, &format!("{base}/gpt-4o?pricing_tier=batch"), None)
+        .await;
+    assert_eq!(
+        (s, batch["pricing_tier"].as_str()),
+        (StatusCode::OK, Some("batch")),
+        "{batch}"
+    );
+    assert_eq!(batch["pricing_type"], "standard", "never missing");
+    let (_, all) = app
+        .send(Method::GET, &key, &format!("{base}/gpt-4o?all=true"), None)
+        .await;
+    assert!(all["count"].as_u64().unwrap() >= 2, "{all}");
+    let (s, b) = app
+        .send(
+            Method::PUT,
+            &key,
+            &format!("{base}/gpt-4o"),
+            Some(json!({"discount_percentage": 101})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, b) = app
+        .send(
+            Method::PUT,
+            &key,
+            &format!("{base}/gpt-4o"),
+            Some(json!({"pricing_type": "cheap"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+
+    for date in ["2026-02-10", "2026-02-20"] {
+        let (s, b, _) = app
+            .post_run(
+                &key,
+                "/api/v1/pipelines/run/terms/openai/cost/usage_cost",
+                json!({"date": date}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "COMPLETED", "{run}");
+    }
+    let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+    let expected = [
+        // 12 345 678 × 0.02 × 0.75
+        ("2026-02-10", "text-embedding-3-small", "0.18518517"),
+        ("2026-02-20", "text-embedding-3-small", "0.18518517"),
+        // Feb 10: 333 447 tokens this month < 500 000 → base: 333 333 × 0.30 + 111 × 0.075 (cached
+        // keeps its price) + 3 × 1.20
+        ("2026-02-10", "gpt-4o-mini-2024-07-18", "0.100011825"),
+        // Feb 20: 666 894 ≥ 500 000 → list: 333 333 × 0.15 + 111 × 0.075 + 3 × 0.6
+        ("2026-02-20", "gpt-4o-mini-2024-07-18", "0.050010075"),
+    ];
+    let rows = ctx
+        .warehouse
+        .query(
+            "terms_local",
+            "SELECT usage_date, model, total_cost FROM {{openai_cost_daily}}",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    for (date, model, cost) in expected {
+        let row = rows
+            .iter()
+            .find(|r| r.date("usage_date").unwrap().to_string() == date && r.string("model").as_deref() == Some(model))
+            .unwrap_or_else(|| panic!("no row for {date} {model}"));
+        assert_eq!(row.numeric("total_cost"), Some(d(cost)), "{date} {model}");
+    }
+
+    // Plans take the original's fields too.
+    let plans = "/api/v1/integrations/terms/openai/subscriptions";
+    let (s, b) = app
+        .send(
+            Method::POST,
+            &key,
+            plans,
+            Some(
+                json!({"subscription_id": "sub_trial_team", "plan_name": "TEAM_TRIAL", "quantity": 5,
+                        "unit_price_usd": "25", "effective_date": "2026-02-01", "tier_type": "trial",
+                        "trial_end_date": "2026-03-01", "trial_credit_usd": "300", "rpm_limit": 500,
+                        "tpm_limit": 30000, "discount_percentage": "10"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (_, plan) = app.send(Method::GET, &key, &format!("{plans}/TEAM_TRIAL"), None).await;
+    for (field, want) in [
+        ("tier_type", json!("trial")),
+        ("trial_end_date", json!("2026-03-01")),
+        ("trial_credit_usd", json!("300")),
+        ("rpm_limit", json!(500)),
+        ("tpm_limit", json!(30000)),
+    ] {
+        assert_eq!(plan[field], want, "{field}: {plan}");
+    }
+    let (_, free) = app.send(Method::GET, &key, &format!("{plans}/FREE"), None).await;
+    assert_eq!(
+        free["tier_type"], "paid",
+        "a seeded plan answers with the default tier_type: {free}"
+    );
+    let (s, b) = app
+        .send(
+            Method::PUT,
+            &key,
+            &format!("{plans}/TEAM_TRIAL"),
+            Some(json!({"tier_type": "gold"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+}

@@ -60,7 +60,11 @@ async fn pricing_crud_reset_and_effective_dating() {
     let (s, one) = app
         .send(reqwest::Method::GET, &key, &format!("{base}/my-ft-model"), None)
         .await;
-    assert_eq!((s, one["count"].as_u64()), (StatusCode::OK, Some(1)));
+    assert_eq!((s, one["model_id"].as_str()), (StatusCode::OK, Some("my-ft-model")), "one row: {one}");
+    let (_, all) = app
+        .send(reqwest::Method::GET, &key, &format!("{base}/my-ft-model?all=true"), None)
+        .await;
+    assert_eq!(all["count"].as_u64(), Some(1), "{all}");
     let (s, b) = app
         .send(
             reqwest::Method::PUT,
@@ -259,10 +263,7 @@ async fn a_litellm_price_map_import_reports_added_changed_and_skipped() {
         )
         .await;
     assert_eq!(
-        (
-            one["pricing"][0]["input_price_per_1m"].as_str(),
-            one["pricing"][0]["output_price_per_1m"].as_str()
-        ),
+        (one["input_price_per_1m"].as_str(), one["output_price_per_1m"].as_str()),
         (Some("3"), Some("12"))
     );
     let (_, again) = app

@@ -3,11 +3,33 @@
 
 use std::collections::HashMap;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use cloudact_core::warehouse::Params;
 use rust_decimal::Decimal;
 
 use crate::{context::StepContext, registry::ProcessorError};
+
+/// Where a cost processor's month-to-date token volume of a model comes from (for prices
+/// with a `volume_threshold_tokens`): its raw usage table, the org, and the SQL sum of a
+/// usage row's tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct MonthVolume<'a> {
+    pub usage_table: &'a str,
+    pub org: &'a str,
+    /// A SQL expression over one usage row (e.g. `input_tokens + output_tokens`).
+    pub tokens_sql: &'a str,
+    /// The usage table's model column.
+    pub model_column: &'a str,
+}
+
+/// The terms of a price row that change what it costs, as stored.
+#[derive(Debug, Clone, Default)]
+struct Terms {
+    discount_percentage: Option<Decimal>,
+    volume_threshold_tokens: Option<i64>,
+    base_input: Option<Decimal>,
+    base_output: Option<Decimal>,
+}
 
 /// Per-1M prices of one model and tier.
 #[derive(Debug, Clone)]
@@ -22,6 +44,33 @@ pub struct Price {
     pub web_search_per_1k: Option<Decimal>,
 }
 
+impl Price {
+    /// Applies the row's terms for the day: below its volume threshold (month-to-date tokens
+    /// of the model, this day included) the base prices apply, undiscounted (the row's own
+    /// prices and discount are what the volume earns); otherwise the row's prices less its
+    /// discount percentage, on every price of the row. Exact decimals.
+    fn with_terms(mut self, terms: &Terms, month_tokens: Option<i64>) -> Price {
+        if let (Some(threshold), Some(volume)) = (terms.volume_threshold_tokens, month_tokens) {
+            if volume < threshold {
+                self.input = terms.base_input.unwrap_or(self.input);
+                self.output = terms.base_output.unwrap_or(self.output);
+                return self;
+            }
+        }
+        if let Some(d) = terms.discount_percentage.filter(|d| !d.is_zero()) {
+            let keep = (Decimal::from(100) - d) / Decimal::from(100);
+            let off = |p: Decimal| (p * keep).normalize();
+            self.input = off(self.input);
+            self.output = off(self.output);
+            self.cached = self.cached.map(off);
+            self.write_5m = self.write_5m.map(off);
+            self.write_1h = self.write_1h.map(off);
+            self.web_search_per_1k = self.web_search_per_1k.map(off);
+        }
+        self
+    }
+}
+
 /// The prices of one provider effective on one day.
 pub struct PriceBook {
     prices: HashMap<(String, String), Price>,
@@ -29,13 +78,16 @@ pub struct PriceBook {
 }
 
 impl PriceBook {
-    /// Loads the enabled prices of `provider` effective on `day` (latest effective date wins).
+    /// Loads the enabled prices of `provider` effective on `day` (latest effective date wins),
+    /// with each row's terms applied ([`Price::with_terms`]); `volume` is where month-to-date
+    /// volumes come from when a row has a threshold.
     pub async fn load(
         ctx: &StepContext,
         dataset: &str,
         table: &str,
         provider: &str,
         day: NaiveDate,
+        volume: Option<MonthVolume<'_>>,
     ) -> Result<Self, ProcessorError> {
         let rows = ctx
             .warehouse()
@@ -43,14 +95,15 @@ impl PriceBook {
                 dataset,
                 &format!(
                     "SELECT model_id, pricing_tier, input_price_per_1m, cached_input_price_per_1m, cache_write_5m_price_per_1m, \
-                     cache_write_1h_price_per_1m, output_price_per_1m, web_search_price_per_1k, effective_date FROM {{{{{table}}}}} \
+                     cache_write_1h_price_per_1m, output_price_per_1m, web_search_price_per_1k, effective_date, \
+                     discount_percentage, volume_threshold_tokens, base_input_price_per_1m, base_output_price_per_1m FROM {{{{{table}}}}} \
                      WHERE provider = @provider AND is_enabled = @enabled AND effective_date <= @day \
                      AND (end_date IS NULL OR end_date >= @day)"
                 ),
                 &Params::new().with("provider", provider).with("enabled", true).with("day", day),
             )
             .await?;
-        let mut prices: HashMap<(String, String), Price> = HashMap::new();
+        let mut prices: HashMap<(String, String), (Price, Terms)> = HashMap::new();
         for r in rows {
             let (Some(model), Some(tier), Some(effective), Some(input), Some(output)) = (
                 r.string("model_id"),
@@ -70,14 +123,58 @@ impl PriceBook {
                 output,
                 web_search_per_1k: r.numeric("web_search_price_per_1k"),
             };
+            let terms = Terms {
+                discount_percentage: r.numeric("discount_percentage"),
+                volume_threshold_tokens: r.int("volume_threshold_tokens"),
+                base_input: r.numeric("base_input_price_per_1m"),
+                base_output: r.numeric("base_output_price_per_1m"),
+            };
             let k = (model, tier);
-            if prices.get(&k).is_none_or(|old| old.effective < p.effective) {
-                prices.insert(k, p);
+            if prices.get(&k).is_none_or(|(old, _)| old.effective < p.effective) {
+                prices.insert(k, (p, terms));
             }
         }
         let mut ids: Vec<String> = prices.keys().map(|(m, _)| m.clone()).collect();
         ids.sort();
         ids.dedup();
+        // Month-to-date volume per priced model, only when some row has a threshold.
+        let mut month: HashMap<String, i64> = HashMap::new();
+        if let Some(v) = volume.filter(|_| prices.values().any(|(_, t)| t.volume_threshold_tokens.is_some())) {
+            let month_start = day.with_day(1).unwrap_or(day);
+            let rows = ctx
+                .warehouse()
+                .query(
+                    dataset,
+                    &format!(
+                        "SELECT {m} AS model, SUM({t}) AS n FROM {{{{{u}}}}} WHERE org_slug = @org \
+                         AND usage_date >= @from AND usage_date <= @day GROUP BY {m}",
+                        m = v.model_column,
+                        t = v.tokens_sql,
+                        u = v.usage_table
+                    ),
+                    &Params::new()
+                        .with("org", v.org)
+                        .with("from", month_start)
+                        .with("day", day),
+                )
+                .await?;
+            for r in rows {
+                if let (Some(model), Some(n)) = (r.string("model"), r.int("n")) {
+                    if let Some(id) = match_model(&model, &ids) {
+                        *month.entry(id.clone()).or_default() += n;
+                    }
+                }
+            }
+        }
+        let prices = prices
+            .into_iter()
+            .map(|((model, tier), (p, terms))| {
+                let volume = terms
+                    .volume_threshold_tokens
+                    .map(|_| month.get(&model).copied().unwrap_or(0));
+                ((model, tier), p.with_terms(&terms, volume))
+            })
+            .collect();
         Ok(PriceBook { prices, ids })
     }
 

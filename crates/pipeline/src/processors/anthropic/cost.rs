@@ -12,7 +12,11 @@ use rust_decimal::Decimal;
 use crate::{
     context::StepContext,
     processors::CostConfig,
-    processors::{day::LoadDay, example::price_usage::per_million, pricing::PriceBook},
+    processors::{
+        day::LoadDay,
+        example::price_usage::per_million,
+        pricing::{MonthVolume, PriceBook},
+    },
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -34,7 +38,14 @@ impl Processor for CostProcessor {
         let target = LoadDay::open(ctx, c.cost_day_table()).await?;
         let (org, day) = (&target.org, target.day);
         let wh = ctx.warehouse();
-        let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "anthropic", day).await?;
+        let volume = MonthVolume {
+            usage_table: &c.usage_table,
+            org,
+            tokens_sql: "uncached_input_tokens + cache_creation_5m_input_tokens + cache_creation_1h_input_tokens \
+                         + cache_read_input_tokens + output_tokens",
+            model_column: "model",
+        };
+        let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "anthropic", day, Some(volume)).await?;
         let usage = wh
             .query(
                 &c.dataset,

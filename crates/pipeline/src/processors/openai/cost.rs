@@ -16,7 +16,10 @@ use rust_decimal::Decimal;
 use crate::{
     context::StepContext,
     processors::CostConfig,
-    processors::{day::LoadDay, pricing::PriceBook},
+    processors::{
+        day::LoadDay,
+        pricing::{MonthVolume, PriceBook},
+    },
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -142,7 +145,13 @@ impl Processor for CostProcessor {
         let (org, day) = (&target.org, target.day);
         let wh = ctx.warehouse();
         let bigquery = wh.backend_name() == "bigquery";
-        let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "openai", day).await?;
+        let volume = MonthVolume {
+            usage_table: &c.usage_table,
+            org,
+            tokens_sql: "input_tokens + output_tokens",
+            model_column: "model",
+        };
+        let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "openai", day, Some(volume)).await?;
         let day_params = Params::new().with("org", org.as_str()).with("day", day);
         let shapes = wh
             .query(
