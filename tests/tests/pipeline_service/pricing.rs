@@ -60,9 +60,18 @@ async fn pricing_crud_reset_and_effective_dating() {
     let (s, one) = app
         .send(reqwest::Method::GET, &key, &format!("{base}/my-ft-model"), None)
         .await;
-    assert_eq!((s, one["model_id"].as_str()), (StatusCode::OK, Some("my-ft-model")), "one row: {one}");
+    assert_eq!(
+        (s, one["model_id"].as_str()),
+        (StatusCode::OK, Some("my-ft-model")),
+        "one row: {one}"
+    );
     let (_, all) = app
-        .send(reqwest::Method::GET, &key, &format!("{base}/my-ft-model?all=true"), None)
+        .send(
+            reqwest::Method::GET,
+            &key,
+            &format!("{base}/my-ft-model?all=true"),
+            None,
+        )
         .await;
     assert_eq!(all["count"].as_u64(), Some(1), "{all}");
     let (s, b) = app
