@@ -123,8 +123,30 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The answer while the central dataset or one of its tables is missing (never bootstrapped,
+/// or being re-created by a forced bootstrap): 503, not a 500.
+fn not_bootstrapped(e: &WarehouseError) -> Option<ApiError> {
+    let central = cloudact_core::meta::CENTRAL_DATASET;
+    let missing = match e {
+        WarehouseError::DatasetNotFound(d) => d == central,
+        WarehouseError::TableNotFound { dataset, .. } => dataset == central,
+        _ => false,
+    };
+    missing.then(|| {
+        tracing::warn!(error = %e, "central dataset not ready");
+        ApiError::unavailable(
+            "NOT_BOOTSTRAPPED",
+            "The platform is not bootstrapped (or is being re-bootstrapped); run POST /api/v1/admin/bootstrap and retry.",
+        )
+        .with_header(header::RETRY_AFTER, "5")
+    })
+}
+
 impl From<WarehouseError> for ApiError {
     fn from(e: WarehouseError) -> Self {
+        if let Some(answer) = not_bootstrapped(&e) {
+            return answer;
+        }
         match e {
             WarehouseError::Unavailable(_) => {
                 tracing::warn!(error = %e, "warehouse unavailable");

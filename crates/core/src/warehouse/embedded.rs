@@ -129,12 +129,25 @@ impl EmbeddedWarehouse {
         F: FnOnce(&mut Connection) -> Result<T, WarehouseError> + Send + 'static,
     {
         let entry = self.connection(dataset)?;
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let mut conn = entry.conn.lock().map_err(|_| poisoned())?;
             f(&mut conn)
         })
         .await
-        .map_err(|e| WarehouseError::Backend(format!("warehouse task failed: {e}")))?
+        .map_err(|e| WarehouseError::Backend(format!("warehouse task failed: {e}")))?;
+        // Name the dataset in a missing-table error, and report a file deleted while in use
+        // (a dataset dropped by another request) as the missing dataset it now is.
+        result.map_err(|e| match e {
+            WarehouseError::TableNotFound { dataset: d, table } if d.is_empty() => WarehouseError::TableNotFound {
+                dataset: dataset.to_string(),
+                table,
+            },
+            WarehouseError::Query(_) if !self.dataset_path(dataset).exists() => {
+                let _ = self.forget(dataset);
+                WarehouseError::DatasetNotFound(dataset.to_string())
+            }
+            other => other,
+        })
     }
 }
 
