@@ -405,6 +405,18 @@ async fn gcp_setup_with_only_the_credential_discovers_the_billing_export() {
     assert_eq!(b["billing_export_table"], Value::Null, "{b}");
     let message = b["message"].as_str().unwrap();
     assert!(message.contains("PUT /api/v1/integrations/{org_slug}/gcp"), "{message}");
+    assert_eq!(
+        b["schedules_activated"], 0,
+        "no daily billing run that can only fail: {b}"
+    );
+    // Re-validating searches again; still none, still a valid account.
+    let (s, v) = send(
+        c.post(pipe.url("/api/v1/integrations/discover/gcp/validate"))
+            .header("X-API-Key", &key),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["validation_status"], "VALID", "{v}");
     let (s, b) = send(
         c.post(pipe.url("/api/v1/pipelines/run/discover/gcp/cost/billing"))
             .header("X-API-Key", &key)

@@ -89,7 +89,10 @@ async fn json_logs_carry_severity_request_id_and_the_cloud_trace() {
         finished["logging.googleapis.com/trace"],
         format!("projects/test-proj/traces/{TRACE}")
     );
-    assert_eq!(finished["logging.googleapis.com/spanId"], "1234567");
+    assert_eq!(
+        finished["logging.googleapis.com/spanId"], "000000000012d687",
+        "1234567 in hex"
+    );
     assert_eq!(finished["path"], "/health");
     let w3c = by_request("log-req-w3c");
     let finished = w3c

@@ -109,18 +109,20 @@ where
 }
 
 /// The trace and span ids of an incoming request: `X-Cloud-Trace-Context`
-/// (`TRACE_ID/SPAN_ID;o=1`, span id decimal) or W3C `traceparent`
-/// (`00-TRACE_ID-SPAN_ID-FLAGS`, span id hex). Malformed values are ignored.
+/// (`TRACE_ID/SPAN_ID;o=1`, span id decimal, given back as 16 hex digits) or W3C
+/// `traceparent` (`00-TRACE_ID-SPAN_ID-FLAGS`, span id hex). Malformed values are ignored.
 pub fn trace_context(cloud: Option<&str>, traceparent: Option<&str>) -> Option<(String, Option<String>)> {
     let hex32 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0');
     if let Some(v) = cloud {
         let (trace, rest) = v.split_once('/').unwrap_or((v, ""));
         if hex32(trace) {
+            // The header's span id is decimal; Cloud Logging's spanId is 16 hex digits.
             let span = rest
                 .split(';')
                 .next()
-                .filter(|s| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()));
-            return Some((trace.to_ascii_lowercase(), span.map(str::to_string)));
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|n| format!("{n:016x}"));
+            return Some((trace.to_ascii_lowercase(), span));
         }
     }
     if let Some(v) = traceparent {
@@ -144,7 +146,7 @@ mod tests {
         let t = "4bf92f3577b34da6a3ce929d0e0e4736";
         assert_eq!(
             trace_context(Some(&format!("{t}/12345;o=1")), None),
-            Some((t.to_string(), Some("12345".into())))
+            Some((t.to_string(), Some("0000000000003039".into())))
         );
         assert_eq!(trace_context(Some(t), None), Some((t.to_string(), None)));
         assert_eq!(

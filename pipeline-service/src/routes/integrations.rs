@@ -186,11 +186,19 @@ async fn validate(
 ) -> Validation {
     let http = &ctx.executor.services().http;
     if p.credential_type == "SERVICE_ACCOUNT_JSON" {
-        let table = metadata
-            .get("billing_export_table")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        return validate_service_account(http, p, &ctx.settings.gcp_token_url, credential, table).await;
+        let token_url = &ctx.settings.gcp_token_url;
+        return match metadata.get("billing_export_table").and_then(Value::as_str) {
+            Some(table) => validate_service_account(http, p, token_url, credential, table).await,
+            // No table known (none was found at setup): the account is checked by searching
+            // again; finding none is still a valid account.
+            None => match discover_billing_export(http, p, token_url, credential).await {
+                Ok(found) => match found.chosen {
+                    Some(t) => validate_service_account(http, p, token_url, credential, &t).await,
+                    None => Validation::Valid,
+                },
+                Err(v) => v,
+            },
+        };
     }
     validate_api_key(http, p, credential).await
 }
@@ -284,26 +292,31 @@ async fn store(
     };
     ctx.store.store_credential(&record, Utc::now()).await?;
     let mut schedules_activated = 0;
-    let (mut pricing, mut plans) = ((false, 0), (false, 0));
-    if validation == Validation::Valid {
+    let valid = validation == Validation::Valid;
+    // A GCP account with no billing table yet would fail its daily billing run every day:
+    // its schedule waits until the table is set.
+    let schedulable = !(p.credential_type == "SERVICE_ACCOUNT_JSON" && billing_export_table.is_none());
+    if valid && schedulable {
         schedules_activated = ctx
             .scheduler
             .ensure_integration_schedules(&org.org_slug, &p.name)
             .await?
             .len();
-        let pricing_name = match p.name.as_str() {
-            "OPENAI" => "openai",
-            "ANTHROPIC" => "anthropic",
-            "DEEPSEEK" => "deepseek",
-            _ => "gemini",
-        };
-        let dataset = &org.org_dataset_id;
-        pricing = super::pricing::seed_provider_defaults(ctx, dataset, "llm_model_pricing", pricing_name).await?;
-        plans = super::pricing::seed_provider_defaults(ctx, dataset, "llm_subscriptions", pricing_name).await?;
-        if pricing.1 + plans.1 > 0 {
-            tracing::info!(org_slug = %org.org_slug, provider = pricing_name, prices = pricing.1, plans = plans.1,
-                "defaults seeded on first successful setup");
-        }
+    }
+    let pricing_name = match p.name.as_str() {
+        "OPENAI" => "openai",
+        "ANTHROPIC" => "anthropic",
+        "DEEPSEEK" => "deepseek",
+        _ => "gemini",
+    };
+    // Defaults are seeded only on a VALID setup; whether the org has rows is said either way.
+    let dataset = &org.org_dataset_id;
+    let pricing =
+        super::pricing::seed_provider_defaults(ctx, dataset, "llm_model_pricing", pricing_name, valid).await?;
+    let plans = super::pricing::seed_provider_defaults(ctx, dataset, "llm_subscriptions", pricing_name, valid).await?;
+    if pricing.1 + plans.1 > 0 {
+        tracing::info!(org_slug = %org.org_slug, provider = pricing_name, prices = pricing.1, plans = plans.1,
+            "defaults seeded on first successful setup");
     }
     tracing::info!(org_slug = %org.org_slug, provider = %p.name, status = validation.status(), "credential stored");
     Ok(SetupResponse {
@@ -393,7 +406,8 @@ pub async fn revalidate(
     ctx.store
         .record_validation(&id, &org.org_slug, validation.status(), validation.error(), Utc::now())
         .await?;
-    let schedules_activated = if validation == Validation::Valid {
+    let no_table = p.credential_type == "SERVICE_ACCOUNT_JSON" && !metadata["billing_export_table"].is_string();
+    let schedules_activated = if validation == Validation::Valid && !no_table {
         ctx.scheduler
             .ensure_integration_schedules(&org.org_slug, &p.name)
             .await?
@@ -549,6 +563,17 @@ pub async fn update(
         )
         .await?;
     let updated = ctx.store.active_credential(&org.org_slug, &p.name).await?;
+    // A GCP billing table set now on a VALID account: its daily billing schedule starts.
+    let table_set = updated
+        .as_ref()
+        .and_then(|r| r.json("metadata"))
+        .is_some_and(|m| m["billing_export_table"].is_string());
+    let valid = updated.as_ref().and_then(|r| r.string("validation_status")).as_deref() == Some("VALID");
+    if p.credential_type == "SERVICE_ACCOUNT_JSON" && table_set && valid {
+        ctx.scheduler
+            .ensure_integration_schedules(&org.org_slug, &p.name)
+            .await?;
+    }
     Ok(Json(describe(&p.name, updated.as_ref())))
 }
 

@@ -307,6 +307,22 @@ impl PricingBody {
     }
 }
 
+/// The tier of a plan stored without one (the seeded defaults): by its name.
+fn default_tier_type(plan: &str) -> &'static str {
+    let p = plan.to_ascii_uppercase();
+    if p == "FREE" {
+        "free"
+    } else if p.starts_with("CUD") || p.contains("COMMIT") {
+        "committed_use"
+    } else if p.contains("ENTERPRISE") {
+        "enterprise"
+    } else if p.contains("TRIAL") {
+        "trial"
+    } else {
+        "paid"
+    }
+}
+
 pub(crate) fn row_json(r: &Row) -> Value {
     let mut obj = serde_json::Map::new();
     for (k, v) in &r.0 {
@@ -324,13 +340,13 @@ pub(crate) fn row_json(r: &Row) -> Value {
         }
     }
     // The original's classifications, never missing (its list/get answered 500 without them):
-    // `pricing_type` of a price row, `tier_type` of a plan.
-    for (key, field, default) in [
-        ("model_id", "pricing_type", "standard"),
-        ("plan_name", "tier_type", "paid"),
-    ] {
-        if obj.contains_key(key) && obj.get(field).is_none_or(Value::is_null) {
-            obj.insert(field.into(), json!(default));
+    // `pricing_type` of a price row, `tier_type` of a plan (by its name when stored without).
+    if obj.contains_key("model_id") && obj.get("pricing_type").is_none_or(Value::is_null) {
+        obj.insert("pricing_type".into(), json!("standard"));
+    }
+    if obj.get("tier_type").is_none_or(Value::is_null) {
+        if let Some(plan) = r.string("plan_name") {
+            obj.insert("tier_type".into(), json!(default_tier_type(&plan)));
         }
     }
     Value::Object(obj)
@@ -530,9 +546,6 @@ pub async fn create(
     }
     for (k, t) in body.terms()? {
         t.set(&mut row, k);
-    }
-    if !row.0.contains_key("pricing_type") {
-        row.set("pricing_type", "standard");
     }
     ctx.warehouse
         .insert_rows(&org.org_dataset_id, TABLE, std::slice::from_ref(&row))
@@ -907,7 +920,7 @@ pub async fn import_litellm(
 /// Seeds a provider's default prices into the org's pricing table when it has none for that
 /// provider (first successful setup of the integration). Returns the rows added.
 /// Seeds a provider's defaults into an org table (`llm_model_pricing` or `llm_subscriptions`)
-/// when the org has no rows of that provider there. Returns
+/// when the org has no rows of that provider there (and `seed`). Returns
 /// whether the org now has rows of the provider, and how many were seeded now. The org's own
 /// rows are never touched.
 pub(crate) async fn seed_provider_defaults(
@@ -915,6 +928,7 @@ pub(crate) async fn seed_provider_defaults(
     dataset: &str,
     table: &str,
     provider: &str,
+    seed: bool,
 ) -> Result<(bool, u64), ApiError> {
     // Onboarding creates both tables; an org without them (never onboarded) gets no seeds.
     if !ctx.warehouse.table_exists(dataset, table).await? {
@@ -933,8 +947,8 @@ pub(crate) async fn seed_provider_defaults(
         .first()
         .and_then(|r| r.int("n"))
         .unwrap_or(0);
-    if existing > 0 {
-        return Ok((true, 0));
+    if existing > 0 || !seed {
+        return Ok((existing > 0, 0));
     }
     let defaults = list.seed_rows(table, Some(provider)).map_err(ApiError::internal)?;
     let seeded = ctx.warehouse.insert_rows(dataset, table, &defaults).await?;

@@ -267,7 +267,6 @@ pub async fn create(
         .with("is_enabled", body.is_enabled.unwrap_or(true))
         .with("auth_type", body.auth_type.clone())
         .with("notes", body.notes.clone())
-        .with("tier_type", "paid")
         .with("created_at", now)
         .with("updated_at", now);
     for (k, t) in body.terms()? {

@@ -581,7 +581,7 @@ async fn discounts_and_volume_thresholds_are_priced_exactly() {
         ("2026-02-10", "text-embedding-3-small", "0.18518517"),
         ("2026-02-20", "text-embedding-3-small", "0.18518517"),
         // Feb 10: 333 447 tokens this month < 500 000 → base: 333 333 × 0.30 + 111 × 0.075 (cached
-        // keeps its price) + 3 × 1.20
+        // has no base form: the row's price) + 3 × 1.20
         ("2026-02-10", "gpt-4o-mini-2024-07-18", "0.100011825"),
         // Feb 20: 666 894 ≥ 500 000 → list: 333 333 × 0.15 + 111 × 0.075 + 3 × 0.6
         ("2026-02-20", "gpt-4o-mini-2024-07-18", "0.050010075"),
@@ -631,8 +631,8 @@ async fn discounts_and_volume_thresholds_are_priced_exactly() {
     }
     let (_, free) = app.send(Method::GET, &key, &format!("{plans}/FREE"), None).await;
     assert_eq!(
-        free["tier_type"], "paid",
-        "a seeded plan answers with the default tier_type: {free}"
+        free["tier_type"], "free",
+        "a seeded plan answers with the tier its name says: {free}"
     );
     let (s, b) = app
         .send(

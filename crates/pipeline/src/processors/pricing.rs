@@ -46,9 +46,10 @@ pub struct Price {
 
 impl Price {
     /// Applies the row's terms for the day: below its volume threshold (month-to-date tokens
-    /// of the model, this day included) the base prices apply, undiscounted (the row's own
-    /// prices and discount are what the volume earns); otherwise the row's prices less its
-    /// discount percentage, on every price of the row. Exact decimals.
+    /// of the model, this day included) the base input and output prices apply, undiscounted
+    /// (the row's own prices and discount are what the volume earns; cached, cache-write and
+    /// web-search prices have no base form and keep the row's); otherwise the row's prices less
+    /// its discount percentage, on every price of the row, rounded to 6 decimals per 1M.
     fn with_terms(mut self, terms: &Terms, month_tokens: Option<i64>) -> Price {
         if let (Some(threshold), Some(volume)) = (terms.volume_threshold_tokens, month_tokens) {
             if volume < threshold {
@@ -59,7 +60,13 @@ impl Price {
         }
         if let Some(d) = terms.discount_percentage.filter(|d| !d.is_zero()) {
             let keep = (Decimal::from(100) - d) / Decimal::from(100);
-            let off = |p: Decimal| (p * keep).normalize();
+            // Rounded (half away from zero) to 6 decimals per 1M tokens — a millionth of a
+            // dollar per million tokens — the scale every price of the cost path takes.
+            let off = |p: Decimal| {
+                (p * keep)
+                    .round_dp_with_strategy(6, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+                    .normalize()
+            };
             self.input = off(self.input);
             self.output = off(self.output);
             self.cached = self.cached.map(off);
@@ -94,13 +101,16 @@ impl PriceBook {
             .query(
                 dataset,
                 &format!(
-                    "SELECT model_id, pricing_tier, input_price_per_1m, cached_input_price_per_1m, cache_write_5m_price_per_1m, \
-                     cache_write_1h_price_per_1m, output_price_per_1m, web_search_price_per_1k, effective_date, \
-                     discount_percentage, volume_threshold_tokens, base_input_price_per_1m, base_output_price_per_1m FROM {{{{{table}}}}} \
+                    // `*`: a table made before the pricing terms existed has no term columns, and
+                    // reads them as absent (no terms) instead of failing.
+                    "SELECT * FROM {{{{{table}}}}} \
                      WHERE provider = @provider AND is_enabled = @enabled AND effective_date <= @day \
                      AND (end_date IS NULL OR end_date >= @day)"
                 ),
-                &Params::new().with("provider", provider).with("enabled", true).with("day", day),
+                &Params::new()
+                    .with("provider", provider)
+                    .with("enabled", true)
+                    .with("day", day),
             )
             .await?;
         let mut prices: HashMap<(String, String), (Price, Terms)> = HashMap::new();
