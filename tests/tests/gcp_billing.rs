@@ -456,6 +456,20 @@ async fn gcp_setup_with_only_the_credential_discovers_the_billing_export() {
         (Some("VALID"), Some(SOURCE)),
         "{b}"
     );
+    assert_eq!(b["schedules_activated"], 1, "{b}");
+    let (_, schedules) = send(
+        c.get(pipe.url("/api/v1/scheduler/org/discover/pipelines"))
+            .header("X-API-Key", &key),
+    )
+    .await;
+    assert_eq!(
+        (
+            schedules["total"].as_u64(),
+            schedules["pipelines"][0]["pipeline_id"].as_str()
+        ),
+        (Some(1), Some("gcp_billing")),
+        "the daily billing schedule starts once a table is known: {schedules}"
+    );
     // And a resource-level export beside it: preferred, and the reply says so.
     let resource = "test-proj.cust_billing.gcp_billing_export_resource_v1_0A1B2C";
     bq(
