@@ -51,17 +51,38 @@ pub async fn start_on(
     clock: Arc<dyn cloudact_core::clock::Clock>,
     extra: &[(&str, &str)],
 ) -> Running {
+    let ctx = bootstrapped_context(dir, clock, extra).await;
+    cloudact_web::server::spawn(ctx.clone(), pipeline_service::router(ctx))
+        .await
+        .unwrap()
+}
+
+/// The settings environment of an in-process app over `dir` (root key, configs, a random
+/// port), with `extra` on top.
+fn test_env(dir: &Path, extra: &[(&str, &str)]) -> HashMap<String, String> {
     let mut env: HashMap<String, String> = HashMap::new();
     env.insert("CA_ROOT_API_KEY".into(), ROOT_KEY.into());
     env.insert("DATA_DIR".into(), dir.display().to_string());
     env.insert("CONFIGS_DIR".into(), crate::configs_dir().display().to_string());
     env.insert("HOST".into(), "127.0.0.1".into());
     env.insert("PORT".into(), "0".into());
-    // Tests drive the scheduler's endpoints themselves (deterministic); a test may override.
-    env.insert("SCHEDULER".into(), "external".into());
     for (k, v) in extra {
         env.insert(k.to_string(), v.to_string());
     }
+    env
+}
+
+/// A pipeline-service context over `dir`, bootstrapped by the real bootstrap pipeline. Tests
+/// drive the scheduler's endpoints themselves (`SCHEDULER=external`, deterministic) unless
+/// `extra` says otherwise.
+pub async fn bootstrapped_context(
+    dir: &Path,
+    clock: Arc<dyn cloudact_core::clock::Clock>,
+    extra: &[(&str, &str)],
+) -> Arc<AppContext> {
+    let mut with_scheduler = vec![("SCHEDULER", "external")];
+    with_scheduler.extend_from_slice(extra);
+    let env = test_env(dir, &with_scheduler);
     let ctx = AppContext::build_with_clock("pipeline-service", Settings::from_map(&env, 8001).unwrap(), clock)
         .await
         .unwrap();
@@ -71,9 +92,7 @@ pub async fn start_on(
         .run(&spec, RunRequest::default(), CancellationToken::new())
         .await;
     assert_eq!(report.status, RunStatus::Completed, "{report:?}");
-    cloudact_web::server::spawn(ctx.clone(), pipeline_service::router(ctx))
-        .await
-        .unwrap()
+    ctx
 }
 
 /// Creates an ACTIVE org the way onboarding does and returns its key.
@@ -280,15 +299,7 @@ impl App {
 /// The api-service (not bootstrapped: its tests bootstrap over HTTP).
 pub async fn spawn_api_with(extra: &[(&str, &str)]) -> App {
     let dir = tempfile::tempdir().unwrap();
-    let mut env: HashMap<String, String> = HashMap::new();
-    env.insert("DATA_DIR".into(), dir.path().display().to_string());
-    env.insert("CONFIGS_DIR".into(), crate::configs_dir().display().to_string());
-    env.insert("CA_ROOT_API_KEY".into(), ROOT_KEY.into());
-    env.insert("HOST".into(), "127.0.0.1".into());
-    env.insert("PORT".into(), "0".into());
-    for (k, v) in extra {
-        env.insert(k.to_string(), v.to_string());
-    }
+    let env = test_env(dir.path(), extra);
     let settings = Settings::from_map(&env, 8000).unwrap();
     let ctx = AppContext::build("api-service", settings).await.unwrap();
     let server = cloudact_web::server::spawn(ctx.clone(), api_service::router(ctx))

@@ -16,7 +16,6 @@ use cloudact_core::{
     auth::{generate_org_api_key, hash_key, key_fingerprint},
     clock::{Clock, ManualClock, SystemClock},
     meta::{NewApiKey, NewOrg, Plan, SubscriptionStatus, CENTRAL_DATASET},
-    settings::Settings,
     warehouse::Params,
 };
 use cloudact_e2e::{BigQueryEmulator, PubSubEmulator, Service, ROOT_KEY};
@@ -29,23 +28,8 @@ use serde_json::{json, Value};
 /// A context of our own on the services' DATA_DIR (or warehouse): bootstraps and makes orgs
 /// the way bootstrap and onboarding do, and reads the tables the services write.
 async fn context(dir: &std::path::Path, extra: &[(&str, String)], clock: Arc<dyn Clock>) -> Arc<AppContext> {
-    let mut env: HashMap<String, String> = HashMap::new();
-    env.insert("DATA_DIR".into(), dir.display().to_string());
-    env.insert("CONFIGS_DIR".into(), cloudact_e2e::configs_dir().display().to_string());
-    env.insert("SCHEDULER".into(), "external".into());
-    for (k, v) in extra {
-        env.insert(k.to_string(), v.clone());
-    }
-    let ctx = AppContext::build_with_clock("pipeline-service", Settings::from_map(&env, 8001).unwrap(), clock)
-        .await
-        .unwrap();
-    let spec = ctx.catalog.require("setup/bootstrap/pipeline.yml").unwrap();
-    let report = ctx
-        .executor
-        .run(&spec, RunRequest::default(), CancellationToken::new())
-        .await;
-    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
-    ctx
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    cloudact_e2e::inproc::bootstrapped_context(dir, clock, &extra).await
 }
 
 /// An ENTERPRISE org (quotas out of the way) with its dataset, and one schedule of
