@@ -32,11 +32,13 @@ struct CostSource {
     currency_cols: Option<(&'static str, &'static str)>,
 }
 
-/// The columns every LLM cost table shares.
+/// The columns every LLM cost table shares. `model` groups by the priced model (dated snapshots
+/// and the day's free-tier credit under the model they are priced as), the reported model when
+/// it has no price.
 const LLM: CostSource = CostSource {
     provider: "",
     table: "",
-    model_col: "model",
+    model_col: "COALESCE(priced_model_id, model)",
     project_col: "project_id",
     input_cols: &[],
     cost_col: "total_cost",

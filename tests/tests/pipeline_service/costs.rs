@@ -1,6 +1,8 @@
 //! Cost queries and reconciliation: exact sums by dimension, computed against billed, a
 //! hand-computed fixture to the nano-dollar.
 
+use rust_decimal::Decimal;
+
 use crate::prelude::*;
 
 #[tokio::test]
@@ -643,4 +645,274 @@ async fn discounts_and_volume_thresholds_are_priced_exactly() {
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+}
+
+/// Runs the cost pipeline of `provider` for each date and returns each run's output of the
+/// cost step.
+async fn run_cost_days(app: &App, key: &str, path: &str, dates: &[&str]) -> Vec<Value> {
+    let mut outputs = Vec::new();
+    for date in dates {
+        let (s, b, _) = app.post_run(key, path, json!({"date": date})).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let run = app.finished(key, b["pipeline_logging_id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "COMPLETED", "{run}");
+        outputs.push(run);
+    }
+    outputs
+}
+
+/// The day's cost rows of one model: (usage total, free-tier credit) as exact decimals.
+async fn day_costs(
+    ctx: &cloudact_web::AppContext,
+    dataset: &str,
+    table: &str,
+    marker: &str,
+    date: &str,
+    model: &str,
+) -> (Decimal, Decimal) {
+    let rows = ctx
+        .warehouse
+        .query(
+            dataset,
+            &format!("SELECT {marker} AS kind, total_cost, uncached_input_tokens, output_tokens FROM {{{{{table}}}}} WHERE usage_date = @d AND priced_model_id = @m"),
+            &cloudact_core::warehouse::Params::new()
+                .with("d", date.parse::<chrono::NaiveDate>().unwrap())
+                .with("m", model),
+        )
+        .await
+        .unwrap();
+    let (mut usage, mut credit) = (Decimal::ZERO, Decimal::ZERO);
+    for r in rows {
+        let cost = r.numeric("total_cost").unwrap();
+        if r.string("kind").as_deref() == Some("free_tier") {
+            assert_eq!(
+                (r.int("uncached_input_tokens"), r.int("output_tokens")),
+                (Some(0), Some(0)),
+                "a credit row carries no tokens"
+            );
+            assert!(cost <= Decimal::ZERO, "{cost}");
+            credit -= cost;
+        } else {
+            usage += cost;
+        }
+    }
+    (usage, credit)
+}
+
+/// Free tiers: the allowance left after the period's earlier days comes off the day as a
+/// credit row (input tokens to the full-price kinds first), per reset period (daily, monthly,
+/// once), only for usage the free row prices. Figures worked by hand.
+#[tokio::test]
+async fn openai_free_tiers_come_off_each_period_exactly() {
+    let url = hand_written_openai().await;
+    let app = spawn_with_clock(
+        Arc::new(cloudact_core::clock::SystemClock),
+        &[("OPENAI_BASE_URL", &url), ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "2")],
+    )
+    .await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "free").await;
+    let (_, b) = app
+        .setup(&key, "free", "openai", json!({"credential": "sk-admin-free-000001"}))
+        .await;
+    assert_eq!(b["validation_status"], "VALID", "{b}");
+    let base = "/api/v1/integrations/free/openai/pricing";
+    for (model, terms) in [
+        // 500 000 input + 5 output tokens a month (the flex usage falls back to this row).
+        (
+            "gpt-4o-mini",
+            json!({"pricing_type": "free_tier", "free_tier_input_tokens": 500_000, "free_tier_output_tokens": 5, "free_tier_reset_frequency": "monthly"}),
+        ),
+        // 10M input tokens every day.
+        (
+            "text-embedding-3-small",
+            json!({"free_tier_input_tokens": 10_000_000, "free_tier_reset_frequency": "daily"}),
+        ),
+        // 1.5M input tokens once (standard tier only: the batch usage has its own row).
+        (
+            "gpt-4o",
+            json!({"free_tier_input_tokens": 1_500_000, "free_tier_reset_frequency": "never"}),
+        ),
+    ] {
+        let (s, b) = app
+            .send(Method::PUT, &key, &format!("{base}/{model}"), Some(terms))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let (s, b) = app
+        .send(
+            Method::PUT,
+            &key,
+            &format!("{base}/gpt-4o"),
+            Some(json!({"free_tier_reset_frequency": "weekly"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let path = "/api/v1/pipelines/run/free/openai/cost/usage_cost";
+    // Feb 20 first: a day priced before an earlier one still counts the earlier usage.
+    run_cost_days(&app, &key, path, &["2026-02-20", "2026-02-10", "2026-02-20"]).await;
+    let d = |s: &str| s.parse::<Decimal>().unwrap();
+    let cost = |date: &'static str, model: &'static str| {
+        let ctx = ctx.clone();
+        async move { day_costs(&ctx, "free_local", "openai_cost_daily", "usage_type", date, model).await }
+    };
+    // gpt-4o-mini, Feb 10: usage 333 333 × 0.15 + 111 × 0.075 + 3 × 0.6 = 0.050010075, all
+    // of it within the month's allowance.
+    assert_eq!(
+        cost("2026-02-10", "gpt-4o-mini").await,
+        (d("0.050010075"), d("0.050010075"))
+    );
+    // Feb 20: 500 000 − 333 444 = 166 556 input tokens left, to uncached: × 0.15 = 0.0249834;
+    // 5 − 3 = 2 output: × 0.6 = 0.0000012.
+    assert_eq!(
+        cost("2026-02-20", "gpt-4o-mini").await,
+        (d("0.050010075"), d("0.0249846"))
+    );
+    // Embeddings, daily: 10M of 12 345 678 free every day at 0.02.
+    for date in ["2026-02-10", "2026-02-20"] {
+        assert_eq!(cost(date, "text-embedding-3-small").await, (d("0.24691356"), d("0.2")));
+    }
+    // gpt-4o once: Feb 10 standard usage 1 000 000 uncached × 2.5 + 34 567 writes × 2.5 +
+    // 200 000 cached × 1.25 is all free (1 234 567 ≤ 1.5M) = 2.8364175; Feb 20: 265 433
+    // left, to uncached × 2.5 = 0.6635825. The batch usage (its own row) is never free.
+    let standard = d("2.5") + d("0.0864175") + d("0.25") + d("0.98765");
+    let batch = (d("500001") * d("1.25") + d("7") * d("5")) / d("1000000");
+    assert_eq!(
+        cost("2026-02-10", "gpt-4o").await,
+        (standard + batch.round_dp(9), d("2.8364175"))
+    );
+    assert_eq!(
+        cost("2026-02-20", "gpt-4o").await,
+        (standard + batch.round_dp(9), d("0.6635825"))
+    );
+    // The cost API's day totals are net of the credits.
+    let (_, totals) = app
+        .send(
+            Method::GET,
+            &key,
+            "/api/v1/costs/free?start_date=2026-02-20&end_date=2026-02-20&group_by=model",
+            None,
+        )
+        .await;
+    let model_total = |m: &str| {
+        totals["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == m)
+            .map(|r| d(r["total_cost"].as_str().unwrap()))
+    };
+    assert_eq!(model_total("gpt-4o-mini"), Some(d("0.025025475")), "{totals}");
+}
+
+async fn hand_written_anthropic() -> String {
+    use axum::{extract::Query, routing::get};
+    let report = move |Query(q): Query<HashMap<String, String>>| async move {
+        let start = q.get("starting_at").cloned().unwrap_or_default();
+        let results = if start.starts_with("2026-01-10") || start.starts_with("2026-01-11") {
+            json!([
+                {"model": "claude-3-5-sonnet-20241022", "service_tier": "standard", "context_window": "0-200k",
+                 "workspace_id": "wrk_a", "uncached_input_tokens": 400_000,
+                 "cache_creation": {"ephemeral_5m_input_tokens": 100_000, "ephemeral_1h_input_tokens": 50_000},
+                 "cache_read_input_tokens": 1_000_000, "output_tokens": 20_000, "server_tool_use": {"web_search_requests": 0}},
+                {"model": "claude-3-5-sonnet-20241022", "service_tier": "batch", "context_window": "0-200k",
+                 "workspace_id": "wrk_a", "uncached_input_tokens": 1_000,
+                 "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+                 "cache_read_input_tokens": 0, "output_tokens": 0, "server_tool_use": {"web_search_requests": 0}},
+            ])
+        } else {
+            json!([])
+        };
+        axum::Json(
+            json!({"data": [{"starting_at": start, "ending_at": q.get("ending_at"), "results": results}],
+                          "has_more": false, "next_page": null}),
+        )
+    };
+    let app = axum::Router::new()
+        .route("/v1/organizations/usage_report/messages", get(report))
+        .fallback(|| async { axum::Json(json!({"data": [], "has_more": false, "next_page": null})) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// The Anthropic free tier: input tokens go to uncached, then 5-minute and 1-hour cache
+/// writes, then cache reads; the month's earlier days use the allowance up. Worked by hand at
+/// the seeded claude-3-5-sonnet prices (3 / 3.75 / 6 / 0.3 / 15 per 1M; batch 1.5).
+#[tokio::test]
+async fn anthropic_free_tier_comes_off_the_month_exactly() {
+    let url = hand_written_anthropic().await;
+    let app = spawn_with_clock(
+        Arc::new(cloudact_core::clock::SystemClock),
+        &[
+            ("ANTHROPIC_BASE_URL", &url),
+            ("PROVIDER_VALIDATION_TIMEOUT_SECONDS", "2"),
+        ],
+    )
+    .await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "freeant").await;
+    let (_, b) = app
+        .setup(
+            &key,
+            "freeant",
+            "anthropic",
+            json!({"credential": "sk-ant-admin01-free-1"}),
+        )
+        .await;
+    assert_eq!(b["validation_status"], "VALID", "{b}");
+    let (s, b) = app
+        .send(
+            Method::PUT,
+            &key,
+            "/api/v1/integrations/freeant/anthropic/pricing/claude-3-5-sonnet-20241022",
+            Some(json!({"free_tier_input_tokens": 2_000_000, "free_tier_output_tokens": 10_000})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let runs = run_cost_days(
+        &app,
+        &key,
+        "/api/v1/pipelines/run/freeant/anthropic/cost/usage_cost",
+        &["2026-01-10", "2026-01-11"],
+    )
+    .await;
+    let d = |s: &str| s.parse::<Decimal>().unwrap();
+    let model = "claude-3-5-sonnet-20241022";
+    // Usage: 400 000 × 3 + 100 000 × 3.75 + 50 000 × 6 + 1 000 000 × 0.3 + 20 000 × 15 = 2.475
+    // standard, 1 000 × 1.5 = 0.0015 batch.
+    let usage = d("2.475") + d("0.0015");
+    // Jan 10: all 1 550 000 input tokens free (2.175) and 10 000 output (0.15).
+    assert_eq!(
+        day_costs(
+            &ctx,
+            "freeant_local",
+            "anthropic_cost_daily",
+            "charge_type",
+            "2026-01-10",
+            model
+        )
+        .await,
+        (usage, d("2.325"))
+    );
+    // Jan 11: 450 000 left: 400 000 uncached (1.2) + 50 000 5-minute writes (0.1875); no output
+    // left. The batch tokens of Jan 10 did not count (they are priced by another row).
+    assert_eq!(
+        day_costs(
+            &ctx,
+            "freeant_local",
+            "anthropic_cost_daily",
+            "charge_type",
+            "2026-01-11",
+            model
+        )
+        .await,
+        (usage, d("1.3875"))
+    );
+    let output = runs[1]["steps"].as_array().and_then(|s| {
+        s.iter()
+            .find_map(|s| s["metadata"]["output"]["free_tier_credit"].as_str().map(str::to_string))
+    });
+    assert_eq!(output.as_deref().map(d), Some(d("1.3875")), "{}", runs[1]);
 }

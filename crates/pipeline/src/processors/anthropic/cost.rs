@@ -3,24 +3,38 @@
 //! uses the standard one). Kinds: uncached × input; 5-minute writes × 5-minute write price (else
 //! input); 1-hour writes × 1-hour price (else 5-minute, else input); cache reads × cached price
 //! (else input); output × output. No price → `unknown_model`, null cost, a run warning.
+//! Free tier: the allowance left after the period's earlier days is taken off the day as one
+//! `charge_type = 'free_tier'` row per price row with negative costs; free input tokens go to
+//! uncached input first, then 5-minute and 1-hour cache writes, then cache reads.
 
 use async_trait::async_trait;
 use chrono::Utc;
 use cloudact_core::warehouse::{Params, Row, Value};
 use rust_decimal::Decimal;
 
+use std::collections::BTreeMap;
+
 use crate::{
     context::StepContext,
     processors::CostConfig,
     processors::{
         day::LoadDay,
-        example::price_usage::per_million,
-        pricing::{MonthVolume, PriceBook},
+        pricing::{free_tier_credit, per_million, PriceBook, UsageSource},
     },
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
 pub struct CostProcessor(CostConfig);
+
+/// The pricing tier of a usage row's `service_tier`.
+fn tier_of_row(u: &Row) -> &'static str {
+    match u.string("service_tier").as_deref() {
+        Some("batch") => "batch",
+        Some("priority") | Some("priority_on_demand") => "priority",
+        Some("flex") | Some("flex_discount") => "flex",
+        _ => "standard",
+    }
+}
 
 impl ProcessorDef for CostProcessor {
     const PS_TYPE: &'static str = "anthropic.cost";
@@ -38,14 +52,16 @@ impl Processor for CostProcessor {
         let target = LoadDay::open(ctx, c.cost_day_table()).await?;
         let (org, day) = (&target.org, target.day);
         let wh = ctx.warehouse();
-        let volume = MonthVolume {
+        let source = UsageSource {
             usage_table: &c.usage_table,
             org,
-            tokens_sql: "uncached_input_tokens + cache_creation_5m_input_tokens + cache_creation_1h_input_tokens \
-                         + cache_read_input_tokens + output_tokens",
+            input_sql: "uncached_input_tokens + cache_creation_5m_input_tokens + cache_creation_1h_input_tokens \
+                        + cache_read_input_tokens",
+            output_sql: "output_tokens",
             model_column: "model",
+            tier_columns: &["service_tier"],
         };
-        let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "anthropic", day, Some(volume)).await?;
+        let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "anthropic", day, Some(source)).await?;
         let usage = wh
             .query(
                 &c.dataset,
@@ -58,14 +74,12 @@ impl Processor for CostProcessor {
             .await?;
         let now = Utc::now();
         let (mut rows, mut unknown, mut total) = (Vec::with_capacity(usage.len()), 0u64, Decimal::ZERO);
+        // The day's tokens per free-tier price row ([uncached, 5m writes, 1h writes, reads,
+        // output]) and that row's prices of those kinds.
+        let mut free_day: BTreeMap<(String, String), ([i64; 5], [Decimal; 5])> = BTreeMap::new();
         for u in usage {
             let model = u.string("model");
-            let tier = match u.string("service_tier").as_deref() {
-                Some("batch") => "batch",
-                Some("priority") | Some("priority_on_demand") => "priority",
-                Some("flex") | Some("flex_discount") => "flex",
-                _ => "standard",
-            };
+            let tier = tier_of_row(&u);
             let tokens = |c: &str| u.int(c).unwrap_or(0);
             let (uncached, w5, w1, reads, output) = (
                 tokens("uncached_input_tokens"),
@@ -84,6 +98,7 @@ impl Processor for CostProcessor {
                 .with("priced_model_id", matched.clone())
                 .with("pricing_tier", tier)
                 .with("workspace_id", u.string("workspace_id"))
+                .with("charge_type", "usage")
                 .with("uncached_input_tokens", uncached)
                 .with("cache_write_5m_tokens", w5)
                 .with("cache_write_1h_tokens", w1)
@@ -93,6 +108,23 @@ impl Processor for CostProcessor {
                 .with("currency", "USD")
                 .with("run_id", ctx.run_id.as_str())
                 .with("loaded_at", now);
+            if let Some((key, p)) = book
+                .resolve(model.as_deref(), tier)
+                .filter(|(_, p)| p.free_tier.is_some())
+            {
+                let write_5m = p.write_5m.unwrap_or(p.input);
+                let prices = [
+                    p.input,
+                    write_5m,
+                    p.write_1h.unwrap_or(write_5m),
+                    p.cached.unwrap_or(p.input),
+                    p.output,
+                ];
+                let e = free_day.entry(key).or_insert(([0; 5], prices));
+                for (sum, n) in e.0.iter_mut().zip([uncached, w5, w1, reads, output]) {
+                    *sum += n;
+                }
+            }
             match price {
                 Some(p) => {
                     let write_5m = p.write_5m.unwrap_or(p.input);
@@ -135,6 +167,55 @@ impl Processor for CostProcessor {
             }
             rows.push(row);
         }
+        // Free tiers: one credit row per price row with free tokens left for the day.
+        let (mut free_input, mut free_output, mut free_credit) = (0i64, 0i64, Decimal::ZERO);
+        if !free_day.is_empty() {
+            let used = book
+                .free_tier_used_before(ctx, &c.dataset, &source, day, tier_of_row)
+                .await?;
+            for (key, (tokens, prices)) in &free_day {
+                let Some(free) = book.price(&key.0, &key.1).and_then(|p| p.free_tier) else {
+                    continue;
+                };
+                let inputs: Vec<(i64, Decimal)> =
+                    tokens[..4].iter().copied().zip(prices[..4].iter().copied()).collect();
+                let before = used.get(key).copied().unwrap_or((0, 0));
+                let Some(credit) = free_tier_credit(&free, before, &inputs, (tokens[4], prices[4])) else {
+                    continue;
+                };
+                free_input += credit.free_input_tokens();
+                free_output += credit.output_tokens;
+                free_credit += credit.total();
+                total -= credit.total();
+                let kind = |i: usize| -credit.input_credit.get(i).copied().unwrap_or_default();
+                rows.push(
+                    Row::new()
+                        .with("org_slug", org.as_str())
+                        .with("usage_date", day)
+                        .with("model", key.0.as_str())
+                        .with("priced_model_id", key.0.as_str())
+                        .with("pricing_tier", key.1.as_str())
+                        .with("charge_type", "free_tier")
+                        .with("uncached_input_tokens", 0i64)
+                        .with("cache_write_5m_tokens", 0i64)
+                        .with("cache_write_1h_tokens", 0i64)
+                        .with("cache_read_tokens", 0i64)
+                        .with("output_tokens", 0i64)
+                        .with("web_search_requests", 0i64)
+                        .with("input_cost", kind(0))
+                        .with("cache_write_5m_cost", kind(1))
+                        .with("cache_write_1h_cost", kind(2))
+                        .with("cache_read_cost", kind(3))
+                        .with("output_cost", -credit.output_credit)
+                        .with("web_search_cost", Decimal::ZERO)
+                        .with("total_cost", -credit.total())
+                        .with("currency", "USD")
+                        .with("unknown_model", false)
+                        .with("run_id", ctx.run_id.as_str())
+                        .with("loaded_at", now),
+                );
+            }
+        }
         if unknown > 0 {
             tracing::warn!(unknown_models = unknown, date = %day, "Anthropic usage of models without a price: cost left null and flagged");
         }
@@ -142,7 +223,9 @@ impl Processor for CostProcessor {
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.cost_table, "date": c.date, "inserted": outcome.inserted,
-                                       "unknown_models": unknown, "total_cost": total.to_string()}),
+                                       "unknown_models": unknown, "total_cost": total.to_string(),
+                                       "free_tier_input_tokens": free_input, "free_tier_output_tokens": free_output,
+                                       "free_tier_credit": free_credit.to_string()}),
         })
     }
 }

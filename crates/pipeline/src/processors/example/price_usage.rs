@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::{ensure_table, parse_day};
 use crate::{
     context::StepContext,
+    processors::pricing::per_million,
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
@@ -48,12 +49,6 @@ struct Price {
     cached: Option<Decimal>,
     output: Decimal,
     currency: String,
-}
-
-/// Cost of `tokens` at `price` per 1M tokens, exact, rounded to 9 decimal places (NUMERIC).
-pub fn per_million(tokens: i64, price: Decimal) -> Decimal {
-    (Decimal::from(tokens) * price / Decimal::from(1_000_000))
-        .round_dp_with_strategy(9, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
 }
 
 #[async_trait]

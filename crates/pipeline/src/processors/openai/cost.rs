@@ -7,6 +7,10 @@
 //! No price → `unknown_model` with null costs, never 0, and a run warning. Costs are exact
 //! (NUMERIC on BigQuery, integer picodollars on SQLite), rounded half away from zero to 9
 //! decimals per token kind; the total is the sum of the kinds.
+//! Free tier (a price row's `free_tier_input_tokens` / `free_tier_output_tokens` per day, month
+//! or once): the allowance left after the period's earlier days is taken off the day as one
+//! `usage_type = 'free_tier'` row per price row with negative costs: free input tokens go to
+//! uncached input first, then cache writes, then cached input, each at its own price.
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -18,7 +22,7 @@ use crate::{
     processors::CostConfig,
     processors::{
         day::LoadDay,
-        pricing::{MonthVolume, PriceBook},
+        pricing::{free_tier_credit, FreeTierCredit, PriceBook, UsageSource},
     },
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
@@ -43,6 +47,11 @@ fn tier_of(batch: Option<bool>, service_tier: Option<&str>) -> &'static str {
     }
 }
 
+/// The tier of a usage row with `batch` and `service_tier` columns.
+fn tier_of_row(r: &Row) -> &'static str {
+    tier_of(r.boolean("batch"), r.string("service_tier").as_deref())
+}
+
 /// One usage shape of the day (model, batch, service tier) and the price it resolves to.
 struct Resolved {
     model: Option<String>,
@@ -51,6 +60,53 @@ struct Resolved {
     priced_model_id: Option<String>,
     tier: &'static str,
     prices: Option<[Decimal; 4]>,
+}
+
+/// Every input token of a usage row, as priced (uncached + cached + cache writes).
+const INPUT_SQL: &str =
+    "uncached_input_tokens + COALESCE(input_cached_tokens, 0) + COALESCE(input_cache_write_tokens, 0)";
+
+/// The day's free-tier credit of one price row: a cost row of usage type `free_tier` with no
+/// project and no tokens (the tokens stay on the usage rows) whose costs are the negated
+/// credit per kind, so the day's sum is what is owed.
+fn free_tier_statement(
+    key: &(String, String),
+    credit: &FreeTierCredit,
+    cost_table: &str,
+    params: &Params,
+) -> Statement {
+    // Input kinds in the order the credit was allocated: uncached, cache writes, cached.
+    // 9 decimals, like every cost the pricing statement writes.
+    let neg = |d: Decimal| {
+        let mut n = -d.round_dp(9);
+        n.rescale(9);
+        n
+    };
+    let c = &credit.input_credit;
+    let (uncached, write, cached) = (
+        c.first().copied().unwrap_or_default(),
+        c.get(1).copied().unwrap_or_default(),
+        c.get(2).copied().unwrap_or_default(),
+    );
+    Statement::new(
+        format!(
+            "INSERT INTO {{{{{cost_table}}}}} (org_slug, usage_date, usage_type, model, priced_model_id, project_id, \
+             pricing_tier, num_model_requests, uncached_input_tokens, cached_input_tokens, cache_write_tokens, \
+             output_tokens, input_cost, cached_input_cost, cache_write_cost, output_cost, total_cost, currency, \
+             unknown_model, run_id, loaded_at) VALUES (@org, @day, 'free_tier', @model, @model, NULL, @tier, 0, 0, 0, 0, \
+             0, @input_cost, @cached_cost, @write_cost, @output_cost, @total_cost, 'USD', @unknown, @run_id, @loaded_at)"
+        ),
+        params
+            .clone()
+            .with("model", key.0.as_str())
+            .with("tier", key.1.as_str())
+            .with("input_cost", neg(uncached))
+            .with("cached_cost", neg(cached))
+            .with("write_cost", neg(write))
+            .with("output_cost", neg(credit.output_credit))
+            .with("total_cost", neg(credit.total()))
+            .with("unknown", false),
+    )
 }
 
 /// Whether the embedded warehouse's integer arithmetic holds for a day: the four kinds'
@@ -145,20 +201,24 @@ impl Processor for CostProcessor {
         let (org, day) = (&target.org, target.day);
         let wh = ctx.warehouse();
         let bigquery = wh.backend_name() == "bigquery";
-        let volume = MonthVolume {
+        let source = UsageSource {
             usage_table: &c.usage_table,
             org,
-            tokens_sql: "input_tokens + output_tokens",
+            input_sql: INPUT_SQL,
+            output_sql: "output_tokens",
             model_column: "model",
+            tier_columns: &["batch", "service_tier"],
         };
-        let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "openai", day, Some(volume)).await?;
+        let book = PriceBook::load(ctx, &c.dataset, &c.pricing_table, "openai", day, Some(source)).await?;
         let day_params = Params::new().with("org", org.as_str()).with("day", day);
         let shapes = wh
             .query(
                 &c.dataset,
                 &format!(
                     "SELECT model, batch, service_tier, MAX(uncached_input_tokens) AS a, MAX(input_cached_tokens) AS b, \
-                     MAX(input_cache_write_tokens) AS c, MAX(output_tokens) AS d FROM {{{{{}}}}} \
+                     MAX(input_cache_write_tokens) AS c, MAX(output_tokens) AS d, SUM(uncached_input_tokens) AS su, \
+                     SUM(COALESCE(input_cached_tokens, 0)) AS sc, SUM(COALESCE(input_cache_write_tokens, 0)) AS sw, \
+                     SUM(output_tokens) AS so FROM {{{{{}}}}} \
                      WHERE org_slug = @org AND usage_date = @day GROUP BY model, batch, service_tier",
                     c.usage_table
                 ),
@@ -167,6 +227,10 @@ impl Processor for CostProcessor {
             .await?;
         let mut resolved = Vec::with_capacity(shapes.len());
         let mut max_tokens = 0i64;
+        // The day's tokens per free-tier price row: [uncached, cache writes, cached, output],
+        // and that row's prices of those kinds.
+        let mut free_day: std::collections::BTreeMap<(String, String), ([i64; 4], [Decimal; 4])> =
+            std::collections::BTreeMap::new();
         for s in &shapes {
             let model = s.string("model");
             let (batch, service_tier) = (s.boolean("batch"), s.string("service_tier"));
@@ -174,6 +238,21 @@ impl Processor for CostProcessor {
                 max_tokens = max_tokens.max(s.int(col).unwrap_or(0));
             }
             let tier = tier_of(batch, service_tier.as_deref());
+            if let Some((key, p)) = book
+                .resolve(model.as_deref(), tier)
+                .filter(|(_, p)| p.free_tier.is_some())
+            {
+                let prices = [
+                    p.input,
+                    p.write_5m.unwrap_or(p.input),
+                    p.cached.unwrap_or(p.input),
+                    p.output,
+                ];
+                let e = free_day.entry(key).or_insert(([0; 4], prices));
+                for (i, col) in ["su", "sw", "sc", "so"].iter().enumerate() {
+                    e.0[i] += s.int(col).unwrap_or(0);
+                }
+            }
             let matched = model.as_deref().and_then(|m| book.match_model(m)).cloned();
             let prices = matched.as_ref().and_then(|m| book.price(m, tier)).map(|p| {
                 [
@@ -271,22 +350,39 @@ impl Processor for CostProcessor {
             .clone()
             .with("run_id", ctx.run_id.as_str())
             .with("loaded_at", Utc::now());
-        let counts = wh
-            .execute_atomic(
-                &c.dataset,
-                &[
-                    Statement::new(
-                        format!(
-                            "DELETE FROM {{{{{}}}}} WHERE org_slug = @org AND usage_date = @day",
-                            c.cost_table
-                        ),
-                        day_params.clone(),
-                    ),
-                    Statement::new(insert, params),
-                ],
-            )
-            .await?;
-        let inserted = counts.get(1).copied().unwrap_or(0);
+        let mut statements = vec![
+            Statement::new(
+                format!(
+                    "DELETE FROM {{{{{}}}}} WHERE org_slug = @org AND usage_date = @day",
+                    c.cost_table
+                ),
+                day_params.clone(),
+            ),
+            Statement::new(insert, params.clone()),
+        ];
+        // Free tiers: one credit row per price row with free tokens left for the day, in the
+        // same transaction as the day's cost rows.
+        let (mut free_input, mut free_output, mut free_credit) = (0i64, 0i64, Decimal::ZERO);
+        if !free_day.is_empty() {
+            let used = book
+                .free_tier_used_before(ctx, &c.dataset, &source, day, tier_of_row)
+                .await?;
+            for (key, (tokens, prices)) in &free_day {
+                let Some(free) = book.price(&key.0, &key.1).and_then(|p| p.free_tier) else {
+                    continue;
+                };
+                let inputs = [(tokens[0], prices[0]), (tokens[1], prices[1]), (tokens[2], prices[2])];
+                let before = used.get(key).copied().unwrap_or((0, 0));
+                if let Some(credit) = free_tier_credit(&free, before, &inputs, (tokens[3], prices[3])) {
+                    free_input += credit.free_input_tokens();
+                    free_output += credit.output_tokens;
+                    free_credit += credit.total();
+                    statements.push(free_tier_statement(key, &credit, &c.cost_table, &params));
+                }
+            }
+        }
+        let counts = wh.execute_atomic(&c.dataset, &statements).await?;
+        let inserted = counts.iter().skip(1).sum::<u64>();
         ctx.add_rows(inserted);
         if let Err(e) = wh.drop_table(&c.dataset, &map_name).await {
             tracing::warn!(table = %map_name, error = %e, "price map not dropped; the next pricing of the day drops it");
@@ -298,13 +394,7 @@ impl Processor for CostProcessor {
                     "SELECT {total} AS total, SUM(CASE WHEN unknown_model THEN 1 ELSE 0 END) AS unknown \
                      FROM {{{{{}}}}} WHERE org_slug = @org AND usage_date = @day",
                     c.cost_table,
-                    // SQLite's SUM over decimal text would be a float: sum the nano-dollars the
-                    // text spells (always 9 decimals here) as integers instead.
-                    total = if bigquery {
-                        "SUM(total_cost)"
-                    } else {
-                        "SUM(CAST(REPLACE(total_cost, '.', '') AS INTEGER))"
-                    },
+                    total = wh.exact_sum("total_cost"),
                 ),
                 &day_params,
             )
@@ -316,18 +406,14 @@ impl Processor for CostProcessor {
         }
         let total = summary
             .first()
-            .and_then(|r| {
-                if bigquery {
-                    r.numeric("total")
-                } else {
-                    r.int("total").map(|nanos| Decimal::new(nanos, 9))
-                }
-            })
+            .and_then(|r| r.numeric("total"))
             .unwrap_or(Decimal::ZERO);
         Ok(StepOutput {
             rows_processed: inserted,
             output: serde_json::json!({"table": c.cost_table, "date": c.date, "inserted": inserted,
-                                       "unknown_models": unknown, "total_cost": total.round_dp(9).to_string()}),
+                                       "unknown_models": unknown, "total_cost": total.round_dp(9).to_string(),
+                                       "free_tier_input_tokens": free_input, "free_tier_output_tokens": free_output,
+                                       "free_tier_credit": free_credit.round_dp(9).to_string()}),
         })
     }
 }
