@@ -27,6 +27,93 @@ pub async fn run_all(wh: Arc<dyn Warehouse>, prefix: &str) {
     atomic_batches_roll_back(&*wh, &format!("{prefix}_atomic")).await;
     missing_things_are_typed_errors(&*wh, &format!("{prefix}_missing")).await;
     conditional_updates_never_overshoot(wh.clone(), &format!("{prefix}_quota")).await;
+    tables_evolve_to_their_schema(&*wh, &format!("{prefix}_evolve")).await;
+}
+
+/// A table made from an older schema is brought up to the new one: new columns added (old
+/// rows read them as null, new rows fill them); an incompatible change is refused whole.
+pub async fn tables_evolve_to_their_schema(wh: &dyn Warehouse, ds: &str) {
+    use super::schema::{evolve_table, Evolution};
+    fresh(wh, ds).await;
+    let new = sample_table("usage");
+    let mut old = new.clone();
+    old.fields
+        .retain(|f| !["cost", "tags", "details"].contains(&f.name.as_str()));
+    assert_eq!(
+        evolve_table(wh, ds, &old).await.unwrap_or_else(|e| panic!("{e}")),
+        Evolution::Created
+    );
+    wh.insert_rows(ds, "usage", &[usage_row("acme", 1, "m", 5)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(wh
+        .insert_rows(
+            ds,
+            "usage",
+            &[usage_row("acme", 2, "m", 5).with("cost", rust_decimal::Decimal::ONE)]
+        )
+        .await
+        .is_err());
+    // An incompatible file (a type change) changes nothing.
+    let mut retyped = new.clone();
+    for f in &mut retyped.fields {
+        if f.name == "tokens" {
+            f.field_type = super::FieldType::String;
+        }
+    }
+    let err = evolve_table(wh, ds, &retyped)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("usage.tokens") && err.contains("type"), "{err}");
+    assert_eq!(
+        wh.table_schema(ds, "usage")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .len(),
+        old.fields.len()
+    );
+    let added = evolve_table(wh, ds, &new).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        added,
+        Evolution::Added(vec!["cost".into(), "details".into(), "tags".into()])
+    );
+    let names: Vec<String> = wh
+        .table_schema(ds, "usage")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    for c in ["cost", "details", "tags"] {
+        assert!(names.iter().any(|n| n == c), "{c} in {names:?}");
+    }
+    wh.insert_rows(
+        ds,
+        "usage",
+        &[usage_row("acme", 2, "m", 7)
+            .with("cost", "1.5".parse::<rust_decimal::Decimal>().unwrap_or_default())
+            .with("tags", serde_json::json!(["a"]))],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("insert after evolution: {e}"));
+    let rows = wh
+        .query(
+            ds,
+            "SELECT usage_date, cost FROM {{usage}} ORDER BY usage_date",
+            &Params::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].numeric("cost"), None, "old rows read the new column as null");
+    assert_eq!(rows[1].numeric("cost"), "1.5".parse().ok());
+    assert_eq!(
+        evolve_table(wh, ds, &new).await.unwrap_or_else(|e| panic!("{e}")),
+        Evolution::Added(vec![]),
+        "up to date: nothing to do"
+    );
 }
 
 /// A table with one column of every type, partitioned by day and clustered.

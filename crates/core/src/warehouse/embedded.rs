@@ -323,6 +323,50 @@ impl Warehouse for EmbeddedWarehouse {
             .await
     }
 
+    async fn add_columns(&self, dataset: &str, table: &str, columns: &[FieldSchema]) -> Result<(), WarehouseError> {
+        check_name(table)?;
+        for c in columns {
+            check_name(&c.name)?;
+            if c.mode == FieldMode::Required {
+                return Err(WarehouseError::Schema(format!(
+                    "column {} cannot be added as REQUIRED to an existing table",
+                    c.name
+                )));
+            }
+        }
+        let (dataset_name, table, columns) = (dataset.to_string(), table.to_string(), columns.to_vec());
+        self.with_conn(dataset, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let mut def = load_def(&tx, &dataset_name, &table)?;
+            for c in &columns {
+                if def.fields.iter().any(|f| f.name == c.name) {
+                    return Err(WarehouseError::Schema(format!(
+                        "table {table} already has a column {}",
+                        c.name
+                    )));
+                }
+                tx.execute_batch(&format!(
+                    "ALTER TABLE \"{table}\" ADD COLUMN \"{}\" {}",
+                    c.name,
+                    column_decl(c)
+                ))
+                .map_err(map_err)?;
+                def.fields.push(c.clone());
+            }
+            let fields = serde_json::to_string(&def.fields).map_err(|e| WarehouseError::Schema(e.to_string()))?;
+            tx.execute(
+                &format!("UPDATE {DEFS_TABLE} SET fields = ?1 WHERE table_name = ?2"),
+                rusqlite::params![fields, table],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn insert_rows(&self, dataset: &str, table: &str, rows: &[Row]) -> Result<u64, WarehouseError> {
         self.insert_batch(dataset, table, rows.to_vec()).await
     }

@@ -11,6 +11,7 @@
 
 pub mod bigquery;
 pub mod embedded;
+pub mod metered;
 pub mod schema;
 pub mod value;
 
@@ -124,6 +125,10 @@ pub trait Warehouse: Send + Sync {
     async fn drop_table(&self, dataset: &str, table: &str) -> Result<bool, WarehouseError>;
     /// The table's current column schema.
     async fn table_schema(&self, dataset: &str, table: &str) -> Result<Vec<FieldSchema>, WarehouseError>;
+
+    /// Adds columns to an existing table, all or none (existing rows read them as null). Each
+    /// column must be new and NULLABLE or REPEATED; see [`schema::plan_evolution`].
+    async fn add_columns(&self, dataset: &str, table: &str, columns: &[FieldSchema]) -> Result<(), WarehouseError>;
 
     /// Inserts a batch of rows, all or none. Rows are checked against the table schema first.
     async fn insert_rows(&self, dataset: &str, table: &str, rows: &[Row]) -> Result<u64, WarehouseError>;

@@ -249,9 +249,121 @@ pub fn parse_schema_json(text: &str) -> Result<Vec<FieldSchema>, WarehouseError>
     })
 }
 
+/// How an existing table differs from its schema file, and whether it can be brought up to it
+/// without losing or reinterpreting data.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvolutionPlan {
+    /// Columns of the file the table lacks, to add (a REQUIRED one is added as NULLABLE:
+    /// existing rows have no value for it).
+    pub add: Vec<FieldSchema>,
+    /// Why the table cannot be brought up to the file (nothing is changed then).
+    pub problems: Vec<String>,
+}
+
+/// Compares a table's columns with the schema file's. Compatible: columns the file adds
+/// (added, NULLABLE); columns the table has beyond the file, if NULLABLE or REPEATED (kept).
+/// Incompatible: a column whose type or repetition changed, a REQUIRED column of the table
+/// the file no longer has (writers would stop filling it), and new RECORD columns.
+pub fn plan_evolution(table: &str, existing: &[FieldSchema], wanted: &[FieldSchema]) -> EvolutionPlan {
+    let mut plan = EvolutionPlan::default();
+    for w in wanted {
+        match existing.iter().find(|e| e.name == w.name) {
+            Some(e) if e.field_type != w.field_type => plan.problems.push(format!(
+                "{table}.{}: type is {:?} in the table but {:?} in the schema file (a type change needs a manual migration)",
+                w.name, e.field_type, w.field_type
+            )),
+            Some(e) if (e.mode == FieldMode::Repeated) != (w.mode == FieldMode::Repeated) => plan.problems.push(format!(
+                "{table}.{}: mode is {:?} in the table but {:?} in the schema file",
+                w.name, e.mode, w.mode
+            )),
+            Some(_) => {}
+            None if w.field_type == FieldType::Record => plan.problems.push(format!(
+                "{table}.{}: a new RECORD column cannot be added by migration",
+                w.name
+            )),
+            None => {
+                let mut add = w.clone();
+                if add.mode == FieldMode::Required {
+                    add.mode = FieldMode::Nullable;
+                }
+                plan.add.push(add);
+            }
+        }
+    }
+    for e in existing.iter().filter(|e| e.mode == FieldMode::Required) {
+        if !wanted.iter().any(|w| w.name == e.name) {
+            plan.problems.push(format!(
+                "{table}.{}: a REQUIRED column of the table is not in the schema file (writers would stop filling it)",
+                e.name
+            ));
+        }
+    }
+    plan
+}
+
+/// What [`evolve_table`] did to one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Evolution {
+    Created,
+    /// Columns added (empty: already up to date).
+    Added(Vec<String>),
+}
+
+/// Creates the table, or brings an existing one up to `def`'s columns ([`plan_evolution`]):
+/// new columns added in one change, or nothing changed and every problem reported.
+pub async fn evolve_table(
+    wh: &dyn super::Warehouse,
+    dataset: &str,
+    def: &TableDef,
+) -> Result<Evolution, WarehouseError> {
+    if wh.create_table(dataset, def).await? {
+        return Ok(Evolution::Created);
+    }
+    let existing = wh.table_schema(dataset, &def.name).await?;
+    let plan = plan_evolution(&def.name, &existing, &def.fields);
+    if !plan.problems.is_empty() {
+        return Err(WarehouseError::Schema(plan.problems.join("; ")));
+    }
+    if !plan.add.is_empty() {
+        wh.add_columns(dataset, &def.name, &plan.add).await?;
+    }
+    Ok(Evolution::Added(plan.add.into_iter().map(|f| f.name).collect()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evolution_adds_new_columns_and_refuses_incompatible_changes() {
+        let f = |json: &str| parse_schema_json(json).unwrap();
+        let old = f(
+            r#"[{"name":"id","type":"STRING","mode":"REQUIRED"},{"name":"n","type":"INT64"},{"name":"gone","type":"STRING"}]"#,
+        );
+        let new = f(
+            r#"[{"name":"id","type":"STRING","mode":"REQUIRED"},{"name":"n","type":"INT64"},{"name":"x","type":"NUMERIC","mode":"REQUIRED"}]"#,
+        );
+        let plan = plan_evolution("t", &old, &new);
+        assert!(plan.problems.is_empty(), "{:?}", plan.problems);
+        assert_eq!(plan.add.len(), 1);
+        assert_eq!(
+            (plan.add[0].name.as_str(), plan.add[0].mode),
+            ("x", FieldMode::Nullable)
+        );
+        let retyped = f(r#"[{"name":"id","type":"STRING","mode":"REQUIRED"},{"name":"n","type":"STRING"}]"#);
+        let plan = plan_evolution("t", &old, &retyped);
+        assert_eq!(plan.problems.len(), 1, "{:?}", plan.problems);
+        assert!(plan.problems[0].contains("t.n") && plan.problems[0].contains("type"));
+        let dropped = f(r#"[{"name":"n","type":"INT64"}]"#);
+        let plan = plan_evolution("t", &old, &dropped);
+        assert!(
+            plan.problems
+                .iter()
+                .any(|p| p.contains("t.id") && p.contains("REQUIRED")),
+            "{:?}",
+            plan.problems
+        );
+    }
 
     fn def() -> TableDef {
         TableDef {

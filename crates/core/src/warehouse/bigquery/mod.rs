@@ -40,8 +40,8 @@ pub use auth::{FixedToken, GoogleToken};
 use convert::{decode_cell, query_param, ApiField};
 
 use super::{
-    check_name, check_partition_load, qualify_tables, FieldSchema, Params, PartitionKey, ReplaceOutcome, Row,
-    Statement, TableDef, Warehouse, WarehouseError,
+    check_name, check_partition_load, qualify_tables, FieldMode, FieldSchema, FieldType, Params, PartitionKey,
+    ReplaceOutcome, Row, Statement, TableDef, Warehouse, WarehouseError,
 };
 
 /// Most query parameters BigQuery accepts in one query is 10 000; stay below.
@@ -645,6 +645,97 @@ impl Warehouse for BigQueryWarehouse {
         let fields_json = serde_json::to_value(&model.schema).map_err(|e| WarehouseError::Backend(e.to_string()))?;
         let fields: Vec<ApiField> = serde_json::from_value(fields_json["fields"].clone()).unwrap_or_default();
         fields.iter().map(ApiField::to_field).collect()
+    }
+
+    /// One `ALTER TABLE … ADD COLUMN IF NOT EXISTS` DDL job per column (BigQuery DDL is not
+    /// transactional anyway, and the emulator takes one ALTER command per statement): a failure
+    /// part-way leaves some columns added, and running the migration again adds the rest.
+    async fn add_columns(&self, dataset: &str, table: &str, columns: &[FieldSchema]) -> Result<(), WarehouseError> {
+        check_name(dataset)?;
+        check_name(table)?;
+        if columns.is_empty() {
+            return Ok(());
+        }
+        let mut adds = Vec::with_capacity(columns.len());
+        for c in columns {
+            check_name(&c.name)?;
+            let scalar = match c.field_type {
+                FieldType::String => "STRING",
+                FieldType::Integer => "INT64",
+                FieldType::Float => "FLOAT64",
+                FieldType::Numeric => "NUMERIC",
+                FieldType::Bignumeric => "BIGNUMERIC",
+                FieldType::Boolean => "BOOL",
+                FieldType::Bytes => "BYTES",
+                FieldType::Date => "DATE",
+                FieldType::Timestamp => "TIMESTAMP",
+                FieldType::Datetime => "DATETIME",
+                FieldType::Json => "JSON",
+                FieldType::Record => {
+                    return Err(WarehouseError::Schema(format!(
+                        "column {}: a RECORD column cannot be added by migration; add it by hand",
+                        c.name
+                    )))
+                }
+            };
+            let decl = match c.mode {
+                FieldMode::Nullable => scalar.to_string(),
+                FieldMode::Repeated => format!("ARRAY<{scalar}>"),
+                FieldMode::Required => {
+                    return Err(WarehouseError::Schema(format!(
+                        "column {} cannot be added as REQUIRED to an existing table",
+                        c.name
+                    )))
+                }
+            };
+            adds.push(format!(
+                "ALTER TABLE `{}.{dataset}.{table}` ADD COLUMN IF NOT EXISTS {} {decl}",
+                self.project, c.name
+            ));
+        }
+        for sql in adds {
+            self.forget_schema(dataset, Some(table));
+            let result = self.run(Some(dataset), &sql, Vec::new(), Session::None).await;
+            self.forget_schema(dataset, Some(table));
+            result.map_err(|e| with_dataset(e, dataset))?;
+        }
+        // BigQuery's table resource now lists the columns. The emulator's DDL changes its
+        // storage but not the resource: patch the schema in (`tables.patch`, the documented
+        // way to add NULLABLE columns) when it still lacks them; a no-op on BigQuery.
+        self.count();
+        let current = self
+            .client
+            .table()
+            .get(&self.project, dataset, table, None)
+            .await
+            .map_err(bq_error)?;
+        let mut fields = serde_json::to_value(&current.schema).map_err(|e| WarehouseError::Backend(e.to_string()))?
+            ["fields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let missing: Vec<&FieldSchema> = columns
+            .iter()
+            .filter(|c| !fields.iter().any(|f| f["name"].as_str() == Some(c.name.as_str())))
+            .collect();
+        if !missing.is_empty() {
+            for c in missing {
+                fields.push(serde_json::to_value(c).map_err(|e| WarehouseError::Schema(e.to_string()))?);
+            }
+            let patch: Table = serde_json::from_value(json!({
+                "tableReference": {"projectId": self.project, "datasetId": dataset, "tableId": table},
+                "schema": {"fields": fields},
+            }))
+            .map_err(|e| WarehouseError::Schema(format!("table {table}: {e}")))?;
+            self.count();
+            self.client
+                .table()
+                .patch(&self.project, dataset, table, patch)
+                .await
+                .map_err(bq_error)?;
+            self.forget_schema(dataset, Some(table));
+        }
+        Ok(())
     }
 
     async fn insert_rows(&self, dataset: &str, table: &str, rows: &[Row]) -> Result<u64, WarehouseError> {
