@@ -333,3 +333,96 @@ async fn gcp_service_accounts_are_validated_with_a_signed_jwt_and_a_limit_0_read
         "{refused:?}"
     );
 }
+
+/// The bootstrap's migration on BigQuery: a central table made from an older schema file
+/// gains the new columns (its rows kept); a retyped table makes the whole migration refuse.
+#[tokio::test]
+async fn migration_from_an_older_schema_on_bigquery() {
+    use cloudact_core::{
+        config::TableList,
+        meta::CENTRAL_DATASET,
+        warehouse::{schema::migrate_tables, FieldType, Params, Row},
+    };
+    let emu = BigQueryEmulator::start();
+    let wh = warehouse(&emu).await;
+    let tables = TableList::load(&cloudact_e2e::configs_dir(), "setup/bootstrap/tables.yml").unwrap();
+    let defs: Vec<_> = tables.tables.iter().map(|t| &t.def).collect();
+    wh.create_dataset(CENTRAL_DATASET, "US").await.unwrap();
+    let audit = defs.iter().find(|d| d.name == "org_audit_logs").unwrap();
+    let mut older = (*audit).clone();
+    older
+        .fields
+        .retain(|f| f.name != "user_agent" && f.name != "error_message");
+    wh.create_table(CENTRAL_DATASET, &older).await.unwrap();
+    let row = Row::new()
+        .with("audit_id", "a-old")
+        .with("org_slug", "acme")
+        .with("action", "CREATE")
+        .with("resource_type", "ORG")
+        .with("status", "SUCCESS")
+        .with("created_at", chrono::Utc::now());
+    wh.execute(
+        CENTRAL_DATASET,
+        "INSERT INTO {{org_audit_logs}} (audit_id, org_slug, action, resource_type, status, created_at) \
+         VALUES ('a-old', 'acme', 'CREATE', 'ORG', 'SUCCESS', CURRENT_TIMESTAMP())",
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    // A retyped table elsewhere: refused whole, the audit table untouched.
+    let subs = defs.iter().find(|d| d.name == "org_subscriptions").unwrap();
+    let mut retyped = (*subs).clone();
+    let victim = retyped
+        .fields
+        .iter_mut()
+        .find(|f| f.field_type == FieldType::String && f.name != "org_slug")
+        .unwrap();
+    victim.field_type = FieldType::Integer;
+    wh.create_table(CENTRAL_DATASET, &retyped).await.unwrap();
+    let err = migrate_tables(&*wh, CENTRAL_DATASET, &defs)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nothing was changed") && err.contains("org_subscriptions."),
+        "{err}"
+    );
+    assert_eq!(
+        wh.table_schema(CENTRAL_DATASET, "org_audit_logs").await.unwrap().len(),
+        older.fields.len()
+    );
+    wh.drop_table(CENTRAL_DATASET, "org_subscriptions").await.unwrap();
+    let report = migrate_tables(&*wh, CENTRAL_DATASET, &defs).await.unwrap();
+    assert_eq!(
+        report.columns_added.get("org_audit_logs"),
+        Some(&vec!["user_agent".to_string(), "error_message".to_string()])
+    );
+    assert!(report.created.contains(&"org_subscriptions".to_string()));
+    // New rows fill the new columns; the old row reads them as null.
+    wh.insert_rows(
+        CENTRAL_DATASET,
+        "org_audit_logs",
+        &[row.with("audit_id", "a-new").with("error_message", "boom")],
+    )
+    .await
+    .unwrap();
+    let rows = wh
+        .query(
+            CENTRAL_DATASET,
+            "SELECT audit_id, error_message FROM {{org_audit_logs}} ORDER BY audit_id",
+            &Params::new(),
+        )
+        .await
+        .unwrap();
+    let got: Vec<(Option<String>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.string("audit_id"), r.string("error_message")))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some("a-new".into()), Some("boom".into())),
+            (Some("a-old".into()), None)
+        ]
+    );
+}

@@ -28,6 +28,8 @@ pub struct BootstrapResponse {
     pub dataset_created: bool,
     pub tables_created: Vec<String>,
     pub tables_existed: Vec<String>,
+    /// Table → columns added to bring an existing table up to its schema file.
+    pub columns_added: std::collections::BTreeMap<String, Vec<String>>,
     pub total_tables: usize,
     pub pipeline_logging_id: String,
     pub message: String,
@@ -58,15 +60,30 @@ pub async fn bootstrap(
         )
         .await;
     if report.status != RunStatus::Completed {
-        return Err(ApiError::internal(format!(
-            "bootstrap failed: {}",
-            report.error.unwrap_or_default()
-        )));
+        let error = report.error.unwrap_or_default();
+        if let Some(problems) = schema_incompatibility(&error) {
+            return Err(ApiError::conflict(
+                "SCHEMA_INCOMPATIBLE",
+                format!(
+                    "the central tables cannot be brought up to the schema files, so nothing was changed: {problems}"
+                ),
+            ));
+        }
+        return Err(ApiError::internal(format!("bootstrap failed: {error}")));
     }
     let out = report.steps.first().map(|s| s.output.clone()).unwrap_or_default();
     let list = |k: &str| -> Vec<String> { serde_json::from_value(out[k].clone()).unwrap_or_default() };
     let (created, existed) = (list("tables_created"), list("tables_existed"));
-    let message = if created.is_empty() {
+    let added: std::collections::BTreeMap<String, Vec<String>> =
+        serde_json::from_value(out["columns_added"].clone()).unwrap_or_default();
+    let message = if !added.is_empty() {
+        format!(
+            "migrated: {} columns added to {} existing tables; {} tables created",
+            added.values().map(Vec::len).sum::<usize>(),
+            added.len(),
+            created.len()
+        )
+    } else if created.is_empty() {
         format!("already bootstrapped: all {} tables exist", existed.len())
     } else {
         format!("created {} tables ({} already existed)", created.len(), existed.len())
@@ -79,7 +96,13 @@ pub async fn bootstrap(
         total_tables: out["total_tables"].as_u64().unwrap_or(0) as usize,
         tables_created: created,
         tables_existed: existed,
+        columns_added: serde_json::from_value(out["columns_added"].clone()).unwrap_or_default(),
         pipeline_logging_id: report.run_id,
         message,
     }))
+}
+
+/// The problems of a migration refused as incompatible, from a failed setup run's error.
+pub(crate) fn schema_incompatibility(error: &str) -> Option<&str> {
+    error.split_once("nothing was changed: ").map(|(_, problems)| problems)
 }

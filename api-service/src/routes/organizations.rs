@@ -240,6 +240,8 @@ pub struct OnboardResponse {
     pub dataset_location: String,
     pub dataset_created: bool,
     pub tables_created: Vec<String>,
+    /// Table → columns added to bring an existing org table up to its schema file (re-sync).
+    pub columns_added: std::collections::BTreeMap<String, Vec<String>>,
     pub dryrun_status: String,
     pub pipeline_logging_id: Option<String>,
     pub idempotent_replay: bool,
@@ -375,7 +377,7 @@ async fn run_onboarding_pipeline(
     org_slug: &str,
     dataset_id: &str,
     location: &str,
-) -> Result<(String, bool, Vec<String>), String> {
+) -> Result<OnboardingOutcome, String> {
     let spec = ctx.catalog.require(ONBOARDING_SPEC)?;
     let mut request = RunRequest {
         org_slug: Some(org_slug.to_string()),
@@ -388,8 +390,20 @@ async fn run_onboarding_pipeline(
         return Err(report.error.unwrap_or_else(|| "onboarding pipeline failed".into()));
     }
     let out = report.steps.first().map(|s| s.output.clone()).unwrap_or_default();
-    let tables: Vec<String> = serde_json::from_value(out["tables_created"].clone()).unwrap_or_default();
-    Ok((report.run_id, out["dataset_created"].as_bool().unwrap_or(false), tables))
+    Ok(OnboardingOutcome {
+        run_id: report.run_id,
+        dataset_created: out["dataset_created"].as_bool().unwrap_or(false),
+        tables_created: serde_json::from_value(out["tables_created"].clone()).unwrap_or_default(),
+        columns_added: serde_json::from_value(out["columns_added"].clone()).unwrap_or_default(),
+    })
+}
+
+/// What the onboarding pipeline did to an org's dataset.
+struct OnboardingOutcome {
+    run_id: String,
+    dataset_created: bool,
+    tables_created: Vec<String>,
+    columns_added: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 async fn create(
@@ -426,7 +440,12 @@ async fn create(
             .map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
-    let (run_id, dataset_created, tables_created) = match outcome {
+    let OnboardingOutcome {
+        run_id,
+        dataset_created,
+        tables_created,
+        columns_added,
+    } = match outcome {
         Ok(o) => o,
         Err(cause) => {
             // All or nothing: remove what this attempt wrote.
@@ -456,6 +475,7 @@ async fn create(
         dataset_location: location.to_string(),
         dataset_created,
         tables_created,
+        columns_added,
         dryrun_status: "SKIPPED".into(),
         pipeline_logging_id: Some(run_id),
         idempotent_replay: false,
@@ -510,9 +530,23 @@ async fn resync(
     let (key, stored_key) = NewApiKey::mint(&*ctx.kms, &req.org_slug).await?;
     ctx.store.replace_key(&req.org_slug, &stored_key, now).await?;
     ctx.auth.invalidate_org(&req.org_slug);
-    let (run_id, dataset_created, tables_created) = run_onboarding_pipeline(ctx, &req.org_slug, dataset_id, location)
+    let OnboardingOutcome {
+        run_id,
+        dataset_created,
+        tables_created,
+        columns_added,
+    } = run_onboarding_pipeline(ctx, &req.org_slug, dataset_id, location)
         .await
-        .map_err(|e| ApiError::internal(format!("re-sync of {} could not ensure its dataset: {e}", req.org_slug)))?;
+        .map_err(|e| match crate::routes::admin::schema_incompatibility(&e) {
+            Some(problems) => ApiError::conflict(
+                "SCHEMA_INCOMPATIBLE",
+                format!(
+                    "the tables of {} cannot be brought up to the schema files, so nothing was changed: {problems}",
+                    req.org_slug
+                ),
+            ),
+            None => ApiError::internal(format!("re-sync of {} could not ensure its dataset: {e}", req.org_slug)),
+        })?;
     audit(ctx, &req.org_slug, "RESYNC", json!({"plan": plan.as_str()})).await;
     Ok(OnboardResponse {
         org_slug: req.org_slug.clone(),
@@ -524,6 +558,7 @@ async fn resync(
         dataset_location: location.to_string(),
         dataset_created,
         tables_created,
+        columns_added,
         dryrun_status: "SKIPPED".into(),
         pipeline_logging_id: Some(run_id),
         idempotent_replay: false,

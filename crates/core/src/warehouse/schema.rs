@@ -330,6 +330,66 @@ pub async fn evolve_table(
     Ok(Evolution::Added(plan.add.into_iter().map(|f| f.name).collect()))
 }
 
+/// What [`migrate_tables`] did to a dataset's tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MigrationReport {
+    pub created: Vec<String>,
+    pub existed: Vec<String>,
+    /// Table → columns added (only tables that gained some).
+    pub columns_added: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// Brings every table of a dataset up to its definition: all tables are compared first, and
+/// if any cannot be evolved ([`plan_evolution`]) nothing is changed and every problem is
+/// reported (`WarehouseError::Schema`); otherwise missing tables are created and new columns
+/// added.
+pub async fn migrate_tables(
+    wh: &dyn super::Warehouse,
+    dataset: &str,
+    defs: &[&TableDef],
+) -> Result<MigrationReport, WarehouseError> {
+    let mut plans = Vec::with_capacity(defs.len());
+    let mut problems = Vec::new();
+    for def in defs {
+        if wh.table_exists(dataset, &def.name).await? {
+            let existing = wh.table_schema(dataset, &def.name).await?;
+            let plan = plan_evolution(&def.name, &existing, &def.fields);
+            problems.extend(plan.problems.iter().cloned());
+            plans.push(Some(plan));
+        } else {
+            plans.push(None);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(WarehouseError::Schema(format!(
+            "nothing was changed: {}",
+            problems.join("; ")
+        )));
+    }
+    let mut report = MigrationReport::default();
+    for (def, plan) in defs.iter().zip(plans) {
+        match plan {
+            None => {
+                if wh.create_table(dataset, def).await? {
+                    report.created.push(def.name.clone());
+                } else {
+                    report.existed.push(def.name.clone());
+                }
+            }
+            Some(plan) => {
+                report.existed.push(def.name.clone());
+                if !plan.add.is_empty() {
+                    wh.add_columns(dataset, &def.name, &plan.add).await?;
+                    report
+                        .columns_added
+                        .insert(def.name.clone(), plan.add.into_iter().map(|f| f.name).collect());
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! the request asks for `force_recreate_tables` (or `force_recreate_dataset`).
 
 use async_trait::async_trait;
+use cloudact_core::warehouse::{schema::migrate_tables, TableDef};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -53,21 +54,22 @@ impl Processor for BootstrapProcessor {
         }
         let dataset_created = wh.create_dataset(&dataset, &location).await?;
         let force_tables = ctx.param_bool("force_recreate_tables");
-        let (mut created, mut existed, mut recreated) = (Vec::new(), Vec::new(), Vec::new());
-        for table in &list.tables {
-            if ctx.cancel.is_cancelled() {
-                return Err(ProcessorError::Cancelled);
-            }
-            let name = table.def.name.clone();
-            if force_tables && wh.drop_table(&dataset, &name).await? {
-                recreated.push(name.clone());
-            }
-            if wh.create_table(&dataset, &table.def).await? {
-                created.push(name);
-            } else {
-                existed.push(name);
+        let mut recreated = Vec::new();
+        if force_tables {
+            for table in &list.tables {
+                if ctx.cancel.is_cancelled() {
+                    return Err(ProcessorError::Cancelled);
+                }
+                if wh.drop_table(&dataset, &table.def.name).await? {
+                    recreated.push(table.def.name.clone());
+                }
             }
         }
+        // Missing tables created, existing ones brought up to their schema files (new columns
+        // added); an incompatible table changes nothing and fails the bootstrap with every problem.
+        let defs: Vec<&TableDef> = list.tables.iter().map(|t| &t.def).collect();
+        let report = migrate_tables(wh.as_ref(), &dataset, &defs).await?;
+        let (created, existed) = (&report.created, &report.existed);
         tracing::info!(
             dataset,
             created = created.len(),
@@ -82,6 +84,7 @@ impl Processor for BootstrapProcessor {
                 "tables_created": created,
                 "tables_existed": existed,
                 "tables_recreated": recreated,
+                "columns_added": report.columns_added,
                 "total_tables": list.tables.len(),
             }),
         })

@@ -4,7 +4,10 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use cloudact_core::{config::load_seed_rows, warehouse::Params};
+use cloudact_core::{
+    config::load_seed_rows,
+    warehouse::{schema::migrate_tables, Params, TableDef},
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -52,14 +55,13 @@ impl Processor for OnboardingProcessor {
             .unwrap_or_else(|| ctx.services.settings.bigquery_location.clone());
         let dataset_created = wh.create_dataset(dataset, &location).await?;
         let now = Utc::now();
-        let (mut created, mut existed, mut seeded) = (Vec::new(), Vec::new(), serde_json::Map::new());
+        // Missing tables created, existing ones brought up to their schema files (a re-run of
+        // onboarding is the org's migration); an incompatible table changes nothing.
+        let defs: Vec<&TableDef> = list.tables.iter().map(|t| &t.def).collect();
+        let report = migrate_tables(wh.as_ref(), dataset, &defs).await?;
+        let mut seeded = serde_json::Map::new();
         for table in &list.tables {
             let name = &table.def.name;
-            if wh.create_table(dataset, &table.def).await? {
-                created.push(name.clone());
-            } else {
-                existed.push(name.clone());
-            }
             if !table.seeds.is_empty() {
                 let rows = wh
                     .query(
@@ -96,8 +98,9 @@ impl Processor for OnboardingProcessor {
             output: json!({
                 "dataset": dataset,
                 "dataset_created": dataset_created,
-                "tables_created": created,
-                "tables_existed": existed,
+                "tables_created": report.created,
+                "tables_existed": report.existed,
+                "columns_added": report.columns_added,
                 "rows_seeded": seeded,
             }),
         })
