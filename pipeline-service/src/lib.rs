@@ -2,4 +2,4 @@
 
 pub mod routes;
 
-pub use routes::{llm_data_routes, openapi, router, ApiDoc, LlmDataDoc};
+pub use routes::{llm_data_routes, openapi, pricing::reset_org_pricing, router, ApiDoc, LlmDataDoc};

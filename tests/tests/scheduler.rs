@@ -76,7 +76,7 @@ async fn org_with_due_schedule(ctx: &Arc<AppContext>, slug: &str, pipeline: &str
     let rule = ScheduleRule::parse("daily", "UTC").unwrap();
     let mut config = ctx
         .scheduler
-        .new_schedule(slug, entry, &rule, "UTC", parameters, true, 5, "USER");
+        .new_schedule(slug, &entry, &rule, "UTC", parameters, true, 5, "USER");
     config.next_run_time = rule.next_after(now - chrono::Duration::days(days_due));
     ctx.store.insert_schedule(&config).await.unwrap();
 }

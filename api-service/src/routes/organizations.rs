@@ -10,13 +10,11 @@ use axum::{
 use chrono::{Duration, Utc};
 use cloudact_core::{
     config::TableList,
-    meta::{
-        AuditEntry, IdempotencyRecord, NewApiKey, NewOrg, Plan, SubscriptionChange, SubscriptionStatus, ORG_ACTIVE,
-    },
+    meta::{IdempotencyRecord, NewApiKey, NewOrg, Plan, SubscriptionChange, SubscriptionStatus, ORG_ACTIVE},
     validate::{validate_email, validate_org_slug},
 };
 use cloudact_pipeline::{CancellationToken, RunRequest, RunStatus};
-use cloudact_web::{extract::path_org, layers::current_request_id, ApiError, ApiJson, AppContext, RootAuth};
+use cloudact_web::{extract::path_org, ApiError, ApiJson, AppContext, RootAuth};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -65,10 +63,12 @@ pub struct OrgRequest {
     /// the original) or `TRIAL`, or Stripe's own `active` / `trialing`.
     #[serde(default)]
     pub subscription_status: Option<String>,
-    /// End of the trial (`YYYY-MM-DD`); only with a TRIAL status (default: 14 days from today).
+    /// End of the trial: `YYYY-MM-DD`, an RFC 3339 time or unix seconds/milliseconds (Stripe's
+    /// `trial_end`). Used with a TRIAL status (default: 14 days from today); with ACTIVE it is an
+    /// ended trial and is ignored.
     #[serde(default)]
-    #[schema(value_type = Option<String>, format = Date)]
-    pub trial_end_date: Option<chrono::NaiveDate>,
+    #[schema(value_type = Option<String>)]
+    pub trial_end_date: Option<serde_json::Value>,
 }
 
 /// The subscription an org starts with: ACTIVE unless the request asks for a trial (an org is
@@ -89,17 +89,19 @@ fn initial_subscription(
                 )
             })?,
     };
-    match (status, req.trial_end_date) {
+    let trial_end = match req.trial_end_date.as_ref().filter(|v| !v.is_null()) {
+        Some(v) => Some(crate::routes::subscriptions::parse_date("trial_end_date", v)?),
+        None => None,
+    };
+    match (status, trial_end) {
         (SubscriptionStatus::Trial, Some(end)) if end < today => Err(ApiError::unprocessable(
             "INVALID_DATE",
             format!("trial_end_date {end} is in the past"),
         )),
         (SubscriptionStatus::Trial, end) => Ok((status, Some(end.unwrap_or(today + Duration::days(TRIAL_DAYS))))),
-        (_, Some(_)) => Err(ApiError::unprocessable(
-            "INVALID_DATE",
-            "trial_end_date is only allowed with subscription_status TRIAL",
-        )),
-        (_, None) => Ok((status, None)),
+        // Stripe keeps `trial_end` on a subscription after its trial: an ACTIVE org with one
+        // simply is not on a trial.
+        (_, _) => Ok((status, None)),
     }
 }
 
@@ -580,7 +582,9 @@ async fn purge_org(
         .map_err(|e| ApiError::internal(format!("{e:?}")))?;
     let mut tables = Vec::new();
     for t in &list.tables {
+        // The audit trail outlives the org: who did what to it stays answerable.
         if t.def.has_column("org_slug")
+            && t.def.name != "org_audit_logs"
             && ctx
                 .warehouse
                 .table_exists(cloudact_core::meta::CENTRAL_DATASET, &t.def.name)
@@ -601,21 +605,18 @@ async fn purge_org(
     Ok((deleted, dataset_deleted))
 }
 
-async fn audit(ctx: &AppContext, org_slug: &str, action: &str, details: serde_json::Value) {
-    let request_id = current_request_id();
-    let entry = AuditEntry {
-        org_slug,
-        action,
-        resource_type: "organization",
-        resource_id: Some(org_slug),
-        status: "SUCCESS",
-        api_key_id: None,
-        request_id: Some(&request_id),
-        details,
-    };
-    if let Err(e) = ctx.store.audit(entry, Utc::now()).await {
-        tracing::warn!(error = %e, action, "could not write the audit log");
+/// What the audit row of this request says about the change (the audit middleware writes
+/// the row; see `cloudact_web::audit`).
+async fn audit(_ctx: &AppContext, org_slug: &str, action: &str, details: serde_json::Value) {
+    let org = org_slug.to_string();
+    let mut details = details;
+    if let Some(obj) = details.as_object_mut() {
+        obj.insert("change".into(), json!(action));
     }
+    cloudact_web::layers::note(|n| {
+        n.audit_org = Some(org);
+        n.audit_details = Some(details);
+    });
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -152,7 +152,7 @@ pub struct SubscriptionUpdate {
     pub subscription_end_date: Option<serde_json::Value>,
 }
 
-fn parse_date(field: &str, v: &serde_json::Value) -> Result<NaiveDate, ApiError> {
+pub(crate) fn parse_date(field: &str, v: &serde_json::Value) -> Result<NaiveDate, ApiError> {
     let bad = || {
         ApiError::unprocessable(
             "INVALID_DATE",

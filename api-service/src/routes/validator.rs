@@ -114,6 +114,6 @@ pub async fn get_pipeline(
 ) -> Result<Json<PipelineInfo>, ApiError> {
     ctx.catalog
         .by_id(&pipeline_id)
-        .map(|e| Json(PipelineInfo::from(e)))
+        .map(|e| Json(PipelineInfo::from(&e)))
         .ok_or_else(|| ApiError::not_found("PIPELINE_NOT_FOUND", format!("no pipeline with id {pipeline_id:?}")))
 }

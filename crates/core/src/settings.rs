@@ -103,6 +103,14 @@ pub struct Settings {
     pub rate_limit_enabled: bool,
     pub rate_limit_per_org_per_minute: u32,
     pub rate_limit_global_per_minute: u32,
+    /// Per-org and service-wide limits per hour (`RATE_LIMIT_REQUESTS_PER_HOUR`, default 1000;
+    /// `RATE_LIMIT_GLOBAL_REQUESTS_PER_HOUR`, default 100 000), next to the per-minute ones.
+    pub rate_limit_per_org_per_hour: u32,
+    pub rate_limit_global_per_hour: u32,
+    /// `MAINTENANCE_MODE=true`: every route but health and metrics answers 503.
+    pub maintenance_mode: bool,
+    /// Bearer token `/metrics` requires when set (`METRICS_TOKEN`).
+    pub metrics_token: Option<SecretString>,
     pub cors_origins: Vec<String>,
     pub enable_api_docs: bool,
     pub host: IpAddr,
@@ -219,6 +227,7 @@ impl Settings {
         let disable_auth = bool_var("DISABLE_AUTH", false);
         let rate_limit_enabled = bool_var("RATE_LIMIT_ENABLED", true);
         let enable_api_docs = bool_var("ENABLE_API_DOCS", true);
+        let maintenance_mode = bool_var("MAINTENANCE_MODE", false);
 
         let mut number = |name: &str, default: u64, min: u64, max: u64| -> u64 {
             match get(name) {
@@ -235,6 +244,9 @@ impl Settings {
         let rate_limit_per_org_per_minute = number("RATE_LIMIT_REQUESTS_PER_MINUTE", 100, 1, 1_000_000) as u32;
         let rate_limit_global_per_minute =
             number("RATE_LIMIT_GLOBAL_REQUESTS_PER_MINUTE", 10_000, 1, 100_000_000) as u32;
+        let rate_limit_per_org_per_hour = number("RATE_LIMIT_REQUESTS_PER_HOUR", 1_000, 1, 100_000_000) as u32;
+        let rate_limit_global_per_hour =
+            number("RATE_LIMIT_GLOBAL_REQUESTS_PER_HOUR", 100_000, 1, 1_000_000_000) as u32;
         let port = number("PORT", u64::from(default_port), 0, 65_535) as u16;
         let auth_cache_ttl = Duration::from_secs(number("AUTH_CACHE_TTL_SECONDS", 30, 0, 3_600));
         let auth_revalidate_every = Duration::from_secs(number("AUTH_REVALIDATE_SECONDS", 5, 1, 300));
@@ -386,6 +398,10 @@ impl Settings {
             rate_limit_enabled,
             rate_limit_per_org_per_minute,
             rate_limit_global_per_minute,
+            rate_limit_per_org_per_hour,
+            rate_limit_global_per_hour,
+            maintenance_mode,
+            metrics_token: get("METRICS_TOKEN").map(SecretString::from),
             cors_origins,
             enable_api_docs,
             host,

@@ -298,3 +298,91 @@ mod tests {
         );
     }
 }
+
+/// The catalogue a running service serves from: a [`Catalog`] that can be replaced whole
+/// (`POST /api/v1/admin/reload-configs`, SIGHUP). Readers get owned entries (their specs are
+/// `Arc`s), so a run keeps the spec it started with while a reload swaps in the next one.
+#[derive(Debug)]
+pub struct LiveCatalog {
+    current: std::sync::RwLock<Arc<Catalog>>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    pub pipelines: usize,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl LiveCatalog {
+    pub fn new(catalog: Catalog) -> Self {
+        LiveCatalog {
+            current: std::sync::RwLock::new(Arc::new(catalog)),
+        }
+    }
+
+    /// The catalogue as it is now.
+    pub fn snapshot(&self) -> Arc<Catalog> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn entries(&self) -> Vec<CatalogEntry> {
+        self.snapshot().entries().to_vec()
+    }
+
+    pub fn by_path(&self, rel: &str) -> Option<CatalogEntry> {
+        self.snapshot().by_path(rel).cloned()
+    }
+
+    pub fn by_run_path(&self, rel: &str) -> Option<CatalogEntry> {
+        self.snapshot().by_run_path(rel).cloned()
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<CatalogEntry> {
+        self.snapshot().by_id(id).cloned()
+    }
+
+    pub fn require(&self, rel: &str) -> Result<Arc<PipelineSpec>, String> {
+        self.snapshot().require(rel)
+    }
+
+    /// Loads and validates every spec again; swaps the new catalogue in only if all of them
+    /// are valid (the old one stays on any problem, and every problem is returned).
+    pub fn reload(&self, configs_dir: &Path, registry: &Registry) -> Result<ReloadReport, Vec<String>> {
+        let next = Catalog::load(configs_dir, registry)?;
+        let old = self.snapshot();
+        let ids = |c: &Catalog| -> HashMap<String, String> {
+            c.entries()
+                .iter()
+                .map(|e| (e.path.clone(), format!("{:?}", e.spec)))
+                .collect()
+        };
+        let (before, after) = (ids(&old), ids(&next));
+        let mut added: Vec<String> = after.keys().filter(|k| !before.contains_key(*k)).cloned().collect();
+        let mut removed: Vec<String> = before.keys().filter(|k| !after.contains_key(*k)).cloned().collect();
+        let mut changed: Vec<String> = after
+            .iter()
+            .filter(|(k, v)| before.get(*k).is_some_and(|b| b != *v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        added.sort();
+        removed.sort();
+        changed.sort();
+        let report = ReloadReport {
+            pipelines: next.entries().len(),
+            added,
+            removed,
+            changed,
+        };
+        match self.current.write() {
+            Ok(mut c) => *c = Arc::new(next),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
+        }
+        Ok(report)
+    }
+}

@@ -183,6 +183,7 @@ impl StepContext {
         };
         let outcome = self.warehouse().replace_partition(dataset, table, &key, rows).await?;
         self.add_rows(outcome.inserted);
+        metrics::counter!("pipeline_rows_loaded_total", "table" => table.to_string()).increment(outcome.inserted);
         Ok(outcome)
     }
 

@@ -167,6 +167,7 @@ impl Executor {
         let span = tracing::info_span!("pipeline_run", run_id = %run_id, pipeline_id = %spec.pipeline_id,
             org_slug = request.org_slug.as_deref().unwrap_or("-"));
         let started = Instant::now();
+        metrics::counter!("pipeline_runs_started_total", "pipeline" => spec.pipeline_id.clone()).increment(1);
         let limit = Duration::from_secs(u64::from(spec.timeout_minutes) * 60);
         let run_cancel = cancel.child_token();
         let steps = tokio::sync::Mutex::new(Vec::new());
@@ -199,6 +200,13 @@ impl Executor {
             error,
         };
         span.in_scope(|| info!(status = ?report.status, duration_ms = report.duration_ms, "pipeline run finished"));
+        let status_label = format!("{:?}", report.status).to_ascii_uppercase();
+        metrics::counter!("pipeline_runs_finished_total", "pipeline" => spec.pipeline_id.clone(),
+            "status" => status_label.clone())
+        .increment(1);
+        metrics::histogram!("pipeline_run_duration_seconds", "pipeline" => spec.pipeline_id.clone(),
+            "status" => status_label)
+        .record(started.elapsed().as_secs_f64());
         report
     }
 
@@ -562,6 +570,9 @@ impl Executor {
             Err(StepFailure::Error(e)) => (StepStatus::Failed, 0, serde_json::Value::Null, Some(e.to_string())),
         };
         span.in_scope(|| info!(status = ?status, rows, duration_ms, attempts, "step finished"));
+        metrics::histogram!("pipeline_step_duration_seconds", "step_type" => step.ps_type.clone(),
+            "status" => format!("{status:?}").to_ascii_uppercase())
+        .record(started.elapsed().as_secs_f64());
         StepReport {
             step_id: step.step_id.clone(),
             ps_type: step.ps_type.clone(),

@@ -142,6 +142,7 @@ impl<'a> DayLoad<'a> {
             .swap_partition(&self.dataset, &self.staging, &self.table, &self.key)
             .await?;
         self.ctx.add_rows(outcome.inserted);
+        metrics::counter!("pipeline_rows_loaded_total", "table" => self.table.clone()).increment(outcome.inserted);
         if let Err(e) = wh.drop_table(&self.dataset, &self.staging).await {
             tracing::warn!(table = %self.staging, error = %e, "staging table not dropped; the next load of the day drops it");
         }

@@ -49,7 +49,19 @@ pub struct AuthService {
     store: OrgStore,
     ttl: Duration,
     cache: RwLock<HashMap<String, (KeyOwner, Instant)>>,
+    /// Keys used since the last flush (key id → when), written at most once a minute per key.
+    uses: std::sync::Mutex<KeyUses>,
 }
+
+/// `last_used_at` bookkeeping: pending uses and when each key was last written.
+#[derive(Default)]
+struct KeyUses {
+    pending: HashMap<String, chrono::DateTime<Utc>>,
+    written: HashMap<String, Instant>,
+}
+
+/// A key's `last_used_at` is written at most this often.
+const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 
 impl AuthService {
     pub fn new(settings: &Settings, store: OrgStore) -> Self {
@@ -58,7 +70,52 @@ impl AuthService {
             store,
             ttl: settings.auth_cache_ttl,
             cache: RwLock::new(HashMap::new()),
+            uses: std::sync::Mutex::new(KeyUses::default()),
         }
+    }
+
+    /// Notes that a key was used (no warehouse write here: [`AuthService::flush_uses`] writes
+    /// them in one batch, at most once a minute per key).
+    pub fn record_use(&self, org_api_key_id: &str) {
+        if let Ok(mut u) = self.uses.lock() {
+            let recent = u
+                .written
+                .get(org_api_key_id)
+                .is_some_and(|at| at.elapsed() < LAST_USED_EVERY);
+            if !recent {
+                u.pending.insert(org_api_key_id.to_string(), Utc::now());
+            }
+        }
+    }
+
+    /// Writes the pending `last_used_at` values in one statement; how many keys.
+    pub async fn flush_uses(&self) -> Result<usize, ApiError> {
+        let batch: Vec<(String, chrono::DateTime<Utc>)> = match self.uses.lock() {
+            Ok(mut u) => {
+                let batch: Vec<_> = u.pending.drain().collect();
+                let now = Instant::now();
+                for (id, _) in &batch {
+                    u.written.insert(id.clone(), now);
+                }
+                u.written.retain(|_, at| at.elapsed() < LAST_USED_EVERY);
+                batch
+            }
+            Err(_) => return Ok(0),
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = self.store.touch_keys(&batch).await {
+            // Kept for the next flush.
+            if let Ok(mut u) = self.uses.lock() {
+                for (id, at) in batch {
+                    u.written.remove(&id);
+                    u.pending.entry(id).or_insert(at);
+                }
+            }
+            return Err(e.into());
+        }
+        Ok(batch.len())
     }
 
     pub fn check_root(&self, presented: Option<&str>) -> Result<(), ApiError> {
@@ -85,10 +142,12 @@ impl AuthService {
         if let Ok(cache) = self.cache.read() {
             if let Some((owner, at)) = cache.get(&hash) {
                 if at.elapsed() < self.ttl {
+                    metrics::counter!("auth_cache_hits_total").increment(1);
                     return Ok(usable(owner.clone()));
                 }
             }
         }
+        metrics::counter!("auth_cache_misses_total").increment(1);
         let owner = self.store.key_owner(&hash).await?;
         let usable = owner.and_then(usable);
         if let (Some(o), Ok(mut cache)) = (&usable, self.cache.write()) {
@@ -168,7 +227,17 @@ pub fn start_revalidation(ctx: &Arc<AppContext>) {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = ctx.shutdown.cancelled() => return,
+                _ = ctx.shutdown.cancelled() => {
+                    // Flushed on shutdown: the last minute of use is not lost.
+                    if let Err(e) = ctx.auth.flush_uses().await {
+                        tracing::warn!(error = %e.detail, "could not record keys' last use at shutdown");
+                    }
+                    return;
+                }
+            }
+            match ctx.auth.flush_uses().await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e.detail, "could not record keys' last use; retried next tick"),
             }
             match ctx.auth.revalidate().await {
                 Ok(0) => {}
@@ -204,6 +273,7 @@ impl FromRequestParts<Arc<AppContext>> for RootAuth {
             ));
         }
         ctx.auth.check_root(presented)?;
+        crate::layers::note(|n| n.actor = Some("root".into()));
         ctx.limits.check_org("__root__")?;
         if let Some(slug) = path_org_param(parts).await? {
             path_org(&slug)?;
@@ -222,9 +292,46 @@ pub struct OrgAuth {
     pub subscription_status: Option<String>,
     pub trial_end_date: Option<chrono::NaiveDate>,
     pub subscription_end_date: Option<chrono::NaiveDate>,
+    pub key_fingerprint: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+/// The scope a request needs: `pipelines:execute` to submit, cancel or retry runs,
+/// `pipelines:read` to read, `pipelines:write` for every other change.
+pub fn required_scope(method: &axum::http::Method, path: &str) -> &'static str {
+    use axum::http::Method;
+    let submit = path.contains("/pipelines/run/") || path.ends_with("/retry");
+    let cancel = path.contains("/pipelines/runs/") || path.ends_with("/cancel");
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => "pipelines:read",
+        Method::POST if submit || cancel => "pipelines:execute",
+        Method::DELETE if cancel => "pipelines:execute",
+        _ => "pipelines:write",
+    }
 }
 
 impl OrgAuth {
+    /// 403 unless the key carries the scope the request needs.
+    fn check_scope(&self, parts: &Parts) -> Result<(), ApiError> {
+        let needed = required_scope(&parts.method, parts.uri.path());
+        if self.scopes.iter().any(|s| s == needed) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "INSUFFICIENT_SCOPE",
+                format!(
+                    "this API key lacks the scope {needed} (it has: {}); rotate the key with the scopes it needs",
+                    if self.scopes.is_empty() {
+                        "none".to_string()
+                    } else {
+                        self.scopes.join(", ")
+                    }
+                ),
+            )
+            .with_extra(serde_json::json!({"required_scope": needed})))
+        }
+    }
+
     /// 403 unless the path org is the key's org.
     fn check_path_org(&self, path_slug: &str) -> Result<(), ApiError> {
         path_org(path_slug)?;
@@ -265,6 +372,12 @@ async fn org_from_key(parts: &Parts, ctx: &AppContext) -> Result<OrgAuth, ApiErr
         .resolve_key(key)
         .await?
         .ok_or_else(|| ApiError::unauthorized("INVALID_API_KEY", "the API key is unknown, revoked or expired"))?;
+    let actor = match &owner.key_fingerprint {
+        Some(fp) => format!("key:{fp}"),
+        None => format!("key_id:{}", owner.org_api_key_id),
+    };
+    crate::layers::note(|n| n.actor = Some(actor));
+    ctx.auth.record_use(&owner.org_api_key_id);
     ctx.limits.check_org(&owner.org_slug)?;
     Ok(OrgAuth {
         org_slug: owner.org_slug,
@@ -274,6 +387,8 @@ async fn org_from_key(parts: &Parts, ctx: &AppContext) -> Result<OrgAuth, ApiErr
         subscription_status: owner.subscription_status,
         trial_end_date: owner.trial_end_date,
         subscription_end_date: owner.subscription_end_date,
+        key_fingerprint: owner.key_fingerprint,
+        scopes: owner.scopes,
     })
 }
 
@@ -286,6 +401,7 @@ impl FromRequestParts<Arc<AppContext>> for OrgAuth {
         if let Some(slug) = path_org_param(parts).await? {
             org.check_path_org(&slug)?;
         }
+        org.check_scope(parts)?;
         Ok(org)
     }
 }
@@ -307,6 +423,7 @@ impl FromRequestParts<Arc<AppContext>> for OrgPath {
         let org = org_from_key(parts, ctx).await?;
         let slug = path_org_param(parts).await?.ok_or_else(missing_org_param)?;
         org.check_path_org(&slug)?;
+        org.check_scope(parts)?;
         Ok(OrgPath(org))
     }
 }

@@ -19,6 +19,7 @@ use cloudact_core::{
     },
 };
 use cloudact_pipeline::{
+    catalog::LiveCatalog,
     processors::register_all,
     runs::{RunService, RunSettings},
     scheduler::Scheduler,
@@ -37,7 +38,10 @@ pub struct AppContext {
     pub store: OrgStore,
     pub auth: AuthService,
     pub limits: RateLimits,
-    pub catalog: Arc<Catalog>,
+    /// The pipeline specs, replaceable whole by a config reload.
+    pub catalog: Arc<LiveCatalog>,
+    /// The processor registry the catalogue is validated against (for reloads).
+    pub registry: Arc<Registry>,
     pub providers: Arc<cloudact_core::config::ProviderRegistry>,
     pub executor: Executor,
     pub runs: Arc<RunService>,
@@ -152,6 +156,9 @@ impl AppContext {
             return Err(StartupError(problems));
         };
         let settings = Arc::new(settings);
+        // Every warehouse call is timed and counted (`warehouse_*` metrics).
+        crate::metrics::handle();
+        let warehouse = cloudact_core::warehouse::metered::Metered::wrap(warehouse);
         let store = OrgStore::new(warehouse.clone());
         let http = match reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -170,14 +177,15 @@ impl AppContext {
             http,
             providers: providers.clone(),
         };
-        let executor = Executor::new(Arc::new(registry), services);
+        let registry = Arc::new(registry);
+        let executor = Executor::new(registry.clone(), services);
         let run_settings = RunSettings {
             max_concurrent_runs: settings.max_concurrent_runs,
             heartbeat_every: settings.run_heartbeat,
             stale_after: settings.run_stale_after,
         };
         let runs = RunService::new(executor.clone(), store.clone(), clock.clone(), run_settings);
-        let catalog = Arc::new(catalog);
+        let catalog = Arc::new(LiveCatalog::new(catalog));
         let scheduler = Scheduler::new(
             store.clone(),
             catalog.clone(),
@@ -196,6 +204,7 @@ impl AppContext {
             clock,
             shutdown: CancellationToken::new(),
             catalog,
+            registry,
             providers,
             store,
             warehouse,

@@ -105,6 +105,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The audit trail records what a person saw (5xx details are already generic).
+        let detail = self.detail.clone();
+        crate::layers::note(|n| n.error_detail = Some(detail));
         let mut body = json!({
             "detail": self.detail,
             "error": self.code,

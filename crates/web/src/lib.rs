@@ -2,6 +2,7 @@
 //! path extractors, auth extractors with the key cache, rate limits, health, API docs,
 //! logging and graceful shutdown. Route tables live in each service's `routes/mod.rs`.
 
+pub mod audit;
 pub mod auth;
 pub mod config_check;
 pub mod context;
@@ -11,7 +12,9 @@ pub mod extract;
 pub mod health;
 pub mod layers;
 pub mod logging;
+pub mod metrics;
 pub mod rate_limit;
+pub mod reload;
 pub mod route_table;
 pub mod server;
 

@@ -178,29 +178,37 @@ fn check_format(
     Ok((key_fingerprint(credential), metadata))
 }
 
+/// Checks a credential live. For a service account without a known billing table the export
+/// is searched for again; a table found is returned with the discovery's message (to store).
 async fn validate(
     ctx: &AppContext,
     p: &ProviderEntry,
     credential: &str,
     metadata: &serde_json::Map<String, Value>,
-) -> Validation {
+) -> (Validation, Option<(String, String)>) {
     let http = &ctx.executor.services().http;
     if p.credential_type == "SERVICE_ACCOUNT_JSON" {
         let token_url = &ctx.settings.gcp_token_url;
         return match metadata.get("billing_export_table").and_then(Value::as_str) {
-            Some(table) => validate_service_account(http, p, token_url, credential, table).await,
+            Some(table) => (
+                validate_service_account(http, p, token_url, credential, table).await,
+                None,
+            ),
             // No table known (none was found at setup): the account is checked by searching
             // again; finding none is still a valid account.
             None => match discover_billing_export(http, p, token_url, credential).await {
                 Ok(found) => match found.chosen {
-                    Some(t) => validate_service_account(http, p, token_url, credential, &t).await,
-                    None => Validation::Valid,
+                    Some(t) => {
+                        let v = validate_service_account(http, p, token_url, credential, &t).await;
+                        (v, Some((t, found.message)))
+                    }
+                    None => (Validation::Valid, None),
                 },
-                Err(v) => v,
+                Err(v) => (v, None),
             },
         };
     }
-    validate_api_key(http, p, credential).await
+    (validate_api_key(http, p, credential).await, None)
 }
 
 /// What a setup or a credential replacement stores.
@@ -262,7 +270,7 @@ async fn store(
             }
         }
     } else {
-        validate(ctx, p, raw, &metadata).await
+        validate(ctx, p, raw, &metadata).await.0
     };
     let billing_export_table = (p.credential_type == "SERVICE_ACCOUNT_JSON")
         .then(|| {
@@ -398,11 +406,29 @@ pub async fn revalidate(
         .decrypt(&ciphertext, credential_aad(&org.org_slug, &p.name).as_bytes())
         .await?;
     let credential = String::from_utf8(plain.expose_secret().clone()).map_err(ApiError::internal)?;
-    let metadata = row
+    let mut metadata = row
         .json("metadata")
         .and_then(|m| m.as_object().cloned())
         .unwrap_or_default();
-    let validation = validate(&ctx, p, &credential, &metadata).await;
+    let (validation, discovered) = validate(&ctx, p, &credential, &metadata).await;
+    // A billing export found now (none was at setup) is stored, so the billing pipeline and its
+    // schedule can use it.
+    let mut discovery_message = None;
+    if let Some((table, message)) = discovered.filter(|_| validation == Validation::Valid) {
+        metadata.insert("billing_export_table".into(), json!(table));
+        let name = row.string("credential_name").unwrap_or_default();
+        ctx.store
+            .update_credential_info(
+                &id,
+                &org.org_slug,
+                &name,
+                Value::Object(metadata.clone()),
+                None,
+                Utc::now(),
+            )
+            .await?;
+        discovery_message = Some(message);
+    }
     ctx.store
         .record_validation(&id, &org.org_slug, validation.status(), validation.error(), Utc::now())
         .await?;
@@ -422,7 +448,11 @@ pub async fn revalidate(
         "credential_id": id,
         "validation_status": validation.status(),
         "validation_error": validation.error(),
-        "message": format!("{} credential re-validated", p.name),
+        "billing_export_table": metadata.get("billing_export_table").cloned().filter(|_| p.credential_type == "SERVICE_ACCOUNT_JSON"),
+        "message": match discovery_message {
+            Some(m) => format!("{} credential re-validated; {m}", p.name),
+            None => format!("{} credential re-validated", p.name),
+        },
     })))
 }
 

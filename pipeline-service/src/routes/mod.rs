@@ -4,7 +4,7 @@ mod costs;
 mod integrations;
 mod organizations;
 mod pipelines;
-mod pricing;
+pub mod pricing;
 mod scheduler;
 mod subscriptions;
 
@@ -18,7 +18,8 @@ use utoipa::OpenApi;
 #[openapi(
     info(title = "CloudAct Pipeline Service", description = "Pipeline runs, integrations, pricing and cost queries."),
     paths(
-        health::health, health::live, health::ready, organizations::whoami,
+        health::health, health::live, health::ready,
+        cloudact_web::reload::reload_configs, organizations::whoami,
         pipelines::run_with_domain, pipelines::run_short, pipelines::list_runs, pipelines::get_run,
         pipelines::cancel_run, pipelines::retry_run, pipelines::catalogue,
         costs::costs, costs::reconciliation,
@@ -109,6 +110,7 @@ pub fn llm_data_routes() -> RouteTable {
 pub fn api_routes() -> RouteTable {
     RouteTable::new("/api/v1")
         .post("/scheduler/trigger", scheduler::trigger)
+        .post("/admin/reload-configs", cloudact_web::reload::reload_configs)
         .post("/scheduler/queue/process", scheduler::process)
         .post("/scheduler/process-queue", scheduler::process_queue)
         .get("/scheduler/queue", scheduler::queue)
@@ -147,6 +149,7 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
     let internal = ctx.settings.scheduler.mode == cloudact_core::settings::SchedulerMode::Internal;
     ctx.scheduler.start_background(internal, ctx.shutdown.clone());
     auth::start_revalidation(&ctx);
+    cloudact_web::reload::start_sighup_reload(&ctx);
     let api = api_routes().into_router();
     let app = api.merge(health::routes());
     let app = docs::mount(app, &ctx, openapi());

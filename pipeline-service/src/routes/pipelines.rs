@@ -69,7 +69,7 @@ pub(crate) fn segment(s: &str) -> Result<&str, ApiError> {
     }
 }
 
-fn find_spec<'a>(ctx: &'a AppContext, segments: &[&str]) -> Result<&'a CatalogEntry, ApiError> {
+fn find_spec(ctx: &AppContext, segments: &[&str]) -> Result<CatalogEntry, ApiError> {
     for s in segments {
         segment(s)?;
     }
@@ -230,7 +230,7 @@ pub async fn run_with_domain(
     OptionalJson(body): OptionalJson<RunBody>,
 ) -> Result<(StatusCode, Json<RunAccepted>), ApiError> {
     let entry = find_spec(&ctx, &[&provider, &domain, &pipeline])?;
-    start(&ctx, &org, entry, body, user_id(&headers)?, None).await
+    start(&ctx, &org, &entry, body, user_id(&headers)?, None).await
 }
 
 /// Starts `configs/{provider}/{pipeline}.yml` for the key's org.
@@ -247,7 +247,7 @@ pub async fn run_short(
     OptionalJson(body): OptionalJson<RunBody>,
 ) -> Result<(StatusCode, Json<RunAccepted>), ApiError> {
     let entry = find_spec(&ctx, &[&provider, &pipeline])?;
-    start(&ctx, &org, entry, body, user_id(&headers)?, None).await
+    start(&ctx, &org, &entry, body, user_id(&headers)?, None).await
 }
 
 fn run_json(r: &Row) -> Value {
@@ -439,7 +439,7 @@ pub async fn retry_run(
         parameters: Some(parameters),
         ..Default::default()
     };
-    start(&ctx, &org, entry, body, user_id(&headers)?, Some(run_id)).await
+    start(&ctx, &org, &entry, body, user_id(&headers)?, Some(run_id)).await
 }
 
 /// The runnable pipelines (data pipelines of the catalogue).

@@ -709,6 +709,14 @@ pub async fn reset(
     ))
 }
 
+/// Restores the default prices of a provider in an org's dataset (the reset route's work, for
+/// the ops CLI); how many price rows the provider has afterwards.
+pub async fn reset_org_pricing(ctx: &AppContext, org_dataset: &str, provider_alias: &str) -> Result<usize, ApiError> {
+    let provider = pricing_provider(provider_alias)?;
+    reset_to_defaults(ctx, org_dataset, TABLE, provider).await?;
+    Ok(rows(ctx, org_dataset, provider, None).await?.len())
+}
+
 /// Body of a LiteLLM price-map import: the map itself (`models`, the LiteLLM JSON format), or
 /// a `path` to such a file inside `configs/`.
 #[derive(Debug, Deserialize, ToSchema)]

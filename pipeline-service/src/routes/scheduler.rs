@@ -210,7 +210,7 @@ pub async fn create(
     let max_retries = check_range("max_retries", body.max_retries, 0, 10)?;
     let mut config = ctx.scheduler.new_schedule(
         &org.org_slug,
-        entry,
+        &entry,
         &rule,
         &timezone,
         parameters,

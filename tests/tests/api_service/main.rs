@@ -6,6 +6,7 @@
 
 mod admin;
 mod api_keys;
+mod operating;
 mod organizations;
 mod service;
 mod subscriptions;

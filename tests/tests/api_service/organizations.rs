@@ -437,6 +437,39 @@ async fn onboarding_takes_the_stripe_state_the_frontend_has() {
         .await;
     let want = (chrono::Utc::now().date_naive() + chrono::Duration::days(14)).to_string();
     assert_eq!(sub["trial_end_date"].as_str(), Some(want.as_str()));
+    // Stripe's forms: unix seconds for a trial; an ACTIVE org whose ended trial is still on
+    // the Stripe subscription is simply ACTIVE.
+    for (slug, extra, status, end) in [
+        (
+            "unix_trial",
+            json!({"subscription_status": "trialing", "trial_end_date": 1_893_456_000}),
+            "TRIAL",
+            Some("2030-01-01"),
+        ),
+        (
+            "ended_trial",
+            json!({"subscription_status": "active", "trial_end_date": "2025-01-01T00:00:00Z"}),
+            "ACTIVE",
+            None,
+        ),
+    ] {
+        let mut body = org_body(slug);
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (s, b) = onboard(body).await;
+        assert_eq!(s, StatusCode::OK, "{slug}: {b}");
+        assert_eq!(b["subscription_status"], status, "{slug}: {b}");
+        let (_, sub) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/organizations/{slug}/subscription"),
+                Auth::Root,
+                None,
+            )
+            .await;
+        assert_eq!(sub["trial_end_date"].as_str(), end, "{slug}: {sub}");
+    }
     // Refused, and nothing created.
     for (slug, extra, code) in [
         (
@@ -446,7 +479,7 @@ async fn onboarding_takes_the_stripe_state_the_frontend_has() {
         ),
         (
             "bad_trial",
-            json!({"subscription_status": "ACTIVE", "trial_end_date": "2030-01-01"}),
+            json!({"subscription_status": "TRIAL", "trial_end_date": "next tuesday"}),
             "INVALID_DATE",
         ),
         (

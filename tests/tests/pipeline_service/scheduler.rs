@@ -1035,7 +1035,7 @@ async fn an_admission_under_an_expired_claim_starts_nothing() {
         }),
     };
     assert_eq!(
-        ctx.runs.submit(entry, request("token-a")).await.unwrap(),
+        ctx.runs.submit(&entry, request("token-a")).await.unwrap(),
         Submitted::AlreadyAdmitted
     );
     let runs = scalar(
@@ -1045,10 +1045,10 @@ async fn an_admission_under_an_expired_claim_starts_nothing() {
     )
     .await;
     assert_eq!(runs, 0, "the stale claimer started nothing and consumed nothing");
-    let Submitted::Started(id) = ctx.runs.submit(entry, request("token-b")).await.unwrap() else {
+    let Submitted::Started(id) = ctx.runs.submit(&entry, request("token-b")).await.unwrap() else {
         panic!("the current claimer admits it");
     };
-    let again = ctx.runs.submit(entry, request("token-b")).await.unwrap();
+    let again = ctx.runs.submit(&entry, request("token-b")).await.unwrap();
     assert!(
         again == Submitted::AlreadyAdmitted || again == Submitted::AlreadyRunning(id),
         "and the occurrence is admitted once: {again:?}"

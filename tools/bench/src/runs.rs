@@ -46,7 +46,7 @@ pub async fn run(args: &[String]) -> ExitCode {
             )
             .await;
     }
-    let Some(entry) = ctx.catalog.by_path("example/noop.yml").cloned() else {
+    let Some(entry) = ctx.catalog.by_path("example/noop.yml") else {
         return ExitCode::FAILURE;
     };
     let started = Instant::now();

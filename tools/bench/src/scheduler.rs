@@ -83,7 +83,7 @@ pub async fn run(args: &[String]) -> ExitCode {
     };
     let setup = Instant::now();
     let now = Utc::now();
-    let Some(entry) = ctx.catalog.by_path("example/noop.yml").cloned() else {
+    let Some(entry) = ctx.catalog.by_path("example/noop.yml") else {
         return ExitCode::FAILURE;
     };
     let Ok(rule) = ScheduleRule::parse("daily", "UTC") else {

@@ -23,6 +23,10 @@ pub const ORG_PROVISIONING: &str = "PROVISIONING";
 
 /// Scopes every org key carries.
 pub const DEFAULT_SCOPES: [&str; 3] = ["pipelines:read", "pipelines:write", "pipelines:execute"];
+/// Every scope a key may carry: `pipelines:read` (GET routes), `pipelines:write` (changes to
+/// the org's integrations, prices, plans, schedules, subscription and keys),
+/// `pipelines:execute` (submitting, cancelling and retrying runs).
+pub const KNOWN_SCOPES: [&str; 3] = DEFAULT_SCOPES;
 
 /// Failures of meta-table operations.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +78,10 @@ pub struct KeyOwner {
     pub subscription_status: Option<String>,
     pub trial_end_date: Option<NaiveDate>,
     pub subscription_end_date: Option<NaiveDate>,
+    /// The key's fingerprint (shown in audit rows; never the key).
+    pub key_fingerprint: Option<String>,
+    /// What the key may do ([`KNOWN_SCOPES`]); a key stored without scopes has the defaults.
+    pub scopes: Vec<String>,
 }
 
 /// Public facts about an org's active key (never the key).
@@ -174,7 +182,7 @@ impl Default for PlanLimits {
     }
 }
 
-/// An audit-log entry.
+/// An audit-log row as written before its action ([`OrgStore::audit_begin`]).
 #[derive(Debug, Clone)]
 pub struct AuditEntry<'a> {
     pub org_slug: &'a str,
@@ -182,9 +190,35 @@ pub struct AuditEntry<'a> {
     pub resource_type: &'a str,
     pub resource_id: Option<&'a str>,
     pub status: &'a str,
+    /// The actor: `root`, or `key:{fingerprint}` of the org key.
     pub api_key_id: Option<&'a str>,
+    /// `X-User-ID` as sent (unverified).
+    pub user_id: Option<&'a str>,
+    pub ip_address: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
     pub request_id: Option<&'a str>,
     pub details: serde_json::Value,
+}
+
+/// How an audited action ended ([`OrgStore::audit_finish`]).
+#[derive(Debug, Clone)]
+pub struct AuditOutcome<'a> {
+    /// SUCCESS, FAILURE or DENIED.
+    pub status: &'a str,
+    pub org_slug: &'a str,
+    pub actor: Option<&'a str>,
+    pub details: serde_json::Value,
+    pub error_message: Option<&'a str>,
+}
+
+/// A page of an org's audit rows.
+#[derive(Debug, Clone)]
+pub struct AuditQuery<'a> {
+    pub org_slug: &'a str,
+    pub action: Option<&'a str>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: u32,
+    pub offset: u32,
 }
 
 /// Typed access to the central meta tables.
@@ -270,7 +304,8 @@ impl OrgStore {
             let rows = self
                 .query(
                     &format!(
-                        "SELECT k.org_api_key_hash, k.org_api_key_id, k.org_slug, k.expires_at, p.status AS org_status, \
+                        "SELECT k.org_api_key_hash, k.org_api_key_id, k.org_slug, k.expires_at, k.key_fingerprint, k.scopes, \
+                         p.status AS org_status, \
                          p.org_dataset_id, s.plan_name, s.status AS subscription_status, s.trial_end_date, \
                          s.subscription_end_date \
                          FROM {{{{org_api_keys}}}} k JOIN {{{{org_profiles}}}} p ON p.org_slug = k.org_slug \
@@ -294,6 +329,11 @@ impl OrgStore {
                         subscription_status: r.string("subscription_status"),
                         trial_end_date: r.date("trial_end_date"),
                         subscription_end_date: r.date("subscription_end_date"),
+                        key_fingerprint: r.string("key_fingerprint"),
+                        scopes: r
+                            .json("scopes")
+                            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+                            .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect()),
                     },
                 );
             }
@@ -326,6 +366,10 @@ impl OrgStore {
     }
 
     fn key_insert(org_slug: &str, key: &NewApiKey, now: DateTime<Utc>) -> Statement {
+        Self::key_insert_scoped(org_slug, key, &DEFAULT_SCOPES.map(String::from), now)
+    }
+
+    fn key_insert_scoped(org_slug: &str, key: &NewApiKey, scopes: &[String], now: DateTime<Utc>) -> Statement {
         Statement::new(
             "INSERT INTO {{org_api_keys}} (org_api_key_id, org_slug, org_api_key_hash, encrypted_org_api_key, \
              key_fingerprint, scopes, is_active, created_at) \
@@ -336,7 +380,7 @@ impl OrgStore {
                 .with("hash", &key.hash)
                 .with("ct", key.ciphertext.clone())
                 .with("fp", &key.fingerprint)
-                .with("scopes", serde_json::json!(DEFAULT_SCOPES))
+                .with("scopes", serde_json::json!(scopes))
                 .with("active", true)
                 .with("now", now),
         )
@@ -453,6 +497,61 @@ impl OrgStore {
 
     /// Revokes every active key of the org and stores the new one, atomically.
     pub async fn replace_key(&self, org_slug: &str, key: &NewApiKey, now: DateTime<Utc>) -> Result<u64, MetaError> {
+        self.replace_key_scoped(org_slug, key, &DEFAULT_SCOPES.map(String::from), now)
+            .await
+    }
+
+    /// Revokes the org's active key without issuing another; how many were revoked.
+    pub async fn revoke_key(&self, org_slug: &str, now: DateTime<Utc>) -> Result<u64, MetaError> {
+        Ok(self
+            .wh
+            .execute(
+                CENTRAL_DATASET,
+                "UPDATE {{org_api_keys}} SET is_active = @inactive, revoked_at = @now \
+                 WHERE org_slug = @org AND is_active = @active",
+                &Params::new()
+                    .with("inactive", false)
+                    .with("active", true)
+                    .with("now", now)
+                    .with("org", org_slug),
+            )
+            .await?)
+    }
+
+    /// Records when keys were last used (one statement for the batch).
+    pub async fn touch_keys(&self, uses: &[(String, DateTime<Utc>)]) -> Result<(), MetaError> {
+        for chunk in uses.chunks(200) {
+            let mut params = Params::new();
+            let (mut cases, mut ids) = (Vec::new(), Vec::new());
+            for (i, (id, at)) in chunk.iter().enumerate() {
+                params = params.with(&format!("k{i}"), id.as_str()).with(&format!("t{i}"), *at);
+                cases.push(format!("WHEN @k{i} THEN @t{i}"));
+                ids.push(format!("@k{i}"));
+            }
+            self.wh
+                .execute(
+                    CENTRAL_DATASET,
+                    &format!(
+                        "UPDATE {{{{org_api_keys}}}} SET last_used_at = CASE org_api_key_id {} END \
+                         WHERE org_api_key_id IN ({})",
+                        cases.join(" "),
+                        ids.join(", ")
+                    ),
+                    &params,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// As [`OrgStore::replace_key`], the new key limited to `scopes`.
+    pub async fn replace_key_scoped(
+        &self,
+        org_slug: &str,
+        key: &NewApiKey,
+        scopes: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64, MetaError> {
         let counts = self
             .wh
             .execute_atomic(
@@ -467,7 +566,7 @@ impl OrgStore {
                             .with("now", now)
                             .with("org", org_slug),
                     ),
-                    Self::key_insert(org_slug, key, now),
+                    Self::key_insert_scoped(org_slug, key, scopes, now),
                 ],
             )
             .await?;
@@ -625,20 +724,87 @@ impl OrgStore {
         }))
     }
 
-    /// Appends an audit-log row. Callers treat a failure here as non-fatal (and log it).
-    pub async fn audit(&self, entry: AuditEntry<'_>, now: DateTime<Utc>) -> Result<(), MetaError> {
-        let row = Row::new()
-            .with("audit_id", uuid::Uuid::new_v4().to_string())
-            .with("org_slug", entry.org_slug)
-            .with("api_key_id", entry.api_key_id)
-            .with("action", entry.action)
-            .with("resource_type", entry.resource_type)
-            .with("resource_id", entry.resource_id)
-            .with("details", Value::Json(entry.details))
-            .with("request_id", entry.request_id)
-            .with("status", entry.status)
-            .with("created_at", now);
-        self.wh.insert_rows(CENTRAL_DATASET, "org_audit_logs", &[row]).await?;
+    /// Writes an audit row before the action it records (status `PENDING`): an action whose
+    /// row cannot be written is refused. A DML insert (not a streaming one), so that
+    /// [`OrgStore::audit_finish`] can update it at once on BigQuery.
+    pub async fn audit_begin(&self, entry: &AuditEntry<'_>, now: DateTime<Utc>) -> Result<String, MetaError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.wh
+            .execute(
+                CENTRAL_DATASET,
+                "INSERT INTO {{org_audit_logs}} (audit_id, org_slug, user_id, api_key_id, action, resource_type, \
+                 resource_id, details, ip_address, user_agent, request_id, status, created_at) \
+                 VALUES (@id, @org, @user, @actor, @action, @rtype, @rid, @details, @ip, @ua, @req, @status, @now)",
+                &Params::new()
+                    .with("id", id.as_str())
+                    .with("org", entry.org_slug)
+                    .with("user", entry.user_id)
+                    .with("actor", entry.api_key_id)
+                    .with("action", entry.action)
+                    .with("rtype", entry.resource_type)
+                    .with("rid", entry.resource_id)
+                    .with("details", Value::Json(entry.details.clone()))
+                    .with("ip", entry.ip_address)
+                    .with("ua", entry.user_agent)
+                    .with("req", entry.request_id)
+                    .with("status", entry.status)
+                    .with("now", now),
+            )
+            .await?;
+        Ok(id)
+    }
+
+    /// Completes an audit row: outcome, who (once authenticated), the org it concerned, the
+    /// details and the error a person saw.
+    pub async fn audit_finish(&self, id: &str, done: &AuditOutcome<'_>) -> Result<(), MetaError> {
+        self.wh
+            .execute(
+                CENTRAL_DATASET,
+                "UPDATE {{org_audit_logs}} SET status = @status, org_slug = @org, api_key_id = @actor, \
+                 details = @details, error_message = @error WHERE audit_id = @id",
+                &Params::new()
+                    .with("id", id)
+                    .with("status", done.status)
+                    .with("org", done.org_slug)
+                    .with("actor", done.actor)
+                    .with("details", Value::Json(done.details.clone()))
+                    .with("error", done.error_message),
+            )
+            .await?;
         Ok(())
+    }
+
+    /// An org's audit rows, newest first.
+    pub async fn audit_list(&self, q: &AuditQuery<'_>) -> Result<(Vec<Row>, i64), MetaError> {
+        let mut filter = String::from("org_slug = @org");
+        let mut params = Params::new().with("org", q.org_slug);
+        if let Some(a) = q.action {
+            filter.push_str(" AND action = @action");
+            params = params.with("action", a);
+        }
+        if let Some(t) = q.since {
+            filter.push_str(" AND created_at >= @since");
+            params = params.with("since", t);
+        }
+        let total = self
+            .query(
+                &format!("SELECT COUNT(*) AS n FROM {{{{org_audit_logs}}}} WHERE {filter}"),
+                &params,
+            )
+            .await?
+            .first()
+            .and_then(|r| r.int("n"))
+            .unwrap_or(0);
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT * FROM {{{{org_audit_logs}}}} WHERE {filter} ORDER BY created_at DESC, audit_id \
+                     LIMIT {} OFFSET {}",
+                    q.limit, q.offset
+                ),
+                &params,
+            )
+            .await?;
+        Ok((rows, total))
     }
 }

@@ -64,6 +64,11 @@ pub(crate) async fn send_with_retry<T>(
             // Never the URL: a query-string credential would end up in the step's error.
             .map_err(|e| Fetch::Retry(format!("{provider} unreachable: {}", e.without_url()), None))?;
         let status = resp.status().as_u16();
+        metrics::counter!("provider_requests_total", "provider" => provider.to_string(), "status" => status.to_string())
+            .increment(1);
+        if status == 429 {
+            metrics::counter!("provider_rate_limited_total", "provider" => provider.to_string()).increment(1);
+        }
         let headers = resp.headers().clone();
         let retry_after = headers
             .get("retry-after")
@@ -91,6 +96,7 @@ pub(crate) async fn send_with_retry<T>(
                 .with_jitter(),
         )
         .when(|e| matches!(e, Fetch::Retry(..)))
+        .notify(|_, _| metrics::counter!("provider_retries_total", "provider" => provider.to_string()).increment(1))
         .adjust(|e, d| match e {
             Fetch::Retry(_, Some(after)) => Some(*after),
             _ => d,

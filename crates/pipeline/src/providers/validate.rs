@@ -290,7 +290,8 @@ pub fn no_billing_table_message(project: &str) -> String {
     format!(
         "no Cloud Billing export table (gcp_billing_export_v1_* or gcp_billing_export_resource_v1_*) is visible to \
          this service account in project {project}; enable the export to BigQuery, then set it with \
-         PUT /api/v1/integrations/{{org_slug}}/gcp {{\"metadata\": {{\"billing_export_table\": \"project.dataset.table\"}}}}"
+         PUT /api/v1/integrations/{{org_slug}}/gcp {{\"metadata\": {{\"billing_export_table\": \"project.dataset.table\"}}}} \
+         (or POST /api/v1/integrations/{{org_slug}}/gcp/validate once the export exists, to find it again)"
     )
 }
 

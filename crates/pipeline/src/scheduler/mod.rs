@@ -39,7 +39,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    catalog::{Catalog, CatalogEntry},
+    catalog::{CatalogEntry, LiveCatalog},
     runs::{RunService, ScheduledLink, SubmitError, SubmitRequest, Submitted},
 };
 pub use cron::{RuleError, ScheduleRule};
@@ -221,7 +221,7 @@ struct Plan {
 /// The scheduler of one process.
 pub struct Scheduler {
     store: OrgStore,
-    catalog: Arc<Catalog>,
+    catalog: Arc<LiveCatalog>,
     runs: Arc<RunService>,
     clock: Arc<dyn Clock>,
     settings: SchedulerSettings,
@@ -231,7 +231,7 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(
         store: OrgStore,
-        catalog: Arc<Catalog>,
+        catalog: Arc<LiveCatalog>,
         runs: Arc<RunService>,
         clock: Arc<dyn Clock>,
         settings: SchedulerSettings,
@@ -774,7 +774,7 @@ impl Scheduler {
                 claim_token: token.to_string(),
             }),
         };
-        match self.runs.submit(entry, request).await {
+        match self.runs.submit(&entry, request).await {
             Ok(Submitted::Started(id)) => {
                 tracing::info!(pipeline_logging_id = %id, "scheduled run admitted");
                 ItemOutcome::Started {
@@ -947,7 +947,9 @@ impl Scheduler {
             .and_hms_opt(0, 0, 0)
             .map(|t| t.and_utc())
             .unwrap_or(now);
-        Ok(self.store.scheduler_counts(now, day_start).await?)
+        let counts = self.store.scheduler_counts(now, day_start).await?;
+        metrics::gauge!("scheduler_queue_depth").set(counts.queue_length as f64);
+        Ok(counts)
     }
 
     /// Starts the background work of this process: with `SCHEDULER=internal`, trigger +
@@ -977,6 +979,8 @@ impl Scheduler {
                             tracing::warn!(error = %e, "internal scheduler: queue processing failed");
                         }
                     }
+                    // The queue-depth gauge, once a tick.
+                    let _ = this.counts().await;
                 }
             });
         }

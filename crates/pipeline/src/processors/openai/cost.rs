@@ -384,6 +384,7 @@ impl Processor for CostProcessor {
         let counts = wh.execute_atomic(&c.dataset, &statements).await?;
         let inserted = counts.iter().skip(1).sum::<u64>();
         ctx.add_rows(inserted);
+        metrics::counter!("pipeline_rows_loaded_total", "table" => c.cost_table.clone()).increment(inserted);
         if let Err(e) = wh.drop_table(&c.dataset, &map_name).await {
             tracing::warn!(table = %map_name, error = %e, "price map not dropped; the next pricing of the day drops it");
         }
