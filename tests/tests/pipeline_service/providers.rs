@@ -417,7 +417,7 @@ async fn anthropic_and_deepseek_pipelines_ride_out_rate_limit_storms_and_server_
 }
 
 #[tokio::test]
-async fn a_table_older_than_its_schema_file_is_named_not_silently_loaded() {
+async fn a_table_older_than_its_schema_file_is_migrated_and_an_incompatible_one_named() {
     let app = spawn_with_sandbox().await;
     let ctx = app.server.ctx.clone();
     let key = onboarded(&ctx, "drift").await;
@@ -430,14 +430,12 @@ async fn a_table_older_than_its_schema_file_is_named_not_silently_loaded() {
         )
         .await;
     assert_eq!(b["validation_status"], "VALID");
-    // The raw table as an earlier version created it: no usage_type column.
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/openai/schemas/openai_usage_daily_raw.json"),
     )
     .unwrap();
-    let mut fields = cloudact_core::warehouse::schema::parse_schema_json(&text).unwrap();
-    fields.retain(|f| f.name != "usage_type");
-    let old = cloudact_core::warehouse::TableDef {
+    let current = cloudact_core::warehouse::schema::parse_schema_json(&text).unwrap();
+    let table = |fields| cloudact_core::warehouse::TableDef {
         name: "openai_usage_daily_raw".into(),
         description: None,
         fields,
@@ -445,18 +443,163 @@ async fn a_table_older_than_its_schema_file_is_named_not_silently_loaded() {
         clustering: vec![],
         lookup_keys: vec![],
     };
-    assert!(ctx.warehouse.create_table("drift_local", &old).await.unwrap());
-    let (s, b, _) = app
-        .post_run(
-            &key,
-            "/api/v1/pipelines/run/drift/openai/cost/usage_cost",
-            serde_json::json!({"date": "2026-01-10"}),
+    let run = |date: &'static str| {
+        let (app, key) = (&app, &key);
+        async move {
+            let (s, b, _) = app
+                .post_run(
+                    key,
+                    "/api/v1/pipelines/run/drift/openai/cost/usage_cost",
+                    serde_json::json!({"date": date}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+            app.finished(key, b["pipeline_logging_id"].as_str().unwrap()).await
+        }
+    };
+    // An incompatible table (a column retyped): the step fails naming it, nothing is loaded.
+    let mut retyped = current.clone();
+    for f in &mut retyped {
+        if f.name == "output_tokens" {
+            f.field_type = cloudact_core::warehouse::FieldType::String;
+        }
+    }
+    assert!(ctx
+        .warehouse
+        .create_table("drift_local", &table(retyped))
+        .await
+        .unwrap());
+    let failed = run("2026-01-10").await;
+    assert_eq!(failed["status"], "FAILED");
+    let error = failed["error_message"].as_str().unwrap();
+    assert!(
+        error.contains("cannot be brought up") && error.contains("output_tokens"),
+        "{error}"
+    );
+    assert_eq!(app.count("drift_local", "openai_usage_daily_raw", "drift").await, 0);
+    // The raw table as an earlier version created it (no usage_type): the column is added and
+    // the day loads with it.
+    ctx.warehouse
+        .drop_table("drift_local", "openai_usage_daily_raw")
+        .await
+        .unwrap();
+    let mut old = current.clone();
+    old.retain(|f| f.name != "usage_type");
+    assert!(ctx.warehouse.create_table("drift_local", &table(old)).await.unwrap());
+    let done = run("2026-01-10").await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let schema = ctx
+        .warehouse
+        .table_schema("drift_local", "openai_usage_daily_raw")
+        .await
+        .unwrap();
+    assert!(schema.iter().any(|f| f.name == "usage_type"));
+    let rows = ctx
+        .warehouse
+        .query(
+            "drift_local",
+            "SELECT COUNT(*) AS n FROM {{openai_usage_daily_raw}} WHERE usage_type IS NOT NULL",
+            &Default::default(),
         )
-        .await;
+        .await
+        .unwrap();
+    assert!(rows[0].int("n").unwrap() > 0);
+}
+
+/// The pipeline-service side of operating: a real run shows in `/metrics` (runs, steps, rows by
+/// table, provider calls), is audited with its actor, and a key without `pipelines:execute`
+/// cannot submit one.
+#[tokio::test]
+async fn runs_are_metered_audited_and_need_the_execute_scope() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "metered").await;
+    app.setup(
+        &key,
+        "metered",
+        "openai",
+        serde_json::json!({"credential": "sk-admin-metered-000001"}),
+    )
+    .await;
+    let url = "/api/v1/pipelines/run/metered/openai/cost/usage_cost";
+    let (s, b, _) = app.post_run(&key, url, serde_json::json!({"date": "2026-01-10"})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
-    assert_eq!(run["status"], "FAILED");
-    let error = run["error_message"].as_str().unwrap();
-    assert!(error.contains("predates") && error.contains("usage_type"), "{error}");
-    assert_eq!(app.count("drift_local", "openai_usage_daily_raw", "drift").await, 0);
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    let text = reqwest::get(app.server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str, labels: &[&str]| {
+        text.lines()
+            .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert!(
+        sample("pipeline_runs_finished_total", &[r#"status="COMPLETED""#]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample("pipeline_rows_loaded_total", &[r#"table="openai_usage_daily_raw""#]) > 0.0,
+        "{text}"
+    );
+    assert!(
+        sample("pipeline_rows_loaded_total", &[r#"table="openai_cost_daily""#]) > 0.0,
+        "{text}"
+    );
+    assert!(
+        sample("pipeline_step_duration_seconds_count", &[r#"step_type="openai.usage""#]) >= 1.0,
+        "{text}"
+    );
+    assert!(sample("provider_requests_total", &[r#"status="200""#]) >= 1.0, "{text}");
+    assert!(
+        sample(
+            "http_requests_total",
+            &[
+                r#"route="/api/v1/pipelines/run/{org_slug}/{provider}/{domain}/{pipeline}""#,
+                r#"status="202""#
+            ]
+        ) >= 1.0,
+        "{text}"
+    );
+    // Audited: the submission, by the org's key, with its request id.
+    let (rows, _) = ctx
+        .store
+        .audit_list(&cloudact_core::meta::AuditQuery {
+            org_slug: "metered",
+            action: Some("pipelines.run.create"),
+            since: None,
+            limit: 10,
+            offset: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].string("status").as_deref(), Some("SUCCESS"));
+    assert!(rows[0].string("api_key_id").unwrap().starts_with("key:"));
+    // A read-only key cannot run.
+    let plain = {
+        let (k, s2) = cloudact_core::meta::NewApiKey::mint(&*ctx.kms, "metered")
+            .await
+            .unwrap();
+        ctx.store
+            .replace_key_scoped("metered", &s2, &["pipelines:read".to_string()], chrono::Utc::now())
+            .await
+            .unwrap();
+        use secrecy::ExposeSecret;
+        k.expose_secret().to_string()
+    };
+    let (s, b, _) = app
+        .post_run(&plain, url, serde_json::json!({"date": "2026-01-11"}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(
+        (b["error"].as_str(), b["required_scope"].as_str()),
+        (Some("INSUFFICIENT_SCOPE"), Some("pipelines:execute"))
+    );
+    let (s, _) = app.get_json(&plain, "/api/v1/pipelines/runs").await;
+    assert_eq!(s, StatusCode::OK, "reading runs is in scope");
 }

@@ -7,7 +7,10 @@ pub mod price_usage;
 pub mod synthetic_usage;
 
 use chrono::NaiveDate;
-use cloudact_core::warehouse::{schema::parse_schema_json, TableDef};
+use cloudact_core::warehouse::{
+    schema::{evolve_table, parse_schema_json, Evolution},
+    TableDef, WarehouseError,
+};
 
 use super::setup::check_config_path;
 use crate::{context::StepContext, registry::ProcessorError};
@@ -51,23 +54,19 @@ pub(crate) async fn ensure_day_table(
         clustering: clustering.iter().map(|c| c.to_string()).collect(),
         lookup_keys: Vec::new(),
     };
-    let created = ctx.warehouse().create_table(dataset, &def).await?;
-    if !created {
-        // An older table must have every column the schema file now declares: a load would
-        // otherwise drop the new columns' values without a word.
-        let existing = ctx.warehouse().table_schema(dataset, table).await?;
-        let missing: Vec<&str> = def
-            .fields
-            .iter()
-            .filter(|f| !existing.iter().any(|e| e.name == f.name))
-            .map(|f| f.name.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Err(ProcessorError::Failed(format!(
-                "table {dataset}.{table} predates {schema_rel}: it lacks {}; add the columns (NULLABLE) or drop the table",
-                missing.join(", ")
-            )));
+    // Created, or an older table brought up to the schema file (new columns added, so a load
+    // never drops their values); an incompatible table fails the step with every problem.
+    match evolve_table(ctx.warehouse().as_ref(), dataset, &def).await {
+        Ok(Evolution::Added(cols)) if !cols.is_empty() => {
+            tracing::info!(dataset, table, columns = ?cols, "table brought up to its schema file");
         }
+        Ok(_) => {}
+        Err(WarehouseError::Schema(problems)) => {
+            return Err(ProcessorError::Failed(format!(
+                "table {dataset}.{table} cannot be brought up to {schema_rel}: {problems}"
+            )))
+        }
+        Err(e) => return Err(e.into()),
     }
     Ok(def)
 }
