@@ -354,13 +354,15 @@ impl ProviderEntry {
     /// `*_BASE_URL` form is accepted: the OpenAI SDK's `https://api.openai.com/v1` (and the
     /// same for DeepSeek's OpenAI-compatible `https://api.deepseek.com/v1`), the Anthropic
     /// SDK's bare `https://api.anthropic.com` — a trailing `/v1` (or `/v1/`) is dropped for
-    /// API-key providers, so both forms reach the same endpoints.
+    /// API-key providers, so both forms reach the same endpoints. For the service-account
+    /// provider (BigQuery), the client libraries' `…/bigquery/v2` form and the bare host both
+    /// work: the processors append `/bigquery/v2/…` themselves.
     pub fn effective_base_url(&self) -> String {
         let base = self.base_url.trim_end_matches('/');
         if self.credential_type == "API_KEY" {
             base.strip_suffix("/v1").unwrap_or(base).to_string()
         } else {
-            base.to_string()
+            base.strip_suffix("/bigquery/v2").unwrap_or(base).to_string()
         }
     }
 }
@@ -401,6 +403,12 @@ mod provider_tests {
             with("deepseek", "https://api.deepseek.com/v1"),
             "https://api.deepseek.com"
         );
+        for url in [
+            "https://bigquery.googleapis.com/bigquery/v2",
+            "https://bigquery.googleapis.com/",
+        ] {
+            assert_eq!(with("gcp_sa", url), "https://bigquery.googleapis.com", "{url}");
+        }
         assert_eq!(
             with("openai", "http://127.0.0.1:9/proxy/v1"),
             "http://127.0.0.1:9/proxy"

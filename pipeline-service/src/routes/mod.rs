@@ -38,7 +38,7 @@ pub struct ApiDoc;
         integrations::setup, integrations::revalidate, integrations::list, integrations::get_one,
         integrations::update, integrations::remove,
         pricing::list, pricing::get_model, pricing::create, pricing::update, pricing::delete, pricing::reset,
-        pricing::import_litellm,
+        pricing::import_litellm, pricing::bulk_update,
         subscriptions::list, subscriptions::get_plan, subscriptions::create, subscriptions::update,
         subscriptions::delete, subscriptions::reset,
     ),
@@ -66,6 +66,7 @@ pub fn llm_data_routes() -> RouteTable {
         .post("/integrations/{org_slug}/{provider}/validate", integrations::revalidate)
         .get("/integrations/{org_slug}/{provider}/pricing", pricing::list)
         .post("/integrations/{org_slug}/{provider}/pricing", pricing::create)
+        .patch("/integrations/{org_slug}/{provider}/pricing", pricing::bulk_update)
         .post("/integrations/{org_slug}/{provider}/pricing/reset", pricing::reset)
         .post(
             "/integrations/{org_slug}/{provider}/pricing/import",

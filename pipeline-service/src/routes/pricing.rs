@@ -709,6 +709,70 @@ pub async fn reset(
     ))
 }
 
+/// Body of the original's bulk price update: each item a pricing body naming its `model_id`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkPricingUpdate {
+    #[schema(value_type = Vec<Object>)]
+    pub updates: Vec<Value>,
+}
+
+/// The most items one bulk update takes.
+const MAX_BULK_UPDATES: usize = 500;
+
+/// Updates several models' prices (the original api-service's `PATCH …/pricing`): each item is
+/// applied as `PUT …/pricing/{model_id}` would apply it; the reply counts what was updated and
+/// names each failure. Items are independent, as in the original.
+#[utoipa::path(patch, path = "/api/v1/integrations/{org_slug}/{provider}/pricing", tag = "pricing",
+    params(("org_slug" = String, Path), ("provider" = String, Path)), request_body = BulkPricingUpdate,
+    security(("api_key" = [])), responses((status = 200), (status = 401), (status = 403), (status = 422)))]
+pub async fn bulk_update(
+    State(ctx): State<Arc<AppContext>>,
+    OrgPath(org): OrgPath,
+    Path((org_slug, alias)): Path<(String, String)>,
+    ApiJson(body): ApiJson<BulkPricingUpdate>,
+) -> Result<Json<Value>, ApiError> {
+    let provider = pricing_provider(&alias)?;
+    if body.updates.is_empty() || body.updates.len() > MAX_BULK_UPDATES {
+        return Err(ApiError::unprocessable(
+            "VALIDATION_ERROR",
+            format!("updates must hold 1 to {MAX_BULK_UPDATES} items"),
+        ));
+    }
+    let (mut updated, mut errors) = (0usize, Vec::new());
+    for item in body.updates {
+        let model_id = item["model_id"].as_str().map(str::to_string);
+        let Some(model_id) = model_id else {
+            errors
+                .push(json!({"model_id": null, "error": "VALIDATION_ERROR", "detail": "each update needs a model_id"}));
+            continue;
+        };
+        let parsed: PricingBody = match serde_json::from_value(item) {
+            Ok(b) => b,
+            Err(e) => {
+                errors.push(json!({"model_id": model_id, "error": "VALIDATION_ERROR", "detail": e.to_string()}));
+                continue;
+            }
+        };
+        match update(
+            State(ctx.clone()),
+            OrgPath(org.clone()),
+            Path((org_slug.clone(), alias.clone(), model_id.clone())),
+            ApiJson(parsed),
+        )
+        .await
+        {
+            Ok(_) => updated += 1,
+            Err(e) => errors.push(json!({"model_id": model_id, "error": e.code, "detail": e.detail})),
+        }
+    }
+    let n = errors.len();
+    cloudact_web::layers::note(|note| note.audit_details = Some(json!({"updated_count": updated, "failed_count": n})));
+    Ok(Json(json!({
+        "org_slug": org.org_slug, "provider": provider, "updated_count": updated, "failed_count": n, "errors": errors,
+    })))
+}
+
 /// Restores the default prices of a provider in an org's dataset (the reset route's work, for
 /// the ops CLI); how many price rows the provider has afterwards.
 pub async fn reset_org_pricing(ctx: &AppContext, org_dataset: &str, provider_alias: &str) -> Result<usize, ApiError> {

@@ -380,3 +380,50 @@ async fn first_successful_setup_seeds_the_providers_default_prices() {
         "each figure records its source"
     );
 }
+
+/// The original api-service's bulk price update: each item applied like a PUT, the reply
+/// counting what was updated and naming each failure.
+#[tokio::test]
+async fn bulk_price_updates_apply_each_item_and_name_failures() {
+    let app = spawn().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "bulkp").await;
+    let base = "/api/v1/integrations/bulkp/openai/pricing";
+    let body = serde_json::json!({"updates": [
+        {"model_id": "gpt-4o", "input_price_per_1k": "0.002", "output_price_per_1k": "0.008", "notes": "negotiated"},
+        {"model_id": "no-such-model", "input_price_per_1k": "0.001"},
+        {"model_id": "gpt-4o-mini", "input_price_per_1k": "-1"},
+        {"input_price_per_1k": "0.001"},
+    ]});
+    let (s, b) = app.send(reqwest::Method::PATCH, &key, base, Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["updated_count"].as_u64(), b["failed_count"].as_u64()),
+        (Some(1), Some(3)),
+        "{b}"
+    );
+    let errors = b["errors"].as_array().unwrap();
+    assert_eq!(errors[0]["model_id"], "no-such-model");
+    assert_eq!(errors[0]["error"], "PRICING_NOT_FOUND");
+    let (_, one) = app
+        .send(reqwest::Method::GET, &key, &format!("{base}/gpt-4o"), None)
+        .await;
+    assert_eq!(
+        (
+            one["input_price_per_1m"].as_str(),
+            one["output_price_per_1m"].as_str(),
+            one["notes"].as_str()
+        ),
+        (Some("2"), Some("8"), Some("negotiated")),
+        "{one}"
+    );
+    let (s, b) = app
+        .send(
+            reqwest::Method::PATCH,
+            &key,
+            base,
+            Some(serde_json::json!({"updates": []})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+}
