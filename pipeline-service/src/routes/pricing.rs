@@ -141,6 +141,27 @@ pub struct PricingBody {
     pub base_input_price_per_1k: Option<Value>,
     #[schema(value_type = Option<f64>)]
     pub base_output_price_per_1k: Option<Value>,
+    /// Accepted for the original frontend; the server decides (rows created here are custom).
+    pub is_custom: Option<bool>,
+    /// The original's provider extras, stored and returned as given.
+    #[schema(value_type = Option<f64>)]
+    pub x_openai_batch_input_price: Option<Value>,
+    #[schema(value_type = Option<f64>)]
+    pub x_openai_batch_output_price: Option<Value>,
+    pub x_anthropic_tier: Option<String>,
+    pub x_gemini_context_window: Option<String>,
+    pub x_gemini_region: Option<String>,
+}
+
+/// A short free-text provider extra, checked.
+pub(crate) fn extra_text(name: &'static str, v: &str) -> Result<Term, ApiError> {
+    if v.chars().count() > 200 || v.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "VALIDATION_ERROR",
+            format!("{name} must be at most 200 printable characters"),
+        ));
+    }
+    Ok(Term::Text(v.to_string()))
 }
 
 /// A pricing term's typed value.
@@ -278,6 +299,23 @@ impl PricingBody {
         if let Some(n) = self.volume_threshold_tokens {
             out.push(("volume_threshold_tokens", tokens("volume_threshold_tokens", n)?));
         }
+        for (name, v) in [
+            ("x_openai_batch_input_price", &self.x_openai_batch_input_price),
+            ("x_openai_batch_output_price", &self.x_openai_batch_output_price),
+        ] {
+            if let Some(v) = v {
+                out.push((name, Term::Dec(price(name, v)?)));
+            }
+        }
+        for (name, v) in [
+            ("x_anthropic_tier", &self.x_anthropic_tier),
+            ("x_gemini_context_window", &self.x_gemini_context_window),
+            ("x_gemini_region", &self.x_gemini_region),
+        ] {
+            if let Some(v) = v {
+                out.push((name, extra_text(name, v)?));
+            }
+        }
         let thousand = Decimal::from(1000);
         for (name, per_1m, per_1k) in [
             (
@@ -379,19 +417,55 @@ async fn rows(ctx: &AppContext, dataset: &str, provider: &str, model: Option<&st
 
 /// The provider's prices for the org.
 #[utoipa::path(get, path = "/api/v1/integrations/{org_slug}/{provider}/pricing", tag = "pricing",
-    params(("org_slug" = String, Path), ("provider" = String, Path)), security(("api_key" = [])),
-    responses((status = 200), (status = 401), (status = 403), (status = 404)))]
+    params(("org_slug" = String, Path), ("provider" = String, Path), ListQuery), security(("api_key" = [])),
+    responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn list(
     State(ctx): State<Arc<AppContext>>,
     OrgPath(org): OrgPath,
     Path((_org_slug, alias)): Path<(String, String)>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let provider = pricing_provider(&alias)?;
-    let found = rows(&ctx, &org.org_dataset_id, provider, None).await?;
+    let q = ListQuery::checked(query)?;
+    let found = q.apply(rows(&ctx, &org.org_dataset_id, provider, None).await?);
     Ok(Json(
         json!({"org_slug": org.org_slug, "provider": provider, "count": found.len(),
                    "pricing": found.iter().map(row_json).collect::<Vec<_>>()}),
     ))
+}
+
+/// The original's list parameters for prices and plans.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Include rows created or changed by the org (`is_custom`); default true.
+    pub include_custom: Option<bool>,
+    /// Only enabled (`true`) or disabled (`false`) rows.
+    pub is_enabled: Option<bool>,
+    /// 0..=10000 (default 1000).
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+impl ListQuery {
+    pub(crate) fn checked(
+        query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<ListQuery, ApiError> {
+        let Query(q) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
+        if q.limit.is_some_and(|l| l > 10_000) {
+            return Err(ApiError::bad_request("INVALID_QUERY", "limit must be 0 to 10000"));
+        }
+        Ok(q)
+    }
+
+    pub(crate) fn apply(&self, rows: Vec<Row>) -> Vec<Row> {
+        rows.into_iter()
+            .filter(|r| self.include_custom != Some(false) || r.boolean("is_custom") != Some(true))
+            .filter(|r| self.is_enabled.is_none_or(|e| r.boolean("is_enabled") == Some(e)))
+            .skip(self.offset.unwrap_or(0))
+            .take(self.limit.unwrap_or(1000))
+            .collect()
+    }
 }
 
 /// Which row of a model `GET …/pricing/{model_id}` answers with.

@@ -66,6 +66,13 @@ pub struct PlanBody {
     /// 0–100.
     #[schema(value_type = Option<f64>)]
     pub discount_percentage: Option<Value>,
+    /// Accepted for the original frontend; the server decides (plans created here are custom).
+    pub is_custom: Option<bool>,
+    /// The original's provider extras, stored and returned as given.
+    pub x_gemini_project_id: Option<String>,
+    pub x_gemini_region: Option<String>,
+    pub x_anthropic_workspace_id: Option<String>,
+    pub x_openai_org_id: Option<String>,
 }
 
 impl PlanBody {
@@ -81,6 +88,16 @@ impl PlanBody {
                 ));
             }
             out.push(("tier_type", Term::Text(t.clone())));
+        }
+        for (name, v) in [
+            ("x_gemini_project_id", &self.x_gemini_project_id),
+            ("x_gemini_region", &self.x_gemini_region),
+            ("x_anthropic_workspace_id", &self.x_anthropic_workspace_id),
+            ("x_openai_org_id", &self.x_openai_org_id),
+        ] {
+            if let Some(v) = v {
+                out.push((name, crate::routes::pricing::extra_text(name, v)?));
+            }
         }
         if let Some(d) = &self.trial_end_date {
             out.push(("trial_end_date", Term::Date(date("trial_end_date", d)?)));
@@ -152,18 +169,20 @@ fn listing(org: &str, provider: &str, rows: &[Row]) -> Value {
 
 /// The provider's plans for the org.
 #[utoipa::path(get, path = "/api/v1/integrations/{org_slug}/{provider}/subscriptions", tag = "pricing",
-    params(("org_slug" = String, Path), ("provider" = String, Path)), security(("api_key" = [])),
-    responses((status = 200), (status = 401), (status = 403), (status = 404)))]
+    params(("org_slug" = String, Path), ("provider" = String, Path), super::pricing::ListQuery), security(("api_key" = [])),
+    responses((status = 200), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn list(
     State(ctx): State<Arc<AppContext>>,
     OrgPath(org): OrgPath,
     Path((_org_slug, alias)): Path<(String, String)>,
+    query: Result<axum::extract::Query<super::pricing::ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let provider = pricing_provider(&alias)?;
+    let q = super::pricing::ListQuery::checked(query)?;
     Ok(Json(listing(
         &org.org_slug,
         provider,
-        &plans(&ctx, &org.org_dataset_id, provider, None).await?,
+        &q.apply(plans(&ctx, &org.org_dataset_id, provider, None).await?),
     )))
 }
 
