@@ -67,6 +67,7 @@ pub struct PlanBody {
     #[schema(value_type = Option<f64>)]
     pub discount_percentage: Option<Value>,
     /// Accepted for the original frontend; the server decides (plans created here are custom).
+    #[allow(dead_code)] // accepted so the original's bodies are not refused; never read
     pub is_custom: Option<bool>,
     /// The original's provider extras, stored and returned as given.
     pub x_gemini_project_id: Option<String>,
