@@ -107,3 +107,42 @@ async fn json_logs_carry_severity_request_id_and_the_cloud_trace() {
     assert_eq!(finished["status"], 404);
     assert!(pipe.terminate().success());
 }
+
+/// With the Pub/Sub queue, the consumer too waits quietly for bootstrap: no warning every
+/// few seconds from its relay and settle loops.
+#[tokio::test]
+async fn the_pubsub_consumer_waits_quietly_for_bootstrap() {
+    let emu = cloudact_e2e::PubSubEmulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env: HashMap<&str, String> = [
+        ("GCP_PROJECT_ID", emu.project.clone()),
+        ("SCHEDULER_QUEUE", "pubsub".to_string()),
+        ("PUBSUB_EMULATOR_HOST", emu.host.clone()),
+        ("RUN_HEARTBEAT_SECONDS", "1".to_string()),
+        ("LOG_FORMAT", "json".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let pipe = Service::start("pipeline-service", dir.path(), &env);
+    // More than one relay period (5 s) and many consume/settle rounds.
+    tokio::time::sleep(Duration::from_millis(7000)).await;
+    let all = lines(&pipe);
+    let noisy: Vec<&Value> = all
+        .iter()
+        .filter(|l| matches!(l["severity"].as_str(), Some("WARNING" | "ERROR")))
+        .collect();
+    assert!(noisy.is_empty(), "warnings before bootstrap: {noisy:?}");
+    let told = all
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not bootstrapped yet")
+        })
+        .count();
+    assert!(
+        (1..=2).contains(&told),
+        "said once per loop (runs, consumer), not every round: {told}"
+    );
+}

@@ -989,6 +989,19 @@ impl Scheduler {
             tokio::spawn(async move {
                 let mut idle = std::time::Duration::from_millis(200);
                 let mut last_relay = Instant::now();
+                // Before bootstrap there is nothing to relay or settle: said once, not every
+                // few seconds.
+                let mut said_not_bootstrapped = false;
+                let mut quiet = |e: &SchedulerError, what: &str| {
+                    if e.is_not_bootstrapped() {
+                        if !said_not_bootstrapped {
+                            said_not_bootstrapped = true;
+                            tracing::info!("Pub/Sub consumer: the platform is not bootstrapped yet; waiting for it");
+                        }
+                    } else {
+                        tracing::warn!(error = %e, "Pub/Sub consumer: {what} failed");
+                    }
+                };
                 loop {
                     if shutdown.is_cancelled() {
                         return;
@@ -998,7 +1011,7 @@ impl Scheduler {
                     if last_relay.elapsed() >= std::time::Duration::from_secs(5) {
                         last_relay = Instant::now();
                         if let Err(e) = this.relay().await {
-                            tracing::warn!(error = %e, "Pub/Sub consumer: relay failed");
+                            quiet(&e, "relay");
                         }
                     }
                     let mut report = ProcessReport::default();
@@ -1019,7 +1032,7 @@ impl Scheduler {
                         }
                     }
                     if let Err(e) = this.settle_finished().await {
-                        tracing::warn!(error = %e, "Pub/Sub consumer: settling finished runs failed");
+                        quiet(&e, "settling finished runs");
                     }
                 }
             });
