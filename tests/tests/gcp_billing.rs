@@ -447,9 +447,13 @@ async fn gcp_setup_with_only_the_credential_discovers_the_billing_export() {
         "the same clear message: {run}"
     );
 
-    // The standard export appears: found and read.
+    // The standard export appears: re-validating finds it, stores it, starts the schedule.
     customer_export(&c, &emu).await;
-    let (s, b) = setup().await;
+    let (s, b) = send(
+        c.post(pipe.url("/api/v1/integrations/discover/gcp/validate"))
+            .header("X-API-Key", &key),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         (b["validation_status"].as_str(), b["billing_export_table"].as_str()),
@@ -457,6 +461,13 @@ async fn gcp_setup_with_only_the_credential_discovers_the_billing_export() {
         "{b}"
     );
     assert_eq!(b["schedules_activated"], 1, "{b}");
+    let (s, b) = setup().await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["validation_status"].as_str(), b["billing_export_table"].as_str()),
+        (Some("VALID"), Some(SOURCE)),
+        "{b}"
+    );
     let (_, schedules) = send(
         c.get(pipe.url("/api/v1/scheduler/org/discover/pipelines"))
             .header("X-API-Key", &key),
@@ -495,6 +506,27 @@ async fn gcp_setup_with_only_the_credential_discovers_the_billing_export() {
     assert_eq!(
         listed["metadata"]["billing_export_table"], resource,
         "stored in the metadata: {listed}"
+    );
+    // A table named by PUT is read once first: one the account cannot read is refused.
+    let (s, b) = send(
+        c.put(pipe.url("/api/v1/integrations/discover/gcp"))
+            .header("X-API-Key", &key)
+            .json(&json!({"metadata": {"billing_export_table": "test-proj.cust_billing.gcp_billing_export_v1_NOPE"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"], "BILLING_TABLE_UNREADABLE", "{b}");
+    let (s, b) = send(
+        c.put(pipe.url("/api/v1/integrations/discover/gcp"))
+            .header("X-API-Key", &key)
+            .json(&json!({"metadata": {"billing_export_table": SOURCE}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["metadata"]["billing_export_table"].as_str(), b["status"].as_str()),
+        (Some(SOURCE), Some("VALID")),
+        "{b}"
     );
     assert!(api.terminate().success());
     assert!(pipe.terminate().success());

@@ -582,6 +582,37 @@ pub async fn update(
         }
     }
     let id = row.string("credential_id").unwrap_or_default();
+    // A billing table named now is read once (`LIMIT 0`) with the org's service account before
+    // it is stored: one it cannot read is refused, not discovered at the first nightly run.
+    let old_table = row.json("metadata").and_then(|m| {
+        m.get("billing_export_table")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let new_table = metadata
+        .get("billing_export_table")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut table_check = None;
+    if let Some(table) =
+        new_table.filter(|t| p.credential_type == "SERVICE_ACCOUNT_JSON" && Some(t) != old_table.as_ref())
+    {
+        let ciphertext = row.bytes("encrypted_credential").unwrap_or_default();
+        let plain = ctx
+            .kms
+            .decrypt(&ciphertext, credential_aad(&org.org_slug, &p.name).as_bytes())
+            .await?;
+        let credential = String::from_utf8(plain.expose_secret().clone()).map_err(ApiError::internal)?;
+        let http = &ctx.executor.services().http;
+        let v = validate_service_account(http, p, &ctx.settings.gcp_token_url, &credential, &table).await;
+        if let Validation::Invalid(why) = &v {
+            return Err(ApiError::unprocessable(
+                "BILLING_TABLE_UNREADABLE",
+                format!("the service account cannot read {table}, so it was not stored: {why}"),
+            ));
+        }
+        table_check = Some(v);
+    }
     ctx.store
         .update_credential_info(
             &id,
@@ -592,6 +623,11 @@ pub async fn update(
             Utc::now(),
         )
         .await?;
+    if let Some(v) = &table_check {
+        ctx.store
+            .record_validation(&id, &org.org_slug, v.status(), v.error(), Utc::now())
+            .await?;
+    }
     let updated = ctx.store.active_credential(&org.org_slug, &p.name).await?;
     // A GCP billing table set now on a VALID account: its daily billing schedule starts.
     let table_set = updated
