@@ -12,6 +12,7 @@ DATA=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$DATA"' EXIT
 export CA_ROOT_API_KEY=$ROOT DATA_DIR=$DATA CONFIGS_DIR=$PWD/configs HOST=127.0.0.1 RUST_LOG=warn
 export RATE_LIMIT_REQUESTS_PER_MINUTE=1000000 RATE_LIMIT_GLOBAL_REQUESTS_PER_MINUTE=100000000
+export RATE_LIMIT_REQUESTS_PER_HOUR=100000000 RATE_LIMIT_GLOBAL_REQUESTS_PER_HOUR=1000000000
 
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
 
@@ -50,5 +51,18 @@ echo "api-service      GET /health (no auth):            $H"
 echo "api-service      GET .../api-key (org key, 1 read): $A   ($(awk "BEGIN {printf \"%.0f\", 100*$A/$H}") % of /health)"
 echo "pipeline-service GET /health (no auth):            $P"
 echo "pipeline-service GET .../whoami (org key, cache hit): $W   ($(awk "BEGIN {printf \"%.0f\", 100*$W/$P}") % of /health)"
+# An audited change: PUT of one price row (the audit row written before, completed after).
+LUA=$(mktemp --suffix=.lua)
+cat > "$LUA" <<LUAEOF
+wrk.method = "PUT"
+wrk.body = '{"notes": "bench"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "$KEY"
+LUAEOF
+U=$(wrk -t2 -c8 -d10s -s "$LUA" http://127.0.0.1:18901/api/v1/integrations/bench_org/openai/pricing/gpt-4o | awk '/Requests\/sec/ {print $2}')
+echo "api-service      PUT .../pricing/gpt-4o (audited change, -c8): $U"
+AUDITED=$(curl -s -H "X-API-Key: $KEY" "http://127.0.0.1:18901/api/v1/organizations/bench_org/audit-logs?action=integrations.pricing.update&limit=1" | sed -E 's/.*"total":([0-9]+).*/\1/')
+echo "audit rows written for those PUTs: $AUDITED"
+rm -f "$LUA"
 echo "== RSS after load"
 echo "api-service: $(rss_kb $API) kB   pipeline-service: $(rss_kb $PIPE) kB"

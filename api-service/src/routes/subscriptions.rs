@@ -260,6 +260,13 @@ pub async fn put_subscription(
     let updated = load(&ctx, &org_slug).await?;
     let changed = changes(&current, &updated);
     tracing::info!(org_slug, status = %updated.status, plan = %updated.plan_name, changes = changed.len(), "subscription updated");
+    // The audit row's before/after: what changed, as the message says it.
+    let audit = serde_json::json!({
+        "before": {"plan": current.plan_name, "status": current.status},
+        "after": {"plan": updated.plan_name, "status": updated.status},
+        "changes": changed,
+    });
+    cloudact_web::layers::note(|n| n.audit_details = Some(audit));
     let message = if changed.is_empty() {
         format!("subscription of {org_slug} unchanged")
     } else {

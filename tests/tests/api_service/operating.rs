@@ -77,6 +77,14 @@ async fn every_change_is_audited_and_the_trail_outlives_the_org() {
     assert_eq!(find("organizations.onboard", "SUCCESS")["actor"], "root");
     let sub = find("organizations.subscription.update", "SUCCESS");
     assert_eq!(sub["actor"], "root");
+    assert_eq!(
+        (
+            sub["details"]["before"]["plan"].as_str(),
+            sub["details"]["after"]["plan"].as_str()
+        ),
+        (Some("PROFESSIONAL"), Some("SCALE")),
+        "before/after: {sub}"
+    );
     let rot = find("organizations.api-key.rotate", "SUCCESS");
     assert!(rot["actor"].as_str().unwrap().starts_with("key:"), "{rot}");
     assert_eq!(rot["user_id"], "alice@auditco.example");
