@@ -15,7 +15,7 @@
 //!   older schema) runs and is recorded once it has created or migrated the table. Before
 //!   bootstrap, when the audit table does not exist, nothing can change (every handler needs
 //!   the central tables) and requests pass to their handlers' own NOT_BOOTSTRAPPED answer.
-//! - Read-only POSTs (dryrun, validators) are not audited.
+//! - The read-only POST (dryrun) is not audited.
 
 use std::sync::Arc;
 
@@ -43,7 +43,7 @@ use crate::{
 pub const PLATFORM_ORG: &str = "__platform__";
 
 /// POST routes that change nothing.
-const READ_ONLY_POSTS: [&str; 2] = ["/api/v1/organizations/dryrun", "/api/v1/validator/validate"];
+const READ_ONLY_POSTS: [&str; 1] = ["/api/v1/organizations/dryrun"];
 
 /// Last path segments that name the action themselves (`…/api-key/rotate` → `rotate`).
 const VERBS: [&str; 16] = [

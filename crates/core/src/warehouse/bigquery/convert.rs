@@ -46,7 +46,8 @@ fn json_scalar_type(v: &J) -> &'static str {
     }
 }
 
-fn scalar_type_name(t: FieldType) -> &'static str {
+/// The standard-SQL name of a column type (a RECORD as JSON).
+pub(crate) fn scalar_type_name(t: FieldType) -> &'static str {
     match t {
         FieldType::String => "STRING",
         FieldType::Integer => "INT64",

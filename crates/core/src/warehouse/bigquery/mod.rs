@@ -659,25 +659,13 @@ impl Warehouse for BigQueryWarehouse {
         let mut adds = Vec::with_capacity(columns.len());
         for c in columns {
             check_name(&c.name)?;
-            let scalar = match c.field_type {
-                FieldType::String => "STRING",
-                FieldType::Integer => "INT64",
-                FieldType::Float => "FLOAT64",
-                FieldType::Numeric => "NUMERIC",
-                FieldType::Bignumeric => "BIGNUMERIC",
-                FieldType::Boolean => "BOOL",
-                FieldType::Bytes => "BYTES",
-                FieldType::Date => "DATE",
-                FieldType::Timestamp => "TIMESTAMP",
-                FieldType::Datetime => "DATETIME",
-                FieldType::Json => "JSON",
-                FieldType::Record => {
-                    return Err(WarehouseError::Schema(format!(
-                        "column {}: a RECORD column cannot be added by migration; add it by hand",
-                        c.name
-                    )))
-                }
-            };
+            if c.field_type == FieldType::Record {
+                return Err(WarehouseError::Schema(format!(
+                    "column {}: a RECORD column cannot be added by migration; add it by hand",
+                    c.name
+                )));
+            }
+            let scalar = convert::scalar_type_name(c.field_type);
             let decl = match c.mode {
                 FieldMode::Nullable => scalar.to_string(),
                 FieldMode::Repeated => format!("ARRAY<{scalar}>"),
