@@ -1,6 +1,6 @@
 //! `GET /api/v1/costs/{org}?start_date&end_date&group_by=provider,model,day,project` (org key):
-//! totals from the org's cost tables (OpenAI, Anthropic, GCP billing net of credits in USD, the
-//! example), aggregated in the warehouse with exact decimal sums and combined here, with token
+//! totals from the org's cost tables (OpenAI tokens and units, Anthropic, GCP billing net of
+//! credits in USD, subscriptions, the example), aggregated in the warehouse with exact decimal sums and combined here, with token
 //! counts and how many rows had no price (`unknown_model`: their cost is unknown, not 0).
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -47,11 +47,21 @@ const LLM: CostSource = CostSource {
     currency_cols: None,
 };
 
-const SOURCES: [CostSource; 4] = [
+const SOURCES: [CostSource; 5] = [
     CostSource {
         provider: "openai",
         table: "openai_cost_daily",
         input_cols: &["uncached_input_tokens", "cached_input_tokens", "cache_write_tokens"],
+        ..LLM
+    },
+    // OpenAI usage priced per image, character, minute, GiB-day, session or call: no tokens;
+    // `model` is the reported model, or the usage kind where it has none (vector storage, …).
+    CostSource {
+        provider: "openai",
+        table: "openai_unit_cost_daily",
+        model_col: "COALESCE(model, usage_type)",
+        input_cols: &[],
+        output_sql: "0",
         ..LLM
     },
     CostSource {
@@ -289,7 +299,143 @@ fn to_usd(cost: Option<Decimal>, currency: Option<&str>, rate: Option<f64>) -> O
     cost.checked_div(rate).map(|usd| usd.round_dp(9))
 }
 
-/// Computed vs provider-billed cost per provider and day.
+/// A cost table reconciliation reads, and how its rows map to the provider's line items.
+struct Reconciled {
+    provider: &'static str,
+    table: &'static str,
+    /// A billed table (one `amount` per row under one line item) or a computed one.
+    billed: bool,
+    line_items: fn(&cloudact_core::warehouse::Row) -> Vec<(String, Decimal)>,
+}
+
+/// The tables reconciliation compares: computed (token and unit costs) against billed.
+const RECONCILED: [Reconciled; 5] = [
+    Reconciled {
+        provider: "openai",
+        table: "openai_cost_daily",
+        billed: false,
+        line_items: openai_token_lines,
+    },
+    Reconciled {
+        provider: "openai",
+        table: "openai_unit_cost_daily",
+        billed: false,
+        line_items: openai_unit_lines,
+    },
+    Reconciled {
+        provider: "openai",
+        table: "openai_billed_cost_daily",
+        billed: true,
+        line_items: openai_billed_line,
+    },
+    Reconciled {
+        provider: "anthropic",
+        table: "anthropic_cost_daily",
+        billed: false,
+        line_items: anthropic_token_lines,
+    },
+    Reconciled {
+        provider: "anthropic",
+        table: "anthropic_billed_cost_daily",
+        billed: true,
+        line_items: anthropic_billed_line,
+    },
+];
+
+fn money(r: &cloudact_core::warehouse::Row, cols: &[&str]) -> Decimal {
+    cols.iter().filter_map(|c| r.numeric(c)).sum()
+}
+
+/// An OpenAI token cost row under the Costs API's `line_item`s: `{model}, input` (uncached
+/// input and cache writes), `{model}, cached input`, `{model}, output` (lower case).
+fn openai_token_lines(r: &cloudact_core::warehouse::Row) -> Vec<(String, Decimal)> {
+    let model = r.string("model").unwrap_or_default().to_lowercase();
+    vec![
+        (format!("{model}, input"), money(r, &["input_cost", "cache_write_cost"])),
+        (format!("{model}, cached input"), money(r, &["cached_input_cost"])),
+        (format!("{model}, output"), money(r, &["output_cost"])),
+    ]
+}
+
+/// An OpenAI unit cost row under its line item (free units under the kind they come off).
+fn openai_unit_lines(r: &cloudact_core::warehouse::Row) -> Vec<(String, Decimal)> {
+    let model = r.string("model").unwrap_or_default().to_lowercase();
+    let line = match r.string("usage_type").as_deref() {
+        Some("images") => format!("{model}, images"),
+        Some("audio_speeches") => format!("{model}, characters"),
+        Some("audio_transcriptions") => format!("{model}, minutes"),
+        Some("moderations") => format!("{model}, input"),
+        Some("vector_stores") => "vector store storage".to_string(),
+        Some("code_interpreter_sessions") => "code interpreter sessions".to_string(),
+        Some("file_search_calls") => "file search tool calls".to_string(),
+        Some("web_search_calls") => "web search tool calls".to_string(),
+        other => other.unwrap_or("other").to_string(),
+    };
+    vec![(line, money(r, &["total_cost"]))]
+}
+
+fn openai_billed_line(r: &cloudact_core::warehouse::Row) -> Vec<(String, Decimal)> {
+    let line = r.string("line_item").unwrap_or_else(|| "unnamed".into());
+    vec![(line.trim().to_lowercase(), Decimal::ZERO)]
+}
+
+/// An Anthropic cost row under the cost report's line items: `{model}, {standard|batch}[,
+/// 200k-1M], {token_type}` and `…, web_search`.
+fn anthropic_token_lines(r: &cloudact_core::warehouse::Row) -> Vec<(String, Decimal)> {
+    let model = r.string("model").unwrap_or_default().to_lowercase();
+    let tier = r.string("pricing_tier").unwrap_or_default();
+    let (service_tier, long) = match tier.strip_suffix("long_context") {
+        Some(base) => (base.trim_end_matches('_').to_string(), true),
+        None => (tier, false),
+    };
+    let service_tier = if service_tier.is_empty() {
+        "standard".to_string()
+    } else {
+        service_tier
+    };
+    let prefix = anthropic_line_prefix(&model, &service_tier, long);
+    [
+        ("uncached_input_tokens", "input_cost"),
+        ("cache_read_input_tokens", "cache_read_cost"),
+        ("cache_creation.ephemeral_5m_input_tokens", "cache_write_5m_cost"),
+        ("cache_creation.ephemeral_1h_input_tokens", "cache_write_1h_cost"),
+        ("output_tokens", "output_cost"),
+        ("web_search", "web_search_cost"),
+    ]
+    .into_iter()
+    .map(|(kind, col)| (format!("{prefix}{kind}"), money(r, &[col])))
+    .collect()
+}
+
+fn anthropic_line_prefix(model: &str, service_tier: &str, long: bool) -> String {
+    format!("{model}, {service_tier}, {}", if long { "200k-1M, " } else { "" })
+}
+
+fn anthropic_billed_line(r: &cloudact_core::warehouse::Row) -> Vec<(String, Decimal)> {
+    let model = r.string("model").map(|m| m.to_lowercase());
+    let kind = match r.string("cost_type").as_deref() {
+        Some("tokens") => r.string("token_type"),
+        Some("web_search") => Some("web_search".to_string()),
+        _ => None,
+    };
+    let line = match (model, kind) {
+        (Some(model), Some(kind)) => {
+            let tier = r.string("service_tier").unwrap_or_else(|| "standard".into());
+            let long = r.string("context_window").is_some_and(|w| w != "0-200k");
+            format!("{}{kind}", anthropic_line_prefix(&model, &tier, long))
+        }
+        _ => r
+            .string("description")
+            .or_else(|| r.string("cost_type"))
+            .unwrap_or_else(|| "unnamed".into())
+            .trim()
+            .to_lowercase(),
+    };
+    vec![(line, Decimal::ZERO)]
+}
+
+/// Computed vs provider-billed cost per provider and day, and per the provider's line item
+/// (OpenAI's `line_item`, Anthropic's model × tier × token type), so a gap names what it is.
 #[utoipa::path(get, path = "/api/v1/costs/{org_slug}/reconciliation", tag = "costs", params(("org_slug" = String, Path), ReconciliationQuery),
     security(("api_key" = [])), responses((status = 200), (status = 400), (status = 401), (status = 403)))]
 pub async fn reconciliation(
@@ -324,47 +470,61 @@ pub async fn reconciliation(
         .with("org", org.org_slug.as_str())
         .with("start", start)
         .with("end", end);
-    let mut out: BTreeMap<(String, String), (Decimal, Decimal, i64)> = BTreeMap::new();
-    for (provider, computed, billed) in [
-        ("openai", "openai_cost_daily", "openai_billed_cost_daily"),
-        ("anthropic", "anthropic_cost_daily", "anthropic_billed_cost_daily"),
-    ] {
-        for (table, column, is_billed) in [(computed, "total_cost", false), (billed, "amount", true)] {
-            if !ctx.warehouse.table_exists(&org.org_dataset_id, table).await? {
+    // (provider, day) → line item → (computed, billed); and unpriced rows per (provider, day).
+    let mut lines: BTreeMap<(String, String), BTreeMap<String, (Decimal, Decimal)>> = BTreeMap::new();
+    let mut unknown: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for src in RECONCILED {
+        if !ctx.warehouse.table_exists(&org.org_dataset_id, src.table).await? {
+            continue;
+        }
+        let sql = format!(
+            "SELECT * FROM {{{{{}}}}} WHERE org_slug = @org AND usage_date >= @start AND usage_date <= @end",
+            src.table
+        );
+        for r in ctx.warehouse.query(&org.org_dataset_id, &sql, &params).await? {
+            let day = r.date("usage_date").map(|d| d.to_string()).unwrap_or_default();
+            let key = (src.provider.to_string(), day);
+            let day_lines = lines.entry(key.clone()).or_default();
+            if src.billed {
+                if let Some(v) = r.numeric("amount") {
+                    day_lines.entry((src.line_items)(&r).remove(0).0).or_default().1 += v;
+                }
                 continue;
             }
-            let sql = format!(
-                "SELECT usage_date, {column} AS v FROM {{{{{table}}}}} WHERE org_slug = @org AND usage_date >= @start AND usage_date <= @end"
-            );
-            for r in ctx.warehouse.query(&org.org_dataset_id, &sql, &params).await? {
-                let day = r.date("usage_date").map(|d| d.to_string()).unwrap_or_default();
-                let e = out
-                    .entry((provider.to_string(), day))
-                    .or_insert((Decimal::ZERO, Decimal::ZERO, 0));
-                match (is_billed, r.numeric("v")) {
-                    (true, Some(v)) => e.1 += v,
-                    (false, Some(v)) => e.0 += v,
-                    (false, None) => e.2 += 1,
-                    (true, None) => {}
-                }
+            if r.boolean("unknown_model") == Some(true) {
+                *unknown.entry(key).or_default() += 1;
+            }
+            for (line, v) in (src.line_items)(&r) {
+                day_lines.entry(line).or_default().0 += v;
             }
         }
     }
-    let rows: Vec<Value> = out
+    let hundred = Decimal::from(100);
+    let flag = |difference: Decimal, billed: Decimal| difference.abs() > absolute.max(billed.abs() * percent / hundred);
+    let text = |d: Decimal| d.round_dp(9).normalize().to_string();
+    let rows: Vec<Value> = lines
         .into_iter()
-        .map(|((provider, day), (computed, billed, unknown))| {
+        .map(|((provider, day), day_lines)| {
+            let (computed, billed) = day_lines
+                .values()
+                .fold((Decimal::ZERO, Decimal::ZERO), |(c, b), (lc, lb)| (c + lc, b + lb));
+            let unknown = unknown.get(&(provider.clone(), day.clone())).copied().unwrap_or(0);
             let difference = (billed - computed).round_dp(9);
-            let allowed = absolute.max(billed.abs() * percent / Decimal::from(100));
-            let difference_percent = (billed != Decimal::ZERO).then(|| {
-                (difference * Decimal::from(100) / billed)
-                    .round_dp(4)
-                    .normalize()
-                    .to_string()
-            });
-            json!({"provider": provider, "day": day, "computed_cost": computed.round_dp(9).normalize().to_string(),
-                   "billed_cost": billed.round_dp(9).normalize().to_string(),
-                   "difference": difference.normalize().to_string(), "difference_percent": difference_percent,
-                   "flagged": difference.abs() > allowed || unknown > 0, "unknown_model_rows": unknown})
+            let difference_percent = (billed != Decimal::ZERO)
+                .then(|| (difference * hundred / billed).round_dp(4).normalize().to_string());
+            let line_items: Vec<Value> = day_lines
+                .into_iter()
+                .filter(|(_, (c, b))| !c.is_zero() || !b.is_zero())
+                .map(|(line, (c, b))| {
+                    let diff = (b - c).round_dp(9);
+                    json!({"line_item": line, "computed_cost": text(c), "billed_cost": text(b),
+                           "difference": text(diff), "flagged": flag(diff, b)})
+                })
+                .collect();
+            json!({"provider": provider, "day": day, "computed_cost": text(computed),
+                   "billed_cost": text(billed), "difference": text(difference), "difference_percent": difference_percent,
+                   "flagged": flag(difference, billed) || unknown > 0, "unknown_model_rows": unknown,
+                   "line_items": line_items})
         })
         .collect();
     let flagged = rows.iter().filter(|r| r["flagged"] == true).count();

@@ -16,6 +16,7 @@ use cloudact_core::{
     config::TableList,
     warehouse::{Params, Row},
 };
+use cloudact_pipeline::processors::unit_pricing::UNIT_NAMES;
 use cloudact_web::{ApiError, ApiJson, AppContext, OrgPath};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -24,7 +25,17 @@ use utoipa::{IntoParams, ToSchema};
 
 const TABLE: &str = "llm_model_pricing";
 const ONBOARDING_TABLES: &str = "setup/organizations/onboarding/tables.yml";
-const TIERS: [&str; 4] = ["standard", "batch", "flex", "priority"];
+const TIERS: [&str; 9] = [
+    "standard",
+    "batch",
+    "flex",
+    "priority",
+    "scale",
+    "long_context",
+    "batch_long_context",
+    "priority_long_context",
+    "flex_long_context",
+];
 
 /// The provider value stored in the pricing table for a path segment.
 pub(crate) fn pricing_provider(alias: &str) -> Result<&'static str, ApiError> {
@@ -89,7 +100,9 @@ pub(crate) fn date(field: &str, v: &str) -> Result<NaiveDate, ApiError> {
 pub struct PricingBody {
     pub model_id: Option<String>,
     pub model_name: Option<String>,
-    /// standard (default), batch, flex or priority.
+    /// standard (default), batch, flex, priority, scale; `long_context`, `batch_long_context`,
+    /// `priority_long_context`, `flex_long_context` price Anthropic usage with a context window
+    /// above 200k tokens.
     pub pricing_tier: Option<String>,
     /// Only USD.
     pub currency: Option<String>,
@@ -106,6 +119,16 @@ pub struct PricingBody {
     /// USD per 1 000 server-side web-search requests (Anthropic).
     #[schema(value_type = Option<f64>)]
     pub web_search_price_per_1k: Option<Value>,
+    /// What the row prices per: `1m_tokens` (default: the per-1M token prices), `image`,
+    /// `1m_characters`, `minute`, `gib_day`, `session` or `1k_calls` (then `unit_price` is
+    /// required and the token prices default to 0).
+    pub unit: Option<String>,
+    /// USD per `unit`.
+    #[schema(value_type = Option<f64>)]
+    pub unit_price: Option<Value>,
+    /// Units free each day (e.g. 1 GiB of vector storage).
+    #[schema(value_type = Option<f64>)]
+    pub free_units_per_day: Option<Value>,
     /// Original-frontend form: converted to per 1M.
     #[schema(value_type = Option<f64>)]
     pub input_price_per_1k: Option<Value>,
@@ -223,7 +246,7 @@ impl PricingBody {
     fn prices(&self) -> Result<Vec<(&'static str, Decimal)>, ApiError> {
         let mut out = Vec::new();
         let thousand = Decimal::from(1000);
-        let pairs: [PriceField<'_>; 6] = [
+        let pairs: [PriceField<'_>; 8] = [
             (
                 "input_price_per_1m",
                 &self.input_price_per_1m,
@@ -238,6 +261,8 @@ impl PricingBody {
                 Some(&self.output_price_per_1k),
             ),
             ("web_search_price_per_1k", &self.web_search_price_per_1k, None),
+            ("unit_price", &self.unit_price, None),
+            ("free_units_per_day", &self.free_units_per_day, None),
         ];
         for (name, per_1m, per_1k) in pairs {
             match (per_1m, per_1k.and_then(Option::as_ref)) {
@@ -269,6 +294,9 @@ impl PricingBody {
                 "negotiated",
             ];
             out.push(("pricing_type", one_of("pricing_type", t, &allowed)?));
+        }
+        if let Some(u) = &self.unit {
+            out.push(("unit", one_of("unit", u, &UNIT_NAMES)?));
         }
         if let Some(n) = self.free_tier_input_tokens {
             out.push(("free_tier_input_tokens", tokens("free_tier_input_tokens", n)?));
@@ -572,7 +600,28 @@ pub async fn create(
             "notes must be at most 1000 characters",
         ));
     }
-    let prices = body.prices()?;
+    let mut prices = body.prices()?;
+    let per_unit = body.unit.as_deref().is_some_and(|u| u != "1m_tokens");
+    let given = |prices: &[(&str, Decimal)], k: &str| prices.iter().any(|(p, _)| *p == k);
+    if per_unit {
+        if !given(&prices, "unit_price") {
+            return Err(ApiError::unprocessable(
+                "INVALID_PRICE",
+                "unit_price is required when unit is not 1m_tokens",
+            ));
+        }
+        // A unit row's token prices are unused: 0 unless given.
+        for k in ["input_price_per_1m", "output_price_per_1m"] {
+            if !given(&prices, k) {
+                prices.push((k, Decimal::ZERO));
+            }
+        }
+    } else if given(&prices, "unit_price") || given(&prices, "free_units_per_day") {
+        return Err(ApiError::unprocessable(
+            "INVALID_PRICE",
+            "unit_price and free_units_per_day need a unit other than 1m_tokens",
+        ));
+    }
     for required in ["input_price_per_1m", "output_price_per_1m"] {
         if !prices.iter().any(|(k, _)| *k == required) {
             return Err(ApiError::unprocessable(

@@ -52,7 +52,10 @@ async fn cost_queries_sum_exactly_by_provider_model_day_and_project() {
                 .sum::<rust_decimal::Decimal>()
         }
     };
-    let (openai, example_total) = (sum("openai_cost_daily").await, sum("example_cost_daily").await);
+    let (openai, example_total) = (
+        sum("openai_cost_daily").await + sum("openai_unit_cost_daily").await,
+        sum("example_cost_daily").await,
+    );
     let q = "/api/v1/costs/spend?start_date=2026-01-01&end_date=2026-01-31";
     let (s, b) = app.send(reqwest::Method::GET, &key, q, None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -178,10 +181,11 @@ async fn computed_cost_is_reconciled_with_what_the_providers_billed() {
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
         let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
         assert_eq!(run["status"], "COMPLETED", "{run}");
+        let steps = if url.contains("openai") { 50 } else { 30 };
         assert_eq!(
             run["steps"].as_array().unwrap().len(),
-            30,
-            "usage, cost and billed cost, 10 days"
+            steps,
+            "usage and cost (tokens; OpenAI also units), billed cost, 10 days"
         );
     }
     // Per provider and day, from the stored rows: billed total, and whether the provider

@@ -12,6 +12,7 @@ mod providers;
 mod runs;
 mod scheduler;
 mod service;
+mod units;
 
 /// What every module of this binary imports.
 mod prelude {

@@ -1,5 +1,5 @@
 //! **Sandbox provider server — a test and demo tool.** It speaks the documented HTTP APIs of
-//! OpenAI (models, Admin Usage API for completions, Costs API), Anthropic (models,
+//! OpenAI (models, every Admin Usage API endpoint, Costs API), Anthropic (models,
 //! organizations/me, usage_report/messages, cost_report) and DeepSeek (models, user/balance)
 //! with deterministic data derived from a seed, so tests and the README demo exercise real
 //! HTTP without the real providers. Production never talks to it.
@@ -227,7 +227,44 @@ fn pick(seed: u64, parts: &[&str], below: u64) -> u64 {
 const OPENAI_MODELS: [&str; 3] = ["gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "o3-mini-2025-01-31"];
 const OPENAI_EMBEDDING_MODELS: [&str; 1] = ["text-embedding-3-small"];
 const OPENAI_PROJECTS: [&str; 2] = ["proj_sandbox_web", "proj_sandbox_batch"];
-const ANTHROPIC_MODELS: [&str; 2] = ["claude-3-5-sonnet-20241022", "claude-3-5-haiku-20241022"];
+const ANTHROPIC_MODELS: [&str; 3] = [
+    "claude-3-5-sonnet-20241022",
+    "claude-3-5-haiku-20241022",
+    "claude-sonnet-4-5-20250929",
+];
+
+/// The usage shapes the sandbox Anthropic reports each day: (model, service tier, context
+/// window). Sonnet 4.5 also has long-context (above 200k) usage, priced at its long-context
+/// rates.
+const ANTHROPIC_USAGE: [(&str, &str, &str); 7] = [
+    ("claude-3-5-sonnet-20241022", "standard", "0-200k"),
+    ("claude-3-5-sonnet-20241022", "batch", "0-200k"),
+    ("claude-3-5-haiku-20241022", "standard", "0-200k"),
+    ("claude-3-5-haiku-20241022", "batch", "0-200k"),
+    ("claude-sonnet-4-5-20250929", "standard", "0-200k"),
+    ("claude-sonnet-4-5-20250929", "batch", "0-200k"),
+    ("claude-sonnet-4-5-20250929", "standard", "200k-1M"),
+];
+
+/// The deterministic counters of one Anthropic usage shape on one day: (uncached, cache read,
+/// 5-minute write, 1-hour write, output, web searches).
+fn anthropic_counts(seed: u64, day: &str, m: &str, tier: &str, window: &str) -> [u64; 6] {
+    // The short-context shapes keep the parts they always had (the same numbers as before).
+    let tier_part = if window == "0-200k" {
+        tier.to_string()
+    } else {
+        format!("{tier}/{window}")
+    };
+    let p = |k: &str, n: u64| pick(seed, &[day, m, tier_part.as_str(), k], n);
+    [
+        1_000 + p("u", 500_000),
+        p("r", 200_000),
+        p("f", 50_000),
+        p("h", 20_000),
+        500 + p("o", 100_000),
+        p("s", 20),
+    ]
+}
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (status, Json(json!({"error": error, "error_description": description}))).into_response()
@@ -306,7 +343,7 @@ async fn models(State(s): State<Sandbox>, headers: HeaderMap) -> Response {
             .map(|m| json!({"type": "model", "id": m, "display_name": m, "created_at": "2024-10-22T00:00:00Z"}))
             .collect();
         return Json(
-            json!({"data": data, "has_more": false, "first_id": ANTHROPIC_MODELS[0], "last_id": ANTHROPIC_MODELS[1]}),
+            json!({"data": data, "has_more": false, "first_id": ANTHROPIC_MODELS[0], "last_id": ANTHROPIC_MODELS[2]}),
         )
         .into_response();
     }
@@ -457,11 +494,149 @@ async fn scripted_fault(s: &Sandbox, provider: Provider) -> Option<Response> {
     })
 }
 
+/// The usage endpoints priced per unit the sandbox OpenAI serves.
+pub const OPENAI_UNIT_ENDPOINTS: [&str; 8] = [
+    "images",
+    "audio_speeches",
+    "audio_transcriptions",
+    "moderations",
+    "vector_stores",
+    "code_interpreter_sessions",
+    "file_search_calls",
+    "web_search_calls",
+];
+
+/// One unit-priced usage row of the sandbox OpenAI: (project, model, variant, quantity,
+/// requests), the quantity in the endpoint's own counter. Vector storage lives in the first
+/// project only (the free GiB is the organization's).
+fn openai_unit_usage(
+    seed: u64,
+    endpoint: &str,
+    d: NaiveDate,
+) -> Vec<(&'static str, Option<&'static str>, Option<&'static str>, u64, u64)> {
+    let day = d.to_string();
+    let shapes: &[(Option<&str>, Option<&str>)] = match endpoint {
+        "images" => &[
+            (Some("dall-e-3"), Some("1024x1024")),
+            (Some("gpt-image-1.5"), Some("1536x1024")),
+        ],
+        "audio_speeches" => &[(Some("tts-1"), None)],
+        "audio_transcriptions" => &[(Some("whisper-1"), None)],
+        "moderations" => &[(Some("omni-moderation-latest"), None)],
+        "web_search_calls" => &[(Some("gpt-4o-mini-2024-07-18"), Some("medium"))],
+        _ => &[(None, None)],
+    };
+    let mut out = Vec::new();
+    for project in OPENAI_PROJECTS {
+        if endpoint == "vector_stores" && project != OPENAI_PROJECTS[0] {
+            continue;
+        }
+        for (model, variant) in shapes {
+            let parts = [day.as_str(), endpoint, model.unwrap_or("-"), project];
+            let n = |below: u64| pick(seed, &parts, below);
+            let quantity = match endpoint {
+                "images" => 1 + n(30),
+                "audio_speeches" => 1_000 + n(200_000),
+                "audio_transcriptions" => 60 + n(7_200),
+                "moderations" => 100 + n(100_000),
+                // Whole 16 MiB blocks, up to ~3.2 GB.
+                "vector_stores" => (1 + n(200)) << 24,
+                "code_interpreter_sessions" => 1 + n(40),
+                "file_search_calls" => 1 + n(3_000),
+                _ => 1 + n(500),
+            };
+            let requests = match endpoint {
+                "vector_stores" | "code_interpreter_sessions" | "file_search_calls" => 0,
+                "images" => quantity,
+                _ => 1 + quantity % 97,
+            };
+            out.push((project, *model, *variant, quantity, requests));
+        }
+    }
+    out
+}
+
+/// The sandbox OpenAI's unit-priced usage as Usage API results.
+fn openai_unit_results(seed: u64, endpoint: &str, d: NaiveDate, g: &dyn Fn(&str) -> bool) -> Vec<Value> {
+    let dim = |on: bool, v: Value| if on { v } else { Value::Null };
+    let object = match endpoint {
+        "file_search_calls" => "organization.usage.file_searches.result".to_string(),
+        e => format!("organization.usage.{e}.result"),
+    };
+    openai_unit_usage(seed, endpoint, d)
+        .into_iter()
+        .map(|(project, model, variant, quantity, requests)| {
+            let mut r = json!({"object": object, "project_id": dim(g("project_id"), json!(project))});
+            let counter = match endpoint {
+                "images" => "images",
+                "audio_speeches" => "characters",
+                "audio_transcriptions" => "seconds",
+                "moderations" => "input_tokens",
+                "vector_stores" => "usage_bytes",
+                "code_interpreter_sessions" => "num_sessions",
+                _ => "num_requests",
+            };
+            r[counter] = json!(quantity);
+            if !matches!(endpoint, "vector_stores" | "code_interpreter_sessions") {
+                r["user_id"] = Value::Null;
+                r["api_key_id"] = Value::Null;
+            }
+            if !matches!(
+                endpoint,
+                "vector_stores" | "code_interpreter_sessions" | "file_search_calls"
+            ) {
+                r["num_model_requests"] = json!(requests);
+                r["model"] = dim(g("model"), json!(model));
+            }
+            match endpoint {
+                "images" => {
+                    r["size"] = dim(g("size"), json!(variant));
+                    r["source"] = dim(g("source"), json!("image.generation"));
+                }
+                "web_search_calls" => r["context_level"] = dim(g("context_level"), json!(variant)),
+                "file_search_calls" => r["vector_store_id"] = Value::Null,
+                _ => {}
+            }
+            r
+        })
+        .collect()
+}
+
+/// What the sandbox OpenAI bills for one unit-priced usage row, in picodollars, and the
+/// Costs API line item it is billed under (its list prices: DALL·E 3 1024x1024 0.04 and GPT
+/// Image 1.5 1536x1024 0.013 an image, TTS-1 15 per 1M characters, Whisper 0.006 a minute,
+/// moderations free, vector storage 0.10 a GiB-day after the first GiB, 0.03 a code-interpreter
+/// session, 2.50 per 1 000 file searches, 10 per 1 000 web searches).
+fn openai_unit_bill(endpoint: &str, model: Option<&str>, quantity: u64) -> (String, u128) {
+    let q = u128::from(quantity);
+    let m = model.unwrap_or("");
+    match endpoint {
+        "images" => {
+            let micro = if m == "dall-e-3" { 40_000 } else { 13_000 };
+            (format!("{m}, images"), q * micro * 1_000_000)
+        }
+        "audio_speeches" => (format!("{m}, characters"), q * 15_000_000),
+        "audio_transcriptions" => (format!("{m}, minutes"), q * 100_000_000),
+        "moderations" => (format!("{m}, input"), 0),
+        // 16 MiB blocks beyond the first GiB at 0.0015625 USD each.
+        "vector_stores" => (
+            "vector store storage".to_string(),
+            (q >> 24).saturating_sub(64) * 1_562_500_000,
+        ),
+        "code_interpreter_sessions" => ("code interpreter sessions".to_string(), q * 30_000_000_000),
+        "file_search_calls" => ("file search tool calls".to_string(), q * 2_500_000_000),
+        _ => ("web search tool calls".to_string(), q * 10_000_000_000),
+    }
+}
+
 /// Deterministic usage results of one endpoint on one day.
 fn openai_results(seed: u64, endpoint: &str, d: NaiveDate, g: &dyn Fn(&str) -> bool) -> Vec<Value> {
     let day = d.to_string();
     let mut results = Vec::new();
     let dim = |on: bool, v: Value| if on { v } else { Value::Null };
+    if OPENAI_UNIT_ENDPOINTS.contains(&endpoint) {
+        return openai_unit_results(seed, endpoint, d, g);
+    }
     if endpoint == "embeddings" {
         for model in OPENAI_EMBEDDING_MODELS {
             for project in OPENAI_PROJECTS {
@@ -511,11 +686,13 @@ async fn openai_usage(
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    if !["completions", "embeddings"].contains(&endpoint.as_str()) {
+    if !["completions", "embeddings"].contains(&endpoint.as_str())
+        && !OPENAI_UNIT_ENDPOINTS.contains(&endpoint.as_str())
+    {
         return error(
             Provider::OpenAi,
             StatusCode::NOT_FOUND,
-            &format!("the sandbox serves completions and embeddings usage, not {endpoint}"),
+            &format!("Invalid URL (GET /v1/organization/usage/{endpoint})"),
         );
     }
     if let Err(r) = openai_admin(&headers).await {
@@ -594,21 +771,37 @@ fn unexplained_charge(seed: u64, provider: &str, d: NaiveDate) -> Option<u64> {
 }
 
 /// What the sandbox OpenAI bills for a day: its own usage priced at its list prices, per
-/// project and line item (input, output), as the Costs API reports it (amounts in dollars).
+/// project and line item (`{model}, input` — cache writes billed as input —, `{model}, cached
+/// input`, `{model}, output`, and one line per unit-priced kind), as the Costs API reports it
+/// (amounts in dollars).
 fn openai_billed(seed: u64, d: NaiveDate) -> Vec<Value> {
     let all = |_: &str| true;
     // Picodollars per (project, line item).
-    let mut totals: std::collections::BTreeMap<(String, &str), u128> = Default::default();
+    let mut totals: std::collections::BTreeMap<(String, String), u128> = Default::default();
     for endpoint in ["completions", "embeddings"] {
         for r in openai_results(seed, endpoint, d, &all) {
             let n = |k: &str| u128::from(r[k].as_u64().unwrap_or(0));
             let batch = r["batch"].as_bool().unwrap_or(false);
-            let (i, c, o) = openai_list_price(r["model"].as_str().unwrap_or(""), batch);
+            let model = r["model"].as_str().unwrap_or("");
+            let (i, c, o) = openai_list_price(model, batch);
             let uncached = n("input_tokens") - n("input_cached_tokens");
-            let input = uncached * u128::from(i) + n("input_cached_tokens") * u128::from(c);
             let project = r["project_id"].as_str().unwrap_or("").to_string();
-            *totals.entry((project.clone(), "input_tokens")).or_default() += input;
-            *totals.entry((project, "output_tokens")).or_default() += n("output_tokens") * u128::from(o);
+            let mut add = |line: &str, pico: u128| {
+                if pico > 0 {
+                    *totals.entry((project.clone(), format!("{model}, {line}"))).or_default() += pico;
+                }
+            };
+            add("input", uncached * u128::from(i));
+            add("cached input", n("input_cached_tokens") * u128::from(c));
+            add("output", n("output_tokens") * u128::from(o));
+        }
+    }
+    for endpoint in OPENAI_UNIT_ENDPOINTS {
+        for (project, model, _, quantity, _) in openai_unit_usage(seed, endpoint, d) {
+            let (line, pico) = openai_unit_bill(endpoint, model, quantity);
+            if pico > 0 {
+                *totals.entry((project.to_string(), line)).or_default() += pico;
+            }
         }
     }
     let mut results: Vec<Value> = totals
@@ -628,10 +821,14 @@ fn openai_billed(seed: u64, d: NaiveDate) -> Vec<Value> {
 
 /// The sandbox's Anthropic list prices in micro-dollars per 1M tokens: (uncached input,
 /// cache read, 5-minute write, 1-hour write, output); batch at half.
-fn anthropic_list_price(model: &str, tier: &str) -> [u64; 5] {
-    let p = match model {
-        "claude-3-5-sonnet-20241022" => [3_000_000, 300_000, 3_750_000, 6_000_000, 15_000_000],
-        "claude-3-5-haiku-20241022" => [800_000, 80_000, 1_000_000, 1_600_000, 4_000_000],
+fn anthropic_list_price(model: &str, tier: &str, window: &str) -> [u64; 5] {
+    let p = match (model, window) {
+        ("claude-3-5-sonnet-20241022", "0-200k") | ("claude-sonnet-4-5-20250929", "0-200k") => {
+            [3_000_000, 300_000, 3_750_000, 6_000_000, 15_000_000]
+        }
+        // Long context: input kinds ×2, output ×1.5.
+        ("claude-sonnet-4-5-20250929", _) => [6_000_000, 600_000, 7_500_000, 12_000_000, 22_500_000],
+        ("claude-3-5-haiku-20241022", "0-200k") => [800_000, 80_000, 1_000_000, 1_600_000, 4_000_000],
         _ => [0; 5],
     };
     if tier == "batch" {
@@ -652,31 +849,30 @@ fn decimal_text(units: u128, scale: u32) -> String {
 fn anthropic_billed(seed: u64, d: NaiveDate) -> Vec<Value> {
     let day = d.to_string();
     let mut results = Vec::new();
-    for m in ANTHROPIC_MODELS {
-        for tier in ["standard", "batch"] {
-            let p = |k: &str, n: u64| u128::from(pick(seed, &[day.as_str(), m, tier, k], n));
-            let tokens = [
-                ("uncached_input_tokens", 1_000 + p("u", 500_000)),
-                ("cache_read_input_tokens", p("r", 200_000)),
-                ("cache_creation.ephemeral_5m_input_tokens", p("f", 50_000)),
-                ("cache_creation.ephemeral_1h_input_tokens", p("h", 20_000)),
-                ("output_tokens", 500 + p("o", 100_000)),
-            ];
-            // Web search: 10 USD per 1 000 requests = 1 cent a request.
-            let searches = p("s", 20);
-            if searches > 0 {
-                results.push(json!({"amount": decimal_text(searches * 10u128.pow(10), 10), "currency": "USD",
-                    "workspace_id": null, "description": format!("{m} Web search"), "cost_type": "web_search", "model": m,
-                    "service_tier": tier, "token_type": null, "context_window": "0-200k"}));
-            }
-            let prices = anthropic_list_price(m, tier);
-            for ((token_type, n), price) in tokens.into_iter().zip(prices) {
-                // tokens × µ$/1M = 10^-12 $ = 10^-10 cents.
-                let amount = decimal_text(n * u128::from(price), 10);
-                results.push(json!({"amount": amount, "currency": "USD", "workspace_id": null,
-                    "description": format!("{m} Usage - {token_type}"), "cost_type": "tokens", "model": m,
-                    "service_tier": tier, "token_type": token_type, "context_window": "0-200k"}));
-            }
+    for (m, tier, window) in ANTHROPIC_USAGE {
+        let [u, r, f, h, o, searches] = anthropic_counts(seed, &day, m, tier, window).map(u128::from);
+        let tokens = [
+            ("uncached_input_tokens", u),
+            ("cache_read_input_tokens", r),
+            ("cache_creation.ephemeral_5m_input_tokens", f),
+            ("cache_creation.ephemeral_1h_input_tokens", h),
+            ("output_tokens", o),
+        ];
+        // Web search: 10 USD per 1 000 requests = 1 cent a request.
+        if searches > 0 {
+            results.push(
+                json!({"amount": decimal_text(searches * 10u128.pow(10), 10), "currency": "USD",
+                "workspace_id": null, "description": format!("{m} Web search"), "cost_type": "web_search", "model": m,
+                "service_tier": tier, "token_type": null, "context_window": window}),
+            );
+        }
+        let prices = anthropic_list_price(m, tier, window);
+        for ((token_type, n), price) in tokens.into_iter().zip(prices) {
+            // tokens × µ$/1M = 10^-12 $ = 10^-10 cents.
+            let amount = decimal_text(n * u128::from(price), 10);
+            results.push(json!({"amount": amount, "currency": "USD", "workspace_id": null,
+                "description": format!("{m} Usage - {token_type}"), "cost_type": "tokens", "model": m,
+                "service_tier": tier, "token_type": token_type, "context_window": window}));
         }
     }
     if let Some(cents) = unexplained_charge(seed, "anthropic", d) {
@@ -779,21 +975,20 @@ async fn anthropic_usage(
         .iter()
         .map(|d| {
             let day = d.to_string();
-            let results: Vec<Value> = ANTHROPIC_MODELS
+            let results: Vec<Value> = ANTHROPIC_USAGE
                 .iter()
-                .flat_map(|m| ["standard", "batch"].into_iter().map(move |t| (m, t)))
-                .map(|(m, tier)| {
-                    let p = |k: &str, n: u64| pick(s.seed, &[day.as_str(), m, tier, k], n);
+                .map(|(m, tier, window)| {
+                    let [u, r, f, h, o, searches] = anthropic_counts(s.seed, &day, m, tier, window);
                     json!({
-                        "uncached_input_tokens": 1_000 + p("u", 500_000),
-                        "cache_creation": {"ephemeral_1h_input_tokens": p("h", 20_000), "ephemeral_5m_input_tokens": p("f", 50_000)},
-                        "cache_read_input_tokens": p("r", 200_000),
-                        "output_tokens": 500 + p("o", 100_000),
-                        "server_tool_use": {"web_search_requests": p("s", 20)},
+                        "uncached_input_tokens": u,
+                        "cache_creation": {"ephemeral_1h_input_tokens": h, "ephemeral_5m_input_tokens": f},
+                        "cache_read_input_tokens": r,
+                        "output_tokens": o,
+                        "server_tool_use": {"web_search_requests": searches},
                         "api_key_id": null, "workspace_id": null,
                         "model": if g("model") { json!(m) } else { Value::Null },
                         "service_tier": if g("service_tier") { json!(tier) } else { Value::Null },
-                        "context_window": if g("context_window") { json!("0-200k") } else { Value::Null },
+                        "context_window": if g("context_window") { json!(window) } else { Value::Null },
                     })
                 })
                 .collect();

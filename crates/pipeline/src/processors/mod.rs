@@ -11,6 +11,7 @@ pub mod notify_systems;
 pub mod openai;
 pub mod pricing;
 pub mod setup;
+pub mod unit_pricing;
 
 use serde::Deserialize;
 
@@ -91,6 +92,8 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<example::price_usage::PriceUsageProcessor>();
     registry.register::<example::noop::NoopProcessor>();
     registry.register::<openai::usage::UsageProcessor>();
+    registry.register::<openai::usage::UnitUsageProcessor>();
+    registry.register::<openai::unit_cost::UnitCostProcessor>();
     registry.register::<openai::cost::CostProcessor>();
     registry.register::<openai::costs_api::CostsApiProcessor>();
     registry.register::<anthropic::usage::UsageProcessor>();

@@ -213,6 +213,10 @@ impl PriceBook {
             .await?;
         let mut prices: HashMap<(String, String), (Price, Terms)> = HashMap::new();
         for r in rows {
+            // Rows priced per image, minute, call … are the unit price book's.
+            if r.string("unit").is_some_and(|u| u != "1m_tokens") {
+                continue;
+            }
             let (Some(model), Some(tier), Some(effective), Some(input), Some(output)) = (
                 r.string("model_id"),
                 r.string("pricing_tier"),
@@ -374,11 +378,17 @@ impl PriceBook {
         Ok(used)
     }
 
-    /// The price of a matched model in a tier, falling back to its standard price.
+    /// The price of a matched model in a tier, falling back to its standard price; a
+    /// long-context tier falls back to `long_context` only, never to a short-context price.
     pub fn price(&self, model_id: &str, tier: &str) -> Option<&Price> {
+        let fallback = if tier.ends_with("long_context") {
+            "long_context"
+        } else {
+            "standard"
+        };
         self.prices
             .get(&(model_id.to_string(), tier.to_string()))
-            .or_else(|| self.prices.get(&(model_id.to_string(), "standard".to_string())))
+            .or_else(|| self.prices.get(&(model_id.to_string(), fallback.to_string())))
     }
 }
 

@@ -1,6 +1,8 @@
 //! `anthropic.cost`: prices one day of Anthropic usage with the org's prices effective that day.
 //! Tier from `service_tier` (batch, priority, flex; else standard; a tier without its own price
-//! uses the standard one). Kinds: uncached × input; 5-minute writes × 5-minute write price (else
+//! uses the standard one) and `context_window`: a window above 200k is priced at the tier's
+//! long-context rates (`{tier}_long_context`, else `long_context`; never the short-context
+//! price, so a model without long-context rates is flagged unknown). Kinds: uncached × input; 5-minute writes × 5-minute write price (else
 //! input); 1-hour writes × 1-hour price (else 5-minute, else input); cache reads × cached price
 //! (else input); output × output. No price → `unknown_model`, null cost, a run warning.
 //! Free tier: the allowance left after the period's earlier days is taken off the day as one
@@ -26,13 +28,21 @@ use crate::{
 
 pub struct CostProcessor(CostConfig);
 
-/// The pricing tier of a usage row's `service_tier`.
+/// The pricing tier of a usage row's `service_tier` and `context_window`: usage with a context
+/// window above 200k tokens is priced at the tier's long-context rates.
 fn tier_of_row(u: &Row) -> &'static str {
-    match u.string("service_tier").as_deref() {
-        Some("batch") => "batch",
-        Some("priority") | Some("priority_on_demand") => "priority",
-        Some("flex") | Some("flex_discount") => "flex",
-        _ => "standard",
+    let long = u
+        .string("context_window")
+        .is_some_and(|w| w != "0-200k" && !w.is_empty());
+    match (u.string("service_tier").as_deref(), long) {
+        (Some("batch"), false) => "batch",
+        (Some("batch"), true) => "batch_long_context",
+        (Some("priority") | Some("priority_on_demand"), false) => "priority",
+        (Some("priority") | Some("priority_on_demand"), true) => "priority_long_context",
+        (Some("flex") | Some("flex_discount"), false) => "flex",
+        (Some("flex") | Some("flex_discount"), true) => "flex_long_context",
+        (_, false) => "standard",
+        (_, true) => "long_context",
     }
 }
 
@@ -227,5 +237,22 @@ impl Processor for CostProcessor {
                                        "free_tier_input_tokens": free_input, "free_tier_output_tokens": free_output,
                                        "free_tier_credit": free_credit.to_string()}),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_context_usage_picks_the_long_context_tier() {
+        let row = |tier: Option<&str>, window: Option<&str>| {
+            Row::new().with("service_tier", tier).with("context_window", window)
+        };
+        assert_eq!(tier_of_row(&row(Some("standard"), Some("0-200k"))), "standard");
+        assert_eq!(tier_of_row(&row(Some("standard"), Some("200k-1M"))), "long_context");
+        assert_eq!(tier_of_row(&row(Some("batch"), Some("200k-1M"))), "batch_long_context");
+        assert_eq!(tier_of_row(&row(Some("priority"), None)), "priority");
+        assert_eq!(tier_of_row(&row(None, None)), "standard");
     }
 }

@@ -1,7 +1,7 @@
 //! `openai.cost`: prices one day of raw OpenAI usage with the org's prices effective that day.
 //! Model match: exact `model_id`, else the longest priced id the reported model starts with
 //! followed by `-` (dated snapshots: `gpt-4o-mini-2024-07-18` → `gpt-4o-mini`). Tier: batch
-//! usage → `batch`, service tier `flex`/`priority` → that tier, otherwise `standard`; a tier
+//! usage → `batch`, service tier `flex`/`priority`/`scale` → that tier, otherwise `standard`; a tier
 //! without its own price uses the standard price. Kinds: uncached input × input price; cached ×
 //! cached price (else input); cache writes × 5-minute write price (else input); output × output.
 //! No price → `unknown_model` with null costs, never 0, and a run warning. Costs are exact
@@ -43,6 +43,7 @@ fn tier_of(batch: Option<bool>, service_tier: Option<&str>) -> &'static str {
         (Some(true), _) | (_, Some("batch")) => "batch",
         (_, Some("flex")) => "flex",
         (_, Some("priority")) => "priority",
+        (_, Some("scale")) => "scale",
         _ => "standard",
     }
 }
@@ -443,6 +444,7 @@ mod tests {
     fn batch_and_service_tiers_pick_the_pricing_tier() {
         assert_eq!(tier_of(Some(true), Some("default")), "batch");
         assert_eq!(tier_of(Some(false), Some("flex")), "flex");
+        assert_eq!(tier_of(Some(false), Some("scale")), "scale");
         assert_eq!(tier_of(None, None), "standard");
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod cost;
 pub mod costs_api;
+pub mod unit_cost;
 pub mod usage;

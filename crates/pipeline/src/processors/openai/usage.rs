@@ -1,4 +1,4 @@
-//! `openai.usage`: one day of usage from the Admin Usage API
+//! `openai.usage`: one day of token usage from the Admin Usage API
 //! (`GET /v1/organization/usage/{endpoint}`, daily bucket, grouped by model, project, batch and
 //! service tier), for the token-priced endpoints (`completions`, `embeddings`), following
 //! `page` until `has_more` is false. Pages are parsed one at a time straight into typed
@@ -16,7 +16,9 @@ use serde::Deserialize;
 
 use crate::{
     context::StepContext,
+    load::DayLoad,
     processors::day::{DayTable, ProviderDay},
+    processors::unit_pricing::{openai_unit_kind, OPENAI_UNIT_KINDS},
     providers::http::{page_cursor, Paged, Pager},
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
@@ -102,6 +104,16 @@ pub struct UsageResult {
     pub input_uncached_tokens: Option<i64>,
     pub input_audio_tokens: Option<i64>,
     pub output_audio_tokens: Option<i64>,
+    // The unit-priced endpoints' counters and dimensions.
+    pub images: Option<i64>,
+    pub characters: Option<i64>,
+    pub seconds: Option<i64>,
+    pub usage_bytes: Option<i64>,
+    pub num_sessions: Option<i64>,
+    pub num_requests: Option<i64>,
+    pub size: Option<String>,
+    pub source: Option<String>,
+    pub context_level: Option<String>,
 }
 
 impl UsageResult {
@@ -143,6 +155,88 @@ impl UsageResult {
     }
 }
 
+impl UsageResult {
+    /// The stored row of a unit-priced endpoint: every counter and dimension such endpoints
+    /// report (absent ones null), as given.
+    pub fn into_unit_row(self, org: &str, day: NaiveDate, endpoint: &str, run_id: &str, now: DateTime<Utc>) -> Row {
+        Row::new()
+            .with("org_slug", org)
+            .with("usage_date", day)
+            .with("usage_type", endpoint)
+            .with("model", self.model)
+            .with("project_id", self.project_id)
+            .with("size", self.size)
+            .with("source", self.source)
+            .with("context_level", self.context_level)
+            .with("num_model_requests", self.num_model_requests)
+            .with("input_tokens", self.input_tokens)
+            .with("images", self.images)
+            .with("characters", self.characters)
+            .with("seconds", self.seconds)
+            .with("usage_bytes", self.usage_bytes)
+            .with("num_sessions", self.num_sessions)
+            .with("num_requests", self.num_requests)
+            .with("run_id", run_id)
+            .with("loaded_at", now)
+    }
+}
+
+/// The `group_by` of one usage endpoint: every dimension it can group by that prices or
+/// attributes its usage.
+pub fn group_by_of(endpoint: &str) -> &'static [&'static str] {
+    match endpoint {
+        "completions" => &["model", "project_id", "batch", "service_tier"],
+        "images" => &["model", "project_id", "size", "source"],
+        "web_search_calls" => &["model", "project_id", "context_level"],
+        "vector_stores" | "code_interpreter_sessions" | "file_search_calls" => &["project_id"],
+        _ => &["model", "project_id"],
+    }
+}
+
+/// Every result of one endpoint for the step's day, page by page, as rows into `load`.
+async fn pull_endpoint(
+    ctx: &StepContext,
+    p: &ProviderDay,
+    endpoint: &str,
+    load: &mut DayLoad<'_>,
+    to_row: impl Fn(UsageResult) -> Row + Send + Sync,
+) -> Result<usize, ProcessorError> {
+    let (day, key, start) = (p.day, &p.key, p.start_unix());
+    let http = &ctx.services.http;
+    let url = p.url(&format!("/v1/organization/usage/{endpoint}"));
+    let mut pager = Pager::new("OpenAI", &ctx.cancel, |page| {
+        let mut query = vec![
+            ("start_time", start.to_string()),
+            ("end_time", (start + 86_400).to_string()),
+            ("bucket_width", "1d".to_string()),
+            ("limit", "1".to_string()),
+        ];
+        for g in group_by_of(endpoint) {
+            query.push(("group_by", g.to_string()));
+        }
+        if let Some(p) = page {
+            query.push(("page", p.to_string()));
+        }
+        http.get(&url).query(&query).bearer_auth(key.expose_secret())
+    });
+    while let Some(page) = pager.next::<UsagePage>().await? {
+        for bucket in page.data {
+            let bucket_day = DateTime::<Utc>::from_timestamp(bucket.start_time, 0).map(|t| t.date_naive());
+            if bucket_day != Some(day) {
+                return Err(ProcessorError::Failed(format!(
+                    "OpenAI {endpoint} page {} holds a bucket starting at {} outside {day}",
+                    pager.pages(),
+                    bucket.start_time
+                )));
+            }
+            for r in bucket.results {
+                load.push(to_row(r)).await?;
+            }
+        }
+    }
+    Ok(pager.pages())
+}
+
 #[async_trait]
 impl Processor for UsageProcessor {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
@@ -156,55 +250,91 @@ impl Processor for UsageProcessor {
             clustering: &["org_slug", "model"],
         };
         let p = ProviderDay::open(ctx, "openai", target).await?;
-        let (org, day, key, start) = (&p.org, p.day, &p.key, p.start_unix());
-        let http = &ctx.services.http;
+        let (org, day) = (&p.org, p.day);
         let now = Utc::now();
         let mut load = p.stream(ctx).await?;
         let mut pages = 0;
         for endpoint in &c.endpoints {
-            let url = p.url(&format!("/v1/organization/usage/{endpoint}"));
-            let mut pager = Pager::new("OpenAI", &ctx.cancel, |page| {
-                let mut query = vec![
-                    ("start_time", start.to_string()),
-                    ("end_time", (start + 86_400).to_string()),
-                    ("bucket_width", "1d".to_string()),
-                    ("limit", "1".to_string()),
-                ];
-                let groups: &[&str] = if endpoint == "completions" {
-                    &["model", "project_id", "batch", "service_tier"]
-                } else {
-                    &["model", "project_id"]
-                };
-                for g in groups {
-                    query.push(("group_by", g.to_string()));
-                }
-                if let Some(p) = page {
-                    query.push(("page", p.to_string()));
-                }
-                http.get(&url).query(&query).bearer_auth(key.expose_secret())
-            });
-            while let Some(page) = pager.next::<UsagePage>().await? {
-                for bucket in page.data {
-                    let bucket_day = DateTime::<Utc>::from_timestamp(bucket.start_time, 0).map(|t| t.date_naive());
-                    if bucket_day != Some(day) {
-                        return Err(ProcessorError::Failed(format!(
-                            "OpenAI {endpoint} page {} holds a bucket starting at {} outside {day}",
-                            pager.pages(),
-                            bucket.start_time
-                        )));
-                    }
-                    for r in bucket.results {
-                        load.push(r.into_row(org, day, endpoint, &ctx.run_id, now)).await?;
-                    }
-                }
-            }
-            pages += pager.pages();
+            pages += pull_endpoint(ctx, &p, endpoint, &mut load, |r| {
+                r.into_row(org, day, endpoint, &ctx.run_id, now)
+            })
+            .await?;
         }
         let outcome = load.commit().await?;
         Ok(StepOutput {
             rows_processed: outcome.inserted,
             output: serde_json::json!({"table": c.table, "date": c.date, "pages": pages,
                                        "inserted": outcome.inserted, "replaced": outcome.deleted}),
+        })
+    }
+}
+
+/// `openai.unit_usage`: one day of every usage endpoint priced per unit (images, speech,
+/// transcription, moderations, vector storage, code-interpreter sessions, file and web search
+/// calls), each endpoint into its own table (`tables`: endpoint → table, one shared schema),
+/// each replaced atomically. An endpoint not named is not pulled.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitUsageConfig {
+    pub dataset: String,
+    pub date: String,
+    pub schema: String,
+    pub tables: std::collections::BTreeMap<String, String>,
+}
+
+pub struct UnitUsageProcessor(UnitUsageConfig);
+
+impl ProcessorDef for UnitUsageProcessor {
+    const PS_TYPE: &'static str = "openai.unit_usage";
+    type Config = UnitUsageConfig;
+
+    fn build(config: UnitUsageConfig) -> Result<Self, String> {
+        if config.tables.is_empty() {
+            return Err("tables must name at least one usage endpoint".into());
+        }
+        for (endpoint, table) in &config.tables {
+            if openai_unit_kind(endpoint).is_none() {
+                let known: Vec<&str> = OPENAI_UNIT_KINDS.iter().map(|k| k.usage_type).collect();
+                return Err(format!(
+                    "usage endpoint {endpoint:?} is not priced per unit; use {}",
+                    known.join(", ")
+                ));
+            }
+            cloudact_core::warehouse::check_name(table).map_err(|e| e.to_string())?;
+        }
+        Ok(UnitUsageProcessor(config))
+    }
+}
+
+#[async_trait]
+impl Processor for UnitUsageProcessor {
+    async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
+        let c = &self.0;
+        let now = Utc::now();
+        let (mut pages, mut inserted, mut per_table) = (0, 0, serde_json::Map::new());
+        for (endpoint, table) in &c.tables {
+            let target = DayTable {
+                dataset: &c.dataset,
+                table,
+                schema: &c.schema,
+                date: &c.date,
+                partition: "usage_date",
+                clustering: &["org_slug", "model"],
+            };
+            let p = ProviderDay::open(ctx, "openai", target).await?;
+            let (org, day) = (&p.org, p.day);
+            let mut load = p.stream(ctx).await?;
+            pages += pull_endpoint(ctx, &p, endpoint, &mut load, |r| {
+                r.into_unit_row(org, day, endpoint, &ctx.run_id, now)
+            })
+            .await?;
+            let outcome = load.commit().await?;
+            inserted += outcome.inserted;
+            per_table.insert(table.clone(), serde_json::json!(outcome.inserted));
+        }
+        Ok(StepOutput {
+            rows_processed: inserted,
+            output: serde_json::json!({"date": c.date, "pages": pages, "inserted": inserted, "tables": per_table}),
         })
     }
 }
