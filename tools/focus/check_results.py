@@ -58,21 +58,27 @@ def load_results(path: str) -> tuple[dict[str, dict], dict[str, str]]:
     return results, dict(root.attrib)
 
 
-def child_rule_ids(requirement: dict | None) -> list[str]:
-    out: list[str] = []
+def child_refs(requirement: dict | None) -> list[tuple[str, str | None]]:
+    """(ModelRuleId, immediately enclosing AND/OR) for every CheckModelRule."""
+    out: list[tuple[str, str | None]] = []
 
-    def walk(node):
+    def walk(node, op):
         if isinstance(node, dict):
-            if node.get("CheckFunction") == "CheckModelRule" and node.get("ModelRuleId"):
-                out.append(node["ModelRuleId"])
+            fn = node.get("CheckFunction")
+            if fn == "CheckModelRule" and node.get("ModelRuleId"):
+                out.append((node["ModelRuleId"], op))
             for v in node.values():
-                walk(v)
+                walk(v, fn if fn in ("AND", "OR") else op)
         elif isinstance(node, list):
             for v in node:
-                walk(v)
+                walk(v, op)
 
-    walk(requirement)
+    walk(requirement, None)
     return out
+
+
+def child_rule_ids(requirement: dict | None) -> list[str]:
+    return [rid for rid, _ in child_refs(requirement)]
 
 
 def main() -> int:
@@ -100,13 +106,29 @@ def main() -> int:
             return "MUST"  # unknown to the model: be conservative
         return (r.get("ValidationCriteria", {}).get("Keyword") or "MUST").upper()
 
+    # Who references whom, and whether as one alternative of an OR.
+    parents: dict[str, list[tuple[str, str | None]]] = {}
+    for pid, prule in rules.items():
+        for cid, op in child_refs(prule.get("ValidationCriteria", {}).get("Requirement")):
+            if cid != pid:
+                parents.setdefault(cid, []).append((pid, op))
+
+    def excused_alternative(rid: str) -> bool:
+        """Failed, but only ever used as an alternative of an OR that held
+        (e.g. InvoiceId-C-004-C "null" vs -C-005-C "not null" under -C-003-C)."""
+        refs = parents.get(rid, [])
+        return bool(refs) and all(
+            op == "OR" and results.get(pid, {}).get("status") == "passed" for pid, op in refs
+        )
+
     memo: dict[str, bool] = {}
 
     def is_mandatory_failure(rid: str, stack: frozenset = frozenset()) -> bool:
         if rid in memo:
             return memo[rid]
         res = results.get(rid)
-        if res is None or res["status"] not in BAD or keyword(rid) not in MANDATORY_KEYWORDS:
+        if (res is None or res["status"] not in BAD or keyword(rid) not in MANDATORY_KEYWORDS
+                or excused_alternative(rid)):
             memo[rid] = False
             return False
         rule = rules.get(rid, {})
@@ -147,7 +169,8 @@ def main() -> int:
         for rid in others:
             extra = ""
             if keyword(rid) in MANDATORY_KEYWORDS:
-                extra = "  (MUST composite failing only because of non-mandatory children)"
+                extra = ("  (alternative of an OR rule that passed)" if excused_alternative(rid)
+                         else "  (MUST composite failing only because of non-mandatory children)")
             print(describe(rid) + extra)
 
     print(

@@ -47,7 +47,40 @@ const LLM: CostSource = CostSource {
     currency_cols: None,
 };
 
-const SOURCES: [CostSource; 5] = [
+/// A provider's plans, costed monthly (`{provider}.subscriptions`): by plan, no tokens.
+const PLANS: CostSource = CostSource {
+    model_col: "plan_name",
+    input_cols: &[],
+    output_sql: "0",
+    ..LLM
+};
+
+const SOURCES: [CostSource; 10] = [
+    CostSource {
+        provider: "openai",
+        table: "openai_subscriptions_monthly",
+        ..PLANS
+    },
+    CostSource {
+        provider: "anthropic",
+        table: "anthropic_subscriptions_monthly",
+        ..PLANS
+    },
+    CostSource {
+        provider: "gemini",
+        table: "gemini_subscriptions_monthly",
+        ..PLANS
+    },
+    CostSource {
+        provider: "deepseek",
+        table: "deepseek_subscriptions_monthly",
+        ..PLANS
+    },
+    CostSource {
+        provider: "custom",
+        table: "custom_subscriptions_monthly",
+        ..PLANS
+    },
     CostSource {
         provider: "openai",
         table: "openai_cost_daily",

@@ -592,3 +592,101 @@ async fn reconciliation_per_line_item_names_what_is_missing() {
         assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
     }
 }
+
+/// The monthly subscriptions pipeline: seats × monthly price, a mid-month change as one plan
+/// ending and another starting (both prorated by day), a trial ending mid-month, a discount,
+/// a disabled plan skipped; re-runs replace the month; the cost query includes it. Worked by
+/// hand for January 2026 (31 days).
+#[tokio::test]
+async fn monthly_subscriptions_prorate_trials_and_changes_exactly() {
+    let app = spawn_with_sandbox().await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "seats").await;
+    app.setup(&key, "seats", "openai", json!({"credential": "sk-admin-seats-000001"}))
+        .await;
+    let plans = "/api/v1/integrations/seats/openai/subscriptions";
+    for body in [
+        // Whole month: 4 × 25 = 100, 10% off → 90.
+        json!({"plan_name": "TEAM", "quantity": 4, "unit_price_usd": "25", "effective_date": "2025-06-01",
+               "discount_percentage": 10}),
+        // The change on 2026-01-15: 2 seats to the 14th (2 × 30 × 14 / 31), then 5 seats (5 × 30 × 17 / 31).
+        json!({"plan_name": "ENTERPRISE_OLD", "quantity": 2, "unit_price_usd": "30", "effective_date": "2025-01-01",
+               "end_date": "2026-01-14"}),
+        json!({"plan_name": "ENTERPRISE", "quantity": 5, "unit_price_usd": "30", "effective_date": "2026-01-15"}),
+        // Trial to 2026-01-20: 11 paid days of 1 × 62 → 22.
+        json!({"plan_name": "PRO_TRIAL", "quantity": 1, "unit_price_usd": "62", "effective_date": "2026-01-01",
+               "trial_end_date": "2026-01-20", "tier_type": "trial"}),
+        // Disabled: not charged.
+        json!({"plan_name": "OFF", "quantity": 9, "unit_price_usd": "99", "effective_date": "2025-01-01", "is_enabled": false}),
+    ] {
+        let (s, b) = app.send(Method::POST, &key, plans, Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let path = "/api/v1/pipelines/run/seats/openai/subscriptions";
+    let run = run_day(&app, &key, path, "2026-01-20").await;
+    let output = &run["steps"][0]["metadata"]["output"];
+    // 90 + 27.096774194 + 82.258064516 + 22 (each rounded to 9 decimals, then summed).
+    assert_eq!(output["month"], "2026-01-01", "{run}");
+    assert_eq!(d(output["total_cost"].as_str().unwrap()), d("221.35483871"), "{run}");
+    let rows = ctx
+        .warehouse
+        .query(
+            "seats_local",
+            "SELECT plan_name, paid_days, trial_days, list_cost, total_cost, period_start, period_end \
+             FROM {{openai_subscriptions_monthly}} ORDER BY plan_name",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i64, i64, Decimal, Decimal)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.string("plan_name").unwrap(),
+                r.int("paid_days").unwrap(),
+                r.int("trial_days").unwrap(),
+                r.numeric("list_cost").unwrap(),
+                r.numeric("total_cost").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ENTERPRISE".into(), 17, 0, d("82.258064516"), d("82.258064516")),
+            ("ENTERPRISE_OLD".into(), 14, 0, d("27.096774194"), d("27.096774194")),
+            ("PRO_TRIAL".into(), 11, 20, d("22"), d("22")),
+            ("TEAM".into(), 31, 0, d("100"), d("90")),
+        ]
+    );
+    // Another day of the same month computes the same month: replaced, not added.
+    run_day(&app, &key, path, "2026-01-03").await;
+    let (s, b) = app
+        .send(
+            Method::GET,
+            &key,
+            "/api/v1/costs/seats?start_date=2026-01-01&end_date=2026-01-31&group_by=provider,model",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(d(b["total_cost"].as_str().unwrap()), d("221.35483871"), "{b}");
+    let team = b["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "TEAM")
+        .unwrap();
+    assert_eq!(
+        (team["provider"].as_str(), team["total_cost"].as_str()),
+        (Some("openai"), Some("90"))
+    );
+    // February: the old plan and the trial are over or paid whole.
+    let run = run_day(&app, &key, path, "2026-02-10").await;
+    // 90 + 150 + 62.
+    assert_eq!(
+        d(run["steps"][0]["metadata"]["output"]["total_cost"].as_str().unwrap()),
+        d("302"),
+        "{run}"
+    );
+}

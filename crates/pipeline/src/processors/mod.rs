@@ -11,6 +11,7 @@ pub mod notify_systems;
 pub mod openai;
 pub mod pricing;
 pub mod setup;
+pub mod subscriptions;
 pub mod unit_pricing;
 
 use serde::Deserialize;
@@ -100,6 +101,11 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<anthropic::cost::CostProcessor>();
     registry.register::<anthropic::costs_api::CostsApiProcessor>();
     registry.register::<deepseek::balance::BalanceProcessor>();
+    registry.register::<subscriptions::SubscriptionsProcessor<subscriptions::OpenAi>>();
+    registry.register::<subscriptions::SubscriptionsProcessor<subscriptions::Anthropic>>();
+    registry.register::<subscriptions::SubscriptionsProcessor<subscriptions::Gemini>>();
+    registry.register::<subscriptions::SubscriptionsProcessor<subscriptions::DeepSeek>>();
+    registry.register::<subscriptions::SubscriptionsProcessor<subscriptions::Custom>>();
     registry.register::<gcp::bq_etl::BillingEtl>();
     registry.register::<generic::api_extractor::ApiExtractor>();
     registry.register::<generic::transformer::Transformer>();
