@@ -158,7 +158,16 @@ async fn every_openai_usage_kind_is_priced_by_its_own_unit_exactly() {
         .await
         .unwrap();
     // (usage type, model or project, variant) → (unit, pricing quantity, unit price, cost)
-    let expected: [(&str, &str, Option<&str>, &str, &str, Option<&str>, Option<&str>); 13] = [
+    type Expected<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let expected: [Expected; 13] = [
         (
             "images",
             "dall-e-3",
@@ -689,4 +698,86 @@ async fn monthly_subscriptions_prorate_trials_and_changes_exactly() {
         d("302"),
         "{run}"
     );
+}
+
+/// `gcp.api_extractor` on the Cloud Billing API: the org's service account gets a token by the
+/// JWT grant, every `nextPageToken` page is read (the sandbox serving two accounts a page), an
+/// expired token is exchanged for a new one mid-listing, and a re-run replaces the snapshot.
+#[tokio::test]
+async fn gcp_list_apis_are_paged_with_a_refreshed_service_account_token() {
+    let (sa, token_url) = cloudact_e2e::sandbox_service_account().await;
+    let google = token_url.trim_end_matches("/token").to_string();
+    let app = spawn_with_clock(
+        Arc::new(cloudact_core::clock::SystemClock),
+        &[
+            ("GCP_OAUTH_TOKEN_URL", &token_url),
+            ("GCP_API_BASE_URL", &google),
+            ("GCP_BIGQUERY_BASE_URL", &google),
+        ],
+    )
+    .await;
+    let ctx = app.server.ctx.clone();
+    let key = onboarded(&ctx, "gcpapi").await;
+    let (s, b) = app
+        .send(
+            Method::POST,
+            &key,
+            "/api/v1/integrations/gcpapi/gcp/setup",
+            Some(json!({"credential": sa.to_string()})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["validation_status"].as_str()),
+        (StatusCode::OK, Some("VALID")),
+        "{b}"
+    );
+    let http = reqwest::Client::new();
+    let faults = http
+        .put(format!("{google}/_sandbox/faults"))
+        .json(&json!({"max_page_size": 2, "expire_token_after_pages": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert!(faults.status().is_success());
+    let path = "/api/v1/pipelines/run/gcpapi/gcp/api/billing_accounts";
+    let run = run_day(&app, &key, path, "2026-03-05").await;
+    let output = &run["steps"][0]["metadata"]["output"];
+    assert_eq!(
+        (&output["pages"], &output["inserted"], &output["token_refreshes"]),
+        (&json!(4), &json!(7), &json!(1)),
+        "{run}"
+    );
+    let rows = ctx
+        .warehouse
+        .query(
+            "gcpapi_local",
+            "SELECT billing_account_name, display_name, open, currency_code, resource_json \
+             FROM {{gcp_billing_accounts_raw}} ORDER BY display_name",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 7);
+    assert!(rows.iter().all(|r| r
+        .string("billing_account_name")
+        .unwrap()
+        .starts_with("billingAccounts/")));
+    assert_eq!(rows[3].string("open").as_deref(), Some("false"));
+    assert_eq!(rows[5].string("currency_code").as_deref(), Some("EUR"));
+    let item: Value = serde_json::from_str(&rows[0].string("resource_json").unwrap()).unwrap();
+    assert_eq!(item["displayName"], "Sandbox billing account 1");
+    // Again, without faults: one page of 50, the same seven rows (replaced, not added).
+    http.delete(format!("{google}/_sandbox/faults")).send().await.unwrap();
+    let run = run_day(&app, &key, path, "2026-03-05").await;
+    assert_eq!(run["steps"][0]["metadata"]["output"]["pages"], 1, "{run}");
+    let n = ctx
+        .warehouse
+        .query(
+            "gcpapi_local",
+            "SELECT COUNT(*) AS n FROM {{gcp_billing_accounts_raw}}",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n[0].int("n"), Some(7));
 }

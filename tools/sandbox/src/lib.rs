@@ -1,7 +1,8 @@
 //! **Sandbox provider server — a test and demo tool.** It speaks the documented HTTP APIs of
 //! OpenAI (models, every Admin Usage API endpoint, Costs API), Anthropic (models,
-//! organizations/me, usage_report/messages, cost_report) and DeepSeek (models, user/balance)
-//! with deterministic data derived from a seed, so tests and the README demo exercise real
+//! organizations/me, usage_report/messages, cost_report), DeepSeek (models, user/balance) and
+//! Google (the OAuth2 JWT-grant token endpoint, Cloud Billing `v1/billingAccounts`) with
+//! deterministic data derived from a seed, so tests and the README demo exercise real
 //! HTTP without the real providers. Production never talks to it.
 //!
 //! Keys are checked like the real services check them, with each provider's error body:
@@ -59,6 +60,13 @@ pub struct Faults {
     pub malformed_day: Option<NaiveDate>,
     #[serde(default)]
     pub malformed_page: usize,
+    /// After this many pages of a Google list API, the access token that fetched them
+    /// expires (the next request with it answers 401 UNAUTHENTICATED).
+    #[serde(default)]
+    pub expire_token_after_pages: Option<u32>,
+    /// A Google list API serves at most this many items a page, whatever `pageSize` asks.
+    #[serde(default)]
+    pub max_page_size: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -67,6 +75,16 @@ struct Sandbox {
     faults: std::sync::Arc<std::sync::Mutex<Faults>>,
     /// Service accounts the token endpoint knows: client_email → RSA public key (PEM).
     service_accounts: std::sync::Arc<Vec<(String, String)>>,
+    /// Access tokens issued (each one distinct), and those since expired.
+    tokens: std::sync::Arc<std::sync::Mutex<GoogleTokens>>,
+}
+
+#[derive(Default)]
+struct GoogleTokens {
+    issued: u64,
+    expired: std::collections::HashSet<String>,
+    /// Pages served since the last `expire_token_after_pages` fault was set.
+    pages: u32,
 }
 
 /// The sandbox app (its token endpoint knows no service account).
@@ -88,10 +106,13 @@ pub fn router_with_service_accounts(seed: u64, service_accounts: Vec<(String, St
         .route("/v1/organizations/cost_report", get(anthropic_costs))
         .route("/models", get(deepseek_models))
         .route("/user/balance", get(deepseek_balance))
+        .route("/v1/billingAccounts", get(google_billing_accounts))
+        .route("/bigquery/v2/projects/{project}/datasets", get(bigquery_datasets))
         .with_state(Sandbox {
             seed,
             faults: Default::default(),
             service_accounts: std::sync::Arc::new(service_accounts),
+            tokens: Default::default(),
         })
 }
 
@@ -319,14 +340,126 @@ async fn google_token(State(s): State<Sandbox>, body: String) -> Response {
                     "Empty or missing scope not allowed.",
                 );
             }
+            let issued = s.tokens.lock().map(|mut t| {
+                t.issued += 1;
+                t.issued
+            });
             let token = format!(
-                "ya29.sandbox-{}",
-                pick(s.seed, &[&data.claims.iss, assertion.as_str()], u64::MAX)
+                "ya29.sandbox-{}-{}",
+                pick(s.seed, &[&data.claims.iss, assertion.as_str()], u64::MAX),
+                issued.unwrap_or(0)
             );
             return Json(json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})).into_response();
         }
     }
     oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT Signature.")
+}
+
+/// A Google API error body.
+fn google_error(status: StatusCode, google_status: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": status.as_u16(), "message": message, "status": google_status}})),
+    )
+        .into_response()
+}
+
+/// The sandbox organization's Cloud Billing accounts (`GET /v1/billingAccounts`, Cloud Billing
+/// API v1): seven accounts, `pageSize` (default 50, at most 100) and `pageToken` paging, a
+/// sandbox-issued bearer token required.
+async fn google_billing_accounts(
+    State(s): State<Sandbox>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| t.starts_with("ya29.sandbox-"));
+    let Some(token) = token else {
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request is missing required authentication credential. Expected OAuth 2 access token.",
+        );
+    };
+    let limit = s.faults.lock().ok().and_then(|f| f.expire_token_after_pages);
+    let expired = s.tokens.lock().map(|mut t| {
+        if t.expired.contains(token) {
+            return true;
+        }
+        t.pages += 1;
+        if limit.is_some_and(|n| t.pages > n) {
+            t.expired.insert(token.to_string());
+            t.pages = 0;
+            if let Ok(mut f) = s.faults.lock() {
+                f.expire_token_after_pages = None;
+            }
+            return true;
+        }
+        false
+    });
+    if expired.unwrap_or(false) {
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+        );
+    }
+    let size: usize = match one(&query, "pageSize").map(str::parse::<usize>) {
+        None => 50,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        _ => return google_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "pageSize must be 1 to 100"),
+    };
+    let offset: usize = match one(&query, "pageToken") {
+        None | Some("") => 0,
+        Some(t) => match t.strip_prefix("acct_").and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => return google_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "Invalid page token"),
+        },
+    };
+    let accounts: Vec<Value> = (0..7u64)
+        .map(|i| {
+            let id = format!(
+                "{:06X}-{:06X}-{:06X}",
+                pick(s.seed, &["ba", &i.to_string(), "a"], 0xFF_FFFF),
+                pick(s.seed, &["ba", &i.to_string(), "b"], 0xFF_FFFF),
+                i
+            );
+            json!({"name": format!("billingAccounts/{id}"), "open": i != 3,
+                   "displayName": format!("Sandbox billing account {}", i + 1),
+                   "masterBillingAccount": if i == 6 { json!(format!("billingAccounts/{}", "0A0A0A-0B0B0B-0C0C0C")) } else { json!("") },
+                   "parent": "organizations/123456789", "currencyCode": if i == 5 { "EUR" } else { "USD" }})
+        })
+        .collect();
+    let cap = s.faults.lock().ok().and_then(|f| f.max_page_size);
+    let size = cap.map_or(size, |c| size.min(c.max(1)));
+    let page: Vec<Value> = accounts.iter().skip(offset).take(size).cloned().collect();
+    let next = offset + size;
+    let mut body = json!({"billingAccounts": page});
+    if next < accounts.len() {
+        body["nextPageToken"] = json!(format!("acct_{next}"));
+    }
+    Json(body).into_response()
+}
+
+/// BigQuery `datasets.list` for the service account's project: the sandbox project holds no
+/// datasets (so no billing export is found), a sandbox-issued bearer token required.
+async fn bigquery_datasets(headers: HeaderMap, axum::extract::Path(project): axum::extract::Path<String>) -> Response {
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t.starts_with("ya29.sandbox-"));
+    if !authorized {
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request is missing required authentication credential. Expected OAuth 2 access token.",
+        );
+    }
+    Json(json!({"kind": "bigquery#datasetList", "etag": format!("sandbox-{project}")})).into_response()
 }
 
 async fn models(State(s): State<Sandbox>, headers: HeaderMap) -> Response {
@@ -452,6 +585,9 @@ async fn set_faults(State(s): State<Sandbox>, Json(faults): Json<Faults>) -> Res
     if let Ok(mut f) = s.faults.lock() {
         *f = faults.clone();
     }
+    if let Ok(mut t) = s.tokens.lock() {
+        t.pages = 0;
+    }
     Json(faults).into_response()
 }
 
@@ -507,13 +643,12 @@ pub const OPENAI_UNIT_ENDPOINTS: [&str; 8] = [
 ];
 
 /// One unit-priced usage row of the sandbox OpenAI: (project, model, variant, quantity,
-/// requests), the quantity in the endpoint's own counter. Vector storage lives in the first
+/// requests), the quantity in the endpoint's own counter.
+type UnitUsageRow = (&'static str, Option<&'static str>, Option<&'static str>, u64, u64);
+
+/// The unit-priced usage rows of one endpoint and day. Vector storage lives in the first
 /// project only (the free GiB is the organization's).
-fn openai_unit_usage(
-    seed: u64,
-    endpoint: &str,
-    d: NaiveDate,
-) -> Vec<(&'static str, Option<&'static str>, Option<&'static str>, u64, u64)> {
+fn openai_unit_usage(seed: u64, endpoint: &str, d: NaiveDate) -> Vec<UnitUsageRow> {
     let day = d.to_string();
     let shapes: &[(Option<&str>, Option<&str>)] = match endpoint {
         "images" => &[

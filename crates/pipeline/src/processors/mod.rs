@@ -107,6 +107,7 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<subscriptions::SubscriptionsProcessor<subscriptions::DeepSeek>>();
     registry.register::<subscriptions::SubscriptionsProcessor<subscriptions::Custom>>();
     registry.register::<gcp::bq_etl::BillingEtl>();
+    registry.register::<gcp::api_extractor::GcpApiExtractor>();
     registry.register::<generic::api_extractor::ApiExtractor>();
     registry.register::<generic::transformer::Transformer>();
     registry.register::<data_quality::expectations::ExpectationsProcessor>();
