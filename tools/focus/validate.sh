@@ -3,6 +3,7 @@
 # fail on any MUST-level rule failure. See tools/focus/README.md.
 #
 #   tools/focus/validate.sh FILE.csv|FILE.parquet [OUT_DIR]
+#   tools/focus/validate.sh --ensure-venv      (create/refresh the venv only)
 #
 # Environment:
 #   FOCUS_PYTHON    interpreter (>= 3.12) used to create the venv
@@ -20,26 +21,31 @@ VERSION=${FOCUS_VERSION:-1.2}
 
 # Applicability criteria that hold for our export (LLM APIs + GCP billing + SaaS
 # seats); why each one is in or out is in README.md.
-DEFAULT_CRITERIA="USAGE_MEASUREMENT_SUPPORTED,UNIT_PRICING_SUPPORTED,PUBLIC_PRICE_LIST_SUPPORTED,NEGOTIATED_PRICING_SUPPORTED,MULTIPLE_PRICING_CATEGORIES_SUPPORTED,TAGGING_SUPPORTED,SUB_ACCOUNT_SUPPORTED,MULTIPLE_SUB_ACCOUNT_TYPES_SUPPORTED,MULTIPLE_BILLING_ACCOUNT_TYPES_SUPPORTED,ACCOUNT_NAMING_SUPPORTED,REGION_SUPPORTED,AVAILABILITY_ZONE_SUPPORTED,BILLING_BASED_ON_PROVISIONED_RESOURCES_SUPPORTED,RESOURCE_TYPE_ASSIGNMENT_SUPPORTED,PRICING_BILLING_CURRENCY_DIFFERENCES_SUPPORTED"
+DEFAULT_CRITERIA="USAGE_MEASUREMENT_SUPPORTED,UNIT_PRICING_SUPPORTED,PUBLIC_PRICE_LIST_SUPPORTED,NEGOTIATED_PRICING_SUPPORTED,MULTIPLE_PRICING_CATEGORIES_SUPPORTED,TAGGING_SUPPORTED,SUB_ACCOUNT_SUPPORTED,MULTIPLE_SUB_ACCOUNT_TYPES_SUPPORTED,MULTIPLE_BILLING_ACCOUNT_TYPES_SUPPORTED,REGION_SUPPORTED,AVAILABILITY_ZONE_SUPPORTED"
 CRITERIA=${FOCUS_CRITERIA:-$DEFAULT_CRITERIA}
 
 die() { echo "focus: $*" >&2; exit 2; }
 
-if [[ $# -lt 1 || $# -gt 2 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+ENSURE_ONLY=0
+if [[ "${1:-}" == "--ensure-venv" ]]; then
+  ENSURE_ONLY=1
+elif [[ $# -lt 1 || $# -gt 2 || "$1" == "-h" || "$1" == "--help" ]]; then
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   [[ $# -ge 1 && ( "$1" == "-h" || "$1" == "--help" ) ]] && exit 0
   exit 2
 fi
-DATA=$1
-OUT_DIR=${2:-"$REPO_ROOT/target/focus"}
-[[ -f "$DATA" ]] || die "no such file: $DATA"
-case "$DATA" in
-  *.csv|*.parquet) ;;
-  *) die "data file must end in .csv or .parquet (the validator picks the loader by extension): $DATA" ;;
-esac
-DATA_ABS="$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")"
-mkdir -p "$OUT_DIR"
-OUT_ABS=$(cd "$OUT_DIR" && pwd)
+if [[ $ENSURE_ONLY == 0 ]]; then
+  DATA=$1
+  OUT_DIR=${2:-"$REPO_ROOT/target/focus"}
+  [[ -f "$DATA" ]] || die "no such file: $DATA"
+  case "$DATA" in
+    *.csv|*.parquet) ;;
+    *) die "data file must end in .csv or .parquet (the validator picks the loader by extension): $DATA" ;;
+  esac
+  DATA_ABS="$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")"
+  mkdir -p "$OUT_DIR"
+  OUT_ABS=$(cd "$OUT_DIR" && pwd)
+fi
 
 py_ok() { [[ -n "$1" ]] && "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; }
 # requirements.txt was frozen on CPython 3.12 (numpy 1.26.4 has no wheels for
@@ -108,6 +114,11 @@ if command -v flock >/dev/null 2>&1; then
   flock -u 9
 else
   ensure_venv
+fi
+
+if [[ $ENSURE_ONLY == 1 ]]; then
+  "$VENV/bin/python" -c 'import importlib.metadata as m; print("focus: focus-validator", m.version("focus-validator"), "ready")' >&2
+  exit 0
 fi
 
 SITE=$("$VENV/bin/python" -c 'import focus_validator, os; print(os.path.dirname(os.path.dirname(focus_validator.__file__)))')

@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod context;
 pub mod executor;
+pub mod focus;
 pub mod load;
 pub mod processors;
 pub mod providers;

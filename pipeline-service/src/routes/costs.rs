@@ -176,19 +176,7 @@ pub async fn costs(
     query: Result<Query<CostQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
-    let parse = |f: &str, v: &str| {
-        NaiveDate::parse_from_str(v, "%Y-%m-%d")
-            .ok()
-            .filter(|_| v.len() == 10)
-            .ok_or_else(|| ApiError::bad_request("INVALID_QUERY", format!("{f} must be YYYY-MM-DD")))
-    };
-    let (start, end) = (parse("start_date", &q.start_date)?, parse("end_date", &q.end_date)?);
-    if start > end || (end - start).num_days() > 366 {
-        return Err(ApiError::bad_request(
-            "INVALID_QUERY",
-            "start_date must be ≤ end_date, at most 366 days apart",
-        ));
-    }
+    let (start, end) = date_range(&q.start_date, &q.end_date)?;
     // A dimension named twice is grouped by once (a duplicate output column is an error on
     // BigQuery).
     let mut group_by: Vec<String> = Vec::new();
@@ -319,6 +307,25 @@ pub async fn costs(
         "total_cost": all.cost.round_dp(9).normalize().to_string(), "input_tokens": all.input_tokens,
         "output_tokens": all.output_tokens, "unknown_model_rows": all.unknown_model_rows,
     })))
+}
+
+/// The `start_date`..=`end_date` of a cost query: both `YYYY-MM-DD`, in order, at most 366
+/// days apart.
+pub(super) fn date_range(start: &str, end: &str) -> Result<(NaiveDate, NaiveDate), ApiError> {
+    let parse = |f: &str, v: &str| {
+        NaiveDate::parse_from_str(v, "%Y-%m-%d")
+            .ok()
+            .filter(|_| v.len() == 10)
+            .ok_or_else(|| ApiError::bad_request("INVALID_QUERY", format!("{f} must be YYYY-MM-DD")))
+    };
+    let (start, end) = (parse("start_date", start)?, parse("end_date", end)?);
+    if start > end || (end - start).num_days() > 366 {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            "start_date must be ≤ end_date, at most 366 days apart",
+        ));
+    }
+    Ok((start, end))
 }
 
 /// A cost in USD: as is when in USD; otherwise divided by the USD→currency rate the row
@@ -477,19 +484,7 @@ pub async fn reconciliation(
     query: Result<Query<ReconciliationQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
-    let parse = |f: &str, v: &str| {
-        NaiveDate::parse_from_str(v, "%Y-%m-%d")
-            .ok()
-            .filter(|_| v.len() == 10)
-            .ok_or_else(|| ApiError::bad_request("INVALID_QUERY", format!("{f} must be YYYY-MM-DD")))
-    };
-    let (start, end) = (parse("start_date", &q.start_date)?, parse("end_date", &q.end_date)?);
-    if start > end || (end - start).num_days() > 366 {
-        return Err(ApiError::bad_request(
-            "INVALID_QUERY",
-            "start_date ≤ end_date, at most 366 days apart",
-        ));
-    }
+    let (start, end) = date_range(&q.start_date, &q.end_date)?;
     let threshold = |name: &str, v: &Option<String>, default: &str, max: Decimal| {
         let text = v.as_deref().unwrap_or(default);
         text.parse::<Decimal>()

@@ -1,6 +1,7 @@
 //! The pipeline-service route table (all under `/api/v1`) and its OpenAPI document.
 
 mod costs;
+mod focus;
 mod integrations;
 mod organizations;
 mod pipelines;
@@ -22,7 +23,7 @@ use utoipa::OpenApi;
         cloudact_web::reload::reload_configs, organizations::whoami,
         pipelines::run_with_domain, pipelines::run_short, pipelines::list_runs, pipelines::get_run,
         pipelines::cancel_run, pipelines::retry_run, pipelines::catalogue,
-        costs::costs, costs::reconciliation,
+        costs::costs, costs::reconciliation, focus::focus_export,
         scheduler::list, scheduler::create, scheduler::get_one, scheduler::update, scheduler::deactivate,
         scheduler::org_runs, scheduler::get_settings, scheduler::put_settings, scheduler::trigger, scheduler::process, scheduler::process_queue, scheduler::queue,
         scheduler::status, scheduler::reset_daily_quotas, scheduler::cleanup_orphaned,
@@ -130,6 +131,7 @@ pub fn api_routes() -> RouteTable {
         .get("/pipelines", pipelines::catalogue)
         .get("/costs/{org_slug}", costs::costs)
         .get("/costs/{org_slug}/reconciliation", costs::reconciliation)
+        .get("/costs/{org_slug}/focus", focus::focus_export)
         .post("/pipelines/run/{org_slug}/{provider}/{pipeline}", pipelines::run_short)
         .post(
             "/pipelines/run/{org_slug}/{provider}/{domain}/{pipeline}",

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on unexpected values
 
 mod costs;
+mod focus;
 mod generic;
 mod integrations;
 mod pricing;

@@ -28,8 +28,8 @@ use rusqlite::{
 };
 
 use super::{
-    check_name, check_partition_load, qualify_tables, FieldMode, FieldSchema, FieldType, Params, PartitionKey,
-    ReplaceOutcome, Row, Statement, TableDef, Value, Warehouse, WarehouseError,
+    check_column_name, check_name, check_partition_load, qualify_tables, FieldMode, FieldSchema, FieldType, Params,
+    PartitionKey, ReplaceOutcome, Row, Statement, TableDef, Value, Warehouse, WarehouseError,
 };
 
 const DEFS_TABLE: &str = "_table_defs";
@@ -326,7 +326,7 @@ impl Warehouse for EmbeddedWarehouse {
     async fn add_columns(&self, dataset: &str, table: &str, columns: &[FieldSchema]) -> Result<(), WarehouseError> {
         check_name(table)?;
         for c in columns {
-            check_name(&c.name)?;
+            check_column_name(&c.name)?;
             if c.mode == FieldMode::Required {
                 return Err(WarehouseError::Schema(format!(
                     "column {} cannot be added as REQUIRED to an existing table",

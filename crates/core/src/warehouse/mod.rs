@@ -189,6 +189,24 @@ pub fn check_name(name: &str) -> Result<(), WarehouseError> {
     }
 }
 
+/// Checks a column name: a letter or underscore, then letters, digits and underscores, at most
+/// 128 (BigQuery's rule). Mixed case is allowed for standard column sets such as FOCUS's
+/// `BilledCost`; both backends compare column names case-insensitively, so a table's
+/// columns must differ in more than case ([`schema::TableDef::validate`]).
+pub fn check_column_name(name: &str) -> Result<(), WarehouseError> {
+    let ok = name.len() <= 128
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(WarehouseError::InvalidName(name.to_string()))
+    }
+}
+
 /// Replaces every `{{table}}` token in `sql` using `qualify`; fails on a bad table name.
 pub fn qualify_tables(sql: &str, qualify: impl Fn(&str) -> String) -> Result<String, WarehouseError> {
     static TOKEN: OnceLock<Regex> = OnceLock::new();
@@ -211,8 +229,8 @@ pub fn qualify_tables(sql: &str, qualify: impl Fn(&str) -> String) -> Result<Str
 /// that every row belongs to the partition it replaces.
 pub fn check_partition_load(table: &str, key: &PartitionKey, rows: &[Row]) -> Result<(), WarehouseError> {
     check_name(table)?;
-    check_name(&key.org_column)?;
-    check_name(&key.date_column)?;
+    check_column_name(&key.org_column)?;
+    check_column_name(&key.date_column)?;
     for row in rows {
         let org_ok = row.string(&key.org_column).as_deref() == Some(key.org_slug.as_str());
         let date_ok = row.date(&key.date_column) == Some(key.date);
@@ -247,6 +265,10 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert!(check_name("acme_local").is_ok());
+        assert!(check_column_name("BilledCost").is_ok() && check_column_name("x_org_slug").is_ok());
+        for bad in ["", "9lives", "Billed-Cost", "a b", "ü"] {
+            assert!(check_column_name(bad).is_err(), "{bad}");
+        }
         for bad in ["", "Acme", "a-b", "a.b", "a b", "a;"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }

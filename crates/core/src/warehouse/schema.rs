@@ -81,8 +81,8 @@ impl TableDef {
         super::check_name(&self.name)?;
         let mut seen = std::collections::HashSet::new();
         for f in &self.fields {
-            super::check_name(&f.name)?;
-            if !seen.insert(f.name.as_str()) {
+            super::check_column_name(&f.name)?;
+            if !seen.insert(f.name.to_ascii_lowercase()) {
                 return Err(WarehouseError::Schema(format!(
                     "table {}: column {} is declared twice",
                     self.name, f.name

@@ -5,6 +5,7 @@ pub mod data_quality;
 pub mod day;
 pub mod deepseek;
 pub mod example;
+pub mod focus_export;
 pub mod gcp;
 pub mod generic;
 pub mod notify_systems;
@@ -101,6 +102,7 @@ pub fn register_all(registry: &mut Registry) {
     registry.register::<anthropic::cost::CostProcessor>();
     registry.register::<anthropic::costs_api::CostsApiProcessor>();
     registry.register::<deepseek::balance::BalanceProcessor>();
+    registry.register::<focus_export::FocusExport>();
     registry.register::<subscriptions::SubscriptionsProcessor<subscriptions::OpenAi>>();
     registry.register::<subscriptions::SubscriptionsProcessor<subscriptions::Anthropic>>();
     registry.register::<subscriptions::SubscriptionsProcessor<subscriptions::Gemini>>();
