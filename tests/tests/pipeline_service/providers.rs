@@ -133,8 +133,8 @@ async fn anthropic_usage_is_pulled_and_its_four_input_buckets_priced_apart() {
     assert_eq!(run["status"], "COMPLETED", "{run}");
     assert_eq!(
         app.count("ant_local", "anthropic_usage_daily_raw", "ant").await,
-        8,
-        "2 days × 2 models × 2 tiers"
+        14,
+        "2 days × 7 shapes (3 models × standard/batch, and sonnet 4.5 at 200k-1M context)"
     );
     let rows = ctx
         .warehouse
@@ -412,7 +412,7 @@ async fn anthropic_and_deepseek_pipelines_ride_out_rate_limit_storms_and_server_
         seen.push(total().await);
     }
     assert_eq!(seen[0], seen[1], "the same day with or without the storm");
-    assert_eq!(seen[0].0, Some(4));
+    assert_eq!(seen[0].0, Some(7), "the day's 7 Anthropic usage shapes");
     assert_eq!(app.count("storm_local", "deepseek_balance_daily", "storm").await, 1);
 }
 

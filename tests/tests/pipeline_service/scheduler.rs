@@ -586,7 +586,10 @@ async fn failed_scheduled_runs_retry_with_backoff_then_stay_failed() {
         )
         .await;
     assert_eq!(setup["validation_status"], "VALID", "{setup}");
-    assert_eq!(setup["schedules_activated"], 2, "usage_cost and daily_summary: {setup}");
+    assert_eq!(
+        setup["schedules_activated"], 3,
+        "usage_cost, daily_summary and subscriptions: {setup}"
+    );
     let (_, list) = app.get_json(&key, "/api/v1/scheduler/org/retry_org/pipelines").await;
     let usage = list["pipelines"]
         .as_array()
@@ -923,7 +926,7 @@ async fn the_org_timezone_places_new_schedules_and_can_move_existing_ones() {
             json!({"credential": "sk-admin-tz-org-00000001"}),
         )
         .await;
-    assert_eq!(setup["schedules_activated"], 2, "{setup}");
+    assert_eq!(setup["schedules_activated"], 3, "{setup}");
     let (_, list) = app.get_json(&key, "/api/v1/scheduler/org/tz_org/pipelines").await;
     let auto: Vec<&Value> = list["pipelines"]
         .as_array()
@@ -931,10 +934,17 @@ async fn the_org_timezone_places_new_schedules_and_can_move_existing_ones() {
         .iter()
         .filter(|p| p["source"] == "AUTO")
         .collect();
-    assert_eq!(auto.len(), 2);
+    assert_eq!(auto.len(), 3);
     for p in &auto {
         assert_eq!(p["timezone"], "Asia/Tokyo");
-        assert_eq!(p["next_run_time"], "2026-01-10T16:00:00Z", "01:00 in Tokyo on the 11th");
+        if p["pipeline_id"] == "openai_subscriptions" {
+            assert_eq!(
+                p["next_run_time"], "2026-01-31T17:00:00Z",
+                "monthly: 02:00 in Tokyo on 1 February"
+            );
+        } else {
+            assert_eq!(p["next_run_time"], "2026-01-10T16:00:00Z", "01:00 in Tokyo on the 11th");
+        }
     }
     // Moving every schedule: the org's own 06:00 schedule now means 06:00 in Tokyo.
     let (s, moved) = app
@@ -947,7 +957,7 @@ async fn the_org_timezone_places_new_schedules_and_can_move_existing_ones() {
         .await;
     assert_eq!(
         (s, moved["schedules_moved"].clone()),
-        (StatusCode::OK, json!(3)),
+        (StatusCode::OK, json!(4)),
         "{moved}"
     );
     let (_, one) = app
@@ -980,9 +990,9 @@ async fn concurrent_setups_make_one_auto_schedule_per_pipeline() {
         .iter()
         .map(|(_, r)| r["schedules_activated"].as_i64().unwrap())
         .sum();
-    assert_eq!(made, 2, "usage_cost and daily_summary, once each");
+    assert_eq!(made, 3, "usage_cost, daily_summary and subscriptions, once each");
     let (_, list) = app.get_json(&key, "/api/v1/scheduler/org/race_setup/pipelines").await;
-    assert_eq!(list["total"], 2, "{list}");
+    assert_eq!(list["total"], 3, "{list}");
 }
 
 #[tokio::test]
