@@ -226,6 +226,8 @@ async fn ingest(args: &[String]) -> Result<(), String> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let data = tempfile::tempdir().map_err(|e| e.to_string())?;
+    // `--keep-data DIR`: the warehouse goes to DIR and stays there, for a closer look.
+    let kept = flag(args, "--keep-data").map(PathBuf::from);
     let (server, url) = match flag(args, "--pages-url") {
         Some(url) => (None, url),
         None => {
@@ -245,7 +247,7 @@ async fn ingest(args: &[String]) -> Result<(), String> {
         }
     };
     let outcome = measure(
-        data.path(),
+        kept.as_deref().unwrap_or(data.path()),
         &url,
         pages * rows,
         !args.iter().any(|a| a == "--no-pricing"),
