@@ -1,8 +1,8 @@
 //! `cloudact`: the operator's command line. It reads the same environment as the services
 //! (`DATA_DIR`, `CONFIGS_DIR`, `WAREHOUSE`, `KMS`, …) and runs the same library code, without
 //! HTTP: admin and org commands go through the api-service's own router in process (same
-//! validation, same audit rows, actor `root`); runs, migrations and price resets call the
-//! pipeline and warehouse libraries directly. `--json` prints machine-readable output.
+//! validation, same audit rows, actor `root`); runs, migrations, price resets and FOCUS exports
+//! call the pipeline and warehouse libraries directly. `--json` prints machine-readable output.
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
@@ -19,6 +19,7 @@ use cloudact_core::{
     warehouse::{schema::migrate_tables, Params, TableDef},
 };
 use cloudact_pipeline::{
+    focus,
     processors::register_all,
     runs::{resolve_dates, SubmitRequest, Submitted},
     Catalog, Registry,
@@ -103,6 +104,20 @@ enum Command {
     Migrate,
     /// Restore a provider's default prices for an org.
     ResetPricing { org_slug: String, provider: String },
+    /// Write an org's charges as FOCUS 1.3 CSV (the rows `GET /costs/{org}/focus` streams),
+    /// one day at a time, to a file.
+    Focus {
+        org_slug: String,
+        /// First day (YYYY-MM-DD).
+        #[arg(long)]
+        start: String,
+        /// Last day (YYYY-MM-DD), at most 366 days after the first.
+        #[arg(long)]
+        end: String,
+        /// The CSV file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -431,6 +446,17 @@ async fn run(command: Command) -> Result<Outcome, String> {
                 json!({"org_slug": org_slug, "runs": runs, "total": total}),
             ))
         }
+        Command::Focus {
+            org_slug,
+            start,
+            end,
+            out,
+        } => {
+            let ctx = context().await?;
+            let result = focus_csv(&ctx, &org_slug, &start, &end, &out).await;
+            ctx.shutdown.cancel();
+            result
+        }
         Command::Run {
             org_slug,
             pipeline,
@@ -448,6 +474,62 @@ async fn run(command: Command) -> Result<Outcome, String> {
             result
         }
     }
+}
+
+/// `cloudact focus`: the org's FOCUS rows of each day, appended to `out` as they are read.
+async fn focus_csv(
+    ctx: &AppContext,
+    org: &str,
+    start: &str,
+    end: &str,
+    out: &std::path::Path,
+) -> Result<Outcome, String> {
+    use std::io::Write;
+    let parse = |v: &str| {
+        chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| format!("{v:?} is not a YYYY-MM-DD date"))
+    };
+    let (first, last) = (parse(start)?, parse(end)?);
+    if first > last || (last - first).num_days() > 366 {
+        return Err("--start must be ≤ --end, at most 366 days apart".into());
+    }
+    let profile = ctx
+        .store
+        .profile(org)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("organization '{org}' does not exist"))?;
+    let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let io = |e: std::io::Error| format!("{}: {e}", out.display());
+    w.write_all(&focus::csv_header()).map_err(io)?;
+    let (mut rows, mut unpriced, mut billed) = (0u64, 0u64, rust_decimal::Decimal::ZERO);
+    let mut day = first;
+    while day <= last {
+        let d = focus::focus_day(ctx.warehouse.as_ref(), &profile.org_dataset_id, org, day)
+            .await
+            .map_err(|e| e.to_string())?;
+        for r in &d.rows {
+            w.write_all(&focus::csv_row(r)).map_err(io)?;
+            billed += r.numeric("BilledCost").unwrap_or_default();
+        }
+        rows += d.rows.len() as u64;
+        unpriced += d.unpriced_rows;
+        day = match day.succ_opt() {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    w.flush().map_err(io)?;
+    Ok(Outcome::ok(
+        format!(
+            "{rows} FOCUS {} rows of {org} ({first} to {last}, billed {}) written to {}; {unpriced} unpriced usage rows left out",
+            focus::FOCUS_VERSION,
+            billed.normalize(),
+            out.display()
+        ),
+        json!({"org_slug": org, "rows": rows, "unpriced_rows": unpriced, "billed_cost": billed.normalize().to_string(),
+               "focus_version": focus::FOCUS_VERSION, "file": out.display().to_string()}),
+    ))
 }
 
 fn validate_configs() -> Outcome {

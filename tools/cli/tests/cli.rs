@@ -112,6 +112,52 @@ fn the_cli_runs_the_operator_tasks_end_to_end() {
     assert!(ok, "{b} {err}");
     assert_eq!(b["revoked"], 1);
 
+    // FOCUS export to a file: the FOCUS header and what was written (the example pipeline's
+    // synthetic usage is not a provider charge, so the org has none yet).
+    let csv = d.join("focus.csv");
+    let csv_arg = csv.to_str().unwrap();
+    let (ok, b, err) = cloudact(
+        d,
+        CONFIGS,
+        &[
+            "focus",
+            "clico",
+            "--start",
+            "2026-01-01",
+            "--end",
+            "2026-01-02",
+            "--out",
+            csv_arg,
+        ],
+    );
+    assert!(ok, "{b} {err}");
+    assert_eq!(
+        (b["rows"].as_u64(), b["focus_version"].as_str()),
+        (Some(0), Some("1.3")),
+        "{b}"
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.starts_with("AvailabilityZone,BilledCost,BillingAccountId,"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let (ok, _, err) = cloudact(
+        d,
+        CONFIGS,
+        &[
+            "focus",
+            "clico",
+            "--start",
+            "2026-01-02",
+            "--end",
+            "2026-01-01",
+            "--out",
+            csv_arg,
+        ],
+    );
+    assert!(!ok, "a reversed range exits non-zero: {err}");
+
     let (ok, b, err) = cloudact(d, CONFIGS, &["migrate"]);
     assert!(ok, "{b} {err}");
     assert_eq!(b["columns_added"], 0, "already up to date: {b}");
