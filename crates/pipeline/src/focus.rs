@@ -104,6 +104,18 @@ pub struct FocusDay {
     pub unpriced_rows: u64,
 }
 
+/// The cost tables of `dataset` that exist (checked once per export, not once per day: on
+/// BigQuery each check is an API call).
+pub async fn present_tables(warehouse: &dyn Warehouse, dataset: &str) -> Result<Vec<&'static str>, WarehouseError> {
+    let mut present = Vec::new();
+    for source in &SOURCES {
+        if warehouse.table_exists(dataset, source.table).await? {
+            present.push(source.table);
+        }
+    }
+    Ok(present)
+}
+
 /// Builds the org's FOCUS rows of one day from every cost table that exists in `dataset`.
 pub async fn focus_day(
     warehouse: &dyn Warehouse,
@@ -111,12 +123,21 @@ pub async fn focus_day(
     org: &str,
     day: NaiveDate,
 ) -> Result<FocusDay, WarehouseError> {
+    let present = present_tables(warehouse, dataset).await?;
+    focus_day_of(warehouse, dataset, org, day, &present).await
+}
+
+/// Builds the org's FOCUS rows of one day from the cost tables in `present` (one query each).
+pub async fn focus_day_of(
+    warehouse: &dyn Warehouse,
+    dataset: &str,
+    org: &str,
+    day: NaiveDate,
+    present: &[&str],
+) -> Result<FocusDay, WarehouseError> {
     let mut out = FocusDay::default();
     let params = Params::new().with("org", org).with("day", day);
-    for source in SOURCES {
-        if !warehouse.table_exists(dataset, source.table).await? {
-            continue;
-        }
+    for source in SOURCES.iter().filter(|s| present.contains(&s.table)) {
         let sql = format!(
             "SELECT * FROM {{{{{}}}}} WHERE org_slug = @org AND usage_date = @day ORDER BY {}",
             source.table, source.order_by

@@ -45,6 +45,8 @@ struct Cursor {
     next: Option<NaiveDate>,
     end: NaiveDate,
     format: Format,
+    /// The org's cost tables, checked once.
+    present: Vec<&'static str>,
     rows: u64,
     unpriced: u64,
     first: Option<FocusDay>,
@@ -89,7 +91,15 @@ impl Cursor {
             return None;
         };
         self.next = day.succ_opt().filter(|d| *d <= self.end);
-        match focus::focus_day(self.ctx.warehouse.as_ref(), &self.dataset, &self.org, day).await {
+        match focus::focus_day_of(
+            self.ctx.warehouse.as_ref(),
+            &self.dataset,
+            &self.org,
+            day,
+            &self.present,
+        )
+        .await
+        {
             Ok(rows) => {
                 let bytes = self.render(&rows);
                 Some((Ok(Bytes::from(bytes)), self))
@@ -128,7 +138,15 @@ pub async fn focus_export(
     };
     // The first day is read before the status line, so a warehouse that cannot answer gets
     // a proper error response rather than a broken body.
-    let first = focus::focus_day(ctx.warehouse.as_ref(), &org.org_dataset_id, &org.org_slug, start).await?;
+    let present = focus::present_tables(ctx.warehouse.as_ref(), &org.org_dataset_id).await?;
+    let first = focus::focus_day_of(
+        ctx.warehouse.as_ref(),
+        &org.org_dataset_id,
+        &org.org_slug,
+        start,
+        &present,
+    )
+    .await?;
     let head = match format {
         Format::Csv => focus::csv_header(),
         Format::Json => format!(
@@ -145,6 +163,7 @@ pub async fn focus_export(
         next: start.succ_opt().filter(|d| *d <= end),
         end,
         format,
+        present,
         rows: 0,
         unpriced: 0,
         first: Some(first),

@@ -503,9 +503,12 @@ async fn focus_csv(
     let io = |e: std::io::Error| format!("{}: {e}", out.display());
     w.write_all(&focus::csv_header()).map_err(io)?;
     let (mut rows, mut unpriced, mut billed) = (0u64, 0u64, rust_decimal::Decimal::ZERO);
+    let present = focus::present_tables(ctx.warehouse.as_ref(), &profile.org_dataset_id)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut day = first;
     while day <= last {
-        let d = focus::focus_day(ctx.warehouse.as_ref(), &profile.org_dataset_id, org, day)
+        let d = focus::focus_day_of(ctx.warehouse.as_ref(), &profile.org_dataset_id, org, day, &present)
             .await
             .map_err(|e| e.to_string())?;
         for r in &d.rows {
