@@ -198,6 +198,15 @@ impl App {
         panic!("run {id} did not finish");
     }
 
+    /// Starts a run (`body`: a date or a range), waits for it, and checks it COMPLETED.
+    pub async fn completed_run(&self, key: &str, path: &str, body: Value) -> Value {
+        let (s, b, _) = self.post_run(key, path, body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let run = self.finished(key, b["pipeline_logging_id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "COMPLETED", "{run}");
+        run
+    }
+
     pub async fn count(&self, dataset: &str, table: &str, org: &str) -> i64 {
         let rows = self
             .server
@@ -253,11 +262,16 @@ pub async fn call(
     )
 }
 
-pub async fn sandbox() -> String {
+/// Serves `app` on a free loopback port for the rest of the test; its base URL.
+pub async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, sandbox_providers::router(42)).await });
+    tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
+}
+
+pub async fn sandbox() -> String {
+    serve(sandbox_providers::router(42)).await
 }
 
 pub async fn spawn_with_sandbox() -> App {

@@ -341,10 +341,7 @@ async fn hand_written_openai() -> String {
         .fallback(|| async {
             axum::Json(serde_json::json!({"object": "page", "data": [], "has_more": false, "next_page": null}))
         });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    serve(app).await
 }
 
 #[tokio::test]
@@ -835,10 +832,7 @@ async fn hand_written_anthropic() -> String {
     let app = axum::Router::new()
         .route("/v1/organizations/usage_report/messages", get(report))
         .fallback(|| async { axum::Json(json!({"data": [], "has_more": false, "next_page": null})) });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    serve(app).await
 }
 
 /// The Anthropic free tier: input tokens go to uncached, then 5-minute and 1-hour cache

@@ -138,10 +138,7 @@ async fn the_focus_export_of_the_demo_has_every_charge_and_passes_the_finops_val
         "/api/v1/pipelines/run/focusorg/openai/cost/usage_cost",
         "/api/v1/pipelines/run/focusorg/anthropic/cost/usage_cost",
     ] {
-        let (s, b, _) = app.post_run(&key, url, range.clone()).await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-        let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
-        assert_eq!(run["status"], "COMPLETED", "{run}");
+        app.completed_run(&key, url, range.clone()).await;
     }
     // A plan started mid-month with a discount: 3 seats × 25 × 19/31 days, 20% off.
     let (s, b) = app
@@ -154,16 +151,12 @@ async fn the_focus_export_of_the_demo_has_every_charge_and_passes_the_finops_val
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b, _) = app
-        .post_run(
-            &key,
-            "/api/v1/pipelines/run/focusorg/openai/subscriptions",
-            json!({"date": "2026-03-20"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
-    assert_eq!(run["status"], "COMPLETED", "{run}");
+    app.completed_run(
+        &key,
+        "/api/v1/pipelines/run/focusorg/openai/subscriptions",
+        json!({"date": "2026-03-20"}),
+    )
+    .await;
     load_gcp_day(&ctx, "focusorg_local", "focusorg").await;
 
     let query = "start_date=2026-03-01&end_date=2026-03-03";
@@ -277,16 +270,13 @@ async fn the_focus_export_of_the_demo_has_every_charge_and_passes_the_finops_val
         .filter(|r| get(r, "x_usage_date") == "2026-03-02")
         .count();
     for _ in 0..2 {
-        let (s, b, _) = app
-            .post_run(
+        let run = app
+            .completed_run(
                 &key,
                 "/api/v1/pipelines/run/focusorg/focus/export",
                 json!({"date": "2026-03-02"}),
             )
             .await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-        let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
-        assert_eq!(run["status"], "COMPLETED", "{run}");
         assert_eq!(run["steps"][0]["metadata"]["output"]["inserted"], day_rows, "{run}");
     }
     let n = ctx

@@ -94,18 +94,11 @@ async fn hand_written_openai_units() -> String {
     let app = axum::Router::new()
         .route("/v1/organization/usage/{endpoint}", get(handler))
         .fallback(|| async { axum::Json(json!({"object": "page", "data": [], "has_more": false, "next_page": null})) });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    serve(app).await
 }
 
 async fn run_day(app: &App, key: &str, path: &str, date: &str) -> Value {
-    let (s, b, _) = app.post_run(key, path, json!({"date": date})).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    let run = app.finished(key, b["pipeline_logging_id"].as_str().unwrap()).await;
-    assert_eq!(run["status"], "COMPLETED", "{run}");
-    run
+    app.completed_run(key, path, json!({"date": date})).await
 }
 
 /// Seeded prices: DALL·E 3 0.04 (1024x1024) and 0.08 (1792x1024) an image, TTS-1 15 per 1M
@@ -438,10 +431,7 @@ async fn hand_written_anthropic_tiers() -> String {
     let app = axum::Router::new()
         .route("/v1/organizations/usage_report/messages", get(report))
         .fallback(|| async { axum::Json(json!({"data": [], "has_more": false, "next_page": null})) });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    serve(app).await
 }
 
 /// Seeded claude-sonnet-4-5 rates: standard 3 / 0.3 / 3.75 / 6 / 15, long context 6 / 0.6 /
@@ -528,10 +518,7 @@ async fn reconciliation_per_line_item_names_what_is_missing() {
         "/api/v1/pipelines/run/lines/openai/cost/usage_cost",
         "/api/v1/pipelines/run/lines/anthropic/cost/usage_cost",
     ] {
-        let (s, b, _) = app.post_run(&key, url, range.clone()).await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-        let run = app.finished(&key, b["pipeline_logging_id"].as_str().unwrap()).await;
-        assert_eq!(run["status"], "COMPLETED", "{run}");
+        app.completed_run(&key, url, range.clone()).await;
     }
     let (s, b) = app
         .send(
