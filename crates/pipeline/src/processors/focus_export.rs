@@ -6,33 +6,22 @@
 use async_trait::async_trait;
 use cloudact_core::warehouse::PartitionKey;
 use rust_decimal::Decimal;
-use serde::Deserialize;
 
 use crate::{
     context::StepContext,
     focus,
-    processors::day::{DayTable, LoadDay},
+    processors::{day::LoadDay, DayTableConfig},
     registry::{Processor, ProcessorDef, ProcessorError, StepOutput},
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FocusExportConfig {
-    pub dataset: String,
-    pub date: String,
-    pub table: String,
-    pub schema: String,
-}
-
-pub struct FocusExport(FocusExportConfig);
+pub struct FocusExport(DayTableConfig);
 
 impl ProcessorDef for FocusExport {
     const PS_TYPE: &'static str = "focus.export";
-    type Config = FocusExportConfig;
+    type Config = DayTableConfig;
 
-    fn build(config: FocusExportConfig) -> Result<Self, String> {
-        cloudact_core::warehouse::check_name(&config.table).map_err(|e| e.to_string())?;
-        Ok(FocusExport(config))
+    fn build(config: DayTableConfig) -> Result<Self, String> {
+        config.checked().map(FocusExport)
     }
 }
 
@@ -40,18 +29,7 @@ impl ProcessorDef for FocusExport {
 impl Processor for FocusExport {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, ProcessorError> {
         let c = &self.0;
-        let target = LoadDay::open(
-            ctx,
-            DayTable {
-                dataset: &c.dataset,
-                table: &c.table,
-                schema: &c.schema,
-                date: &c.date,
-                partition: "x_usage_date",
-                clustering: &["x_org_slug", "ProviderName"],
-            },
-        )
-        .await?;
+        let target = LoadDay::open(ctx, c.day_table("x_usage_date", &["x_org_slug", "ProviderName"])).await?;
         let day = focus::focus_day(ctx.warehouse().as_ref(), &c.dataset, &target.org, target.day).await?;
         let billed: Decimal = day.rows.iter().filter_map(|r| r.numeric("BilledCost")).sum();
         // FOCUS custom columns are `x_`-prefixed, the org column too.
