@@ -340,6 +340,69 @@ async fn billing_day(embedded: bool) {
     assert_eq!(b["rows"][0]["provider"], "gcp", "{b}");
     assert_eq!(b["rows"][0]["model"], "Compute Engine");
     assert_eq!(d(b["total_cost"].as_str().unwrap()), d("11.25"));
+    // The FOCUS export of the same month: the lines at their cost, their credits as Credit
+    // rows of their own, the two adjustments (-0.1, and the late -0.25) as Adjustment rows;
+    // billed costs add up to the net.
+    let (s, b) = send(
+        c.get(pipe.url("/api/v1/costs/gcporg/focus?start_date=2026-01-01&end_date=2026-01-31&format=json"))
+            .header("X-API-Key", key),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let rows = b["rows"].as_array().unwrap();
+    let sum = |category: Option<&str>| -> Decimal {
+        rows.iter()
+            .filter(|r| category.is_none_or(|c| r["ChargeCategory"] == c))
+            .map(|r| d(r["BilledCost"].as_str().unwrap()))
+            .sum()
+    };
+    assert_eq!(sum(None), d("11.25"), "{b}");
+    assert_eq!(sum(Some("Credit")), d("-1.245678"), "{b}");
+    assert_eq!(sum(Some("Adjustment")), d("-0.35"), "{b}");
+    assert_eq!(b["row_count"], 5, "two usage lines, their one credit, two adjustments");
+    assert!(
+        rows.iter()
+            .all(|r| r["ProviderName"] == "Google Cloud" && r["BillingCurrency"].is_string()),
+        "{b}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["ServiceName"] == "Compute Engine" && r["SubAccountId"] == "acme-prod"),
+        "{b}"
+    );
+    // … and the table the focus/export step writes, in this backend.
+    let (s, run) = send(
+        c.post(pipe.url("/api/v1/pipelines/run/gcporg/focus/export"))
+            .header("X-API-Key", key)
+            .json(&json!({"date": "2026-01-10"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{run}");
+    let id = run["pipeline_logging_id"].as_str().unwrap().to_string();
+    let mut finished = Value::Null;
+    for _ in 0..600 {
+        let (_, r) = send(
+            c.get(pipe.url(&format!("/api/v1/pipelines/runs/{id}")))
+                .header("X-API-Key", key),
+        )
+        .await;
+        if !matches!(r["status"].as_str(), Some("PENDING") | Some("RUNNING")) {
+            finished = r;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(finished["status"], "COMPLETED", "{finished}");
+    let day_rows = rows.iter().filter(|r| r["x_usage_date"] == "2026-01-10").count();
+    let n = warehouse
+        .query(
+            "gcporg_local",
+            "SELECT COUNT(*) AS n FROM {{cost_data_focus_1_3}} WHERE x_org_slug = @org",
+            &Params::new().with("org", "gcporg"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n[0].int("n"), Some(i64::try_from(day_rows).unwrap()), "{finished}");
     drop((api, pipe));
 }
 
