@@ -171,6 +171,30 @@ async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
     (s, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{s}: {text}")))
 }
 
+/// Starts the pipeline at `path` for `date` over HTTP and polls until the run ends; the run.
+async fn run_to_end(c: &Client, pipe: &Service, key: &str, path: &str, date: &str) -> Value {
+    let (s, b) = send(
+        c.post(pipe.url(path))
+            .header("X-API-Key", key)
+            .json(&json!({"date": date})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["pipeline_logging_id"].as_str().unwrap().to_string();
+    for _ in 0..600 {
+        let (_, run) = send(
+            c.get(pipe.url(&format!("/api/v1/pipelines/runs/{id}")))
+                .header("X-API-Key", key),
+        )
+        .await;
+        if !matches!(run["status"].as_str(), Some("PENDING") | Some("RUNNING")) {
+            return run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("run {id} did not finish");
+}
+
 async fn billing_day(embedded: bool) {
     let emu = BigQueryEmulator::start();
     let c = Client::new();
@@ -246,27 +270,15 @@ async fn billing_day(embedded: bool) {
         )
     };
     let run_day = || async {
-        let (s, b) = send(
-            c.post(pipe.url("/api/v1/pipelines/run/gcporg/gcp/cost/billing"))
-                .header("X-API-Key", key)
-                .json(&json!({"date": "2026-01-10"})),
+        let run = run_to_end(
+            &c,
+            &pipe,
+            key,
+            "/api/v1/pipelines/run/gcporg/gcp/cost/billing",
+            "2026-01-10",
         )
         .await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-        let id = b["pipeline_logging_id"].as_str().unwrap().to_string();
-        for _ in 0..600 {
-            let (_, run) = send(
-                c.get(pipe.url(&format!("/api/v1/pipelines/runs/{id}")))
-                    .header("X-API-Key", key),
-            )
-            .await;
-            if !matches!(run["status"].as_str(), Some("PENDING") | Some("RUNNING")) {
-                assert_eq!(run["status"], "COMPLETED", "{run}");
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("run {id} did not finish");
+        assert_eq!(run["status"], "COMPLETED", "{run}");
     };
     let totals = || async {
         let rows = warehouse
@@ -371,27 +383,14 @@ async fn billing_day(embedded: bool) {
         "{b}"
     );
     // … and the table the focus/export step writes, in this backend.
-    let (s, run) = send(
-        c.post(pipe.url("/api/v1/pipelines/run/gcporg/focus/export"))
-            .header("X-API-Key", key)
-            .json(&json!({"date": "2026-01-10"})),
+    let finished = run_to_end(
+        &c,
+        &pipe,
+        key,
+        "/api/v1/pipelines/run/gcporg/focus/export",
+        "2026-01-10",
     )
     .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{run}");
-    let id = run["pipeline_logging_id"].as_str().unwrap().to_string();
-    let mut finished = Value::Null;
-    for _ in 0..600 {
-        let (_, r) = send(
-            c.get(pipe.url(&format!("/api/v1/pipelines/runs/{id}")))
-                .header("X-API-Key", key),
-        )
-        .await;
-        if !matches!(r["status"].as_str(), Some("PENDING") | Some("RUNNING")) {
-            finished = r;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
     assert_eq!(finished["status"], "COMPLETED", "{finished}");
     let day_rows = rows.iter().filter(|r| r["x_usage_date"] == "2026-01-10").count();
     let n = warehouse
@@ -480,27 +479,14 @@ async fn gcp_setup_with_only_the_credential_discovers_the_billing_export() {
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["validation_status"], "VALID", "{v}");
-    let (s, b) = send(
-        c.post(pipe.url("/api/v1/pipelines/run/discover/gcp/cost/billing"))
-            .header("X-API-Key", &key)
-            .json(&json!({"date": "2026-01-10"})),
+    let run = run_to_end(
+        &c,
+        &pipe,
+        &key,
+        "/api/v1/pipelines/run/discover/gcp/cost/billing",
+        "2026-01-10",
     )
     .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    let id = b["pipeline_logging_id"].as_str().unwrap().to_string();
-    let mut run = Value::Null;
-    for _ in 0..600 {
-        let (_, r) = send(
-            c.get(pipe.url(&format!("/api/v1/pipelines/runs/{id}")))
-                .header("X-API-Key", &key),
-        )
-        .await;
-        if !matches!(r["status"].as_str(), Some("PENDING") | Some("RUNNING")) {
-            run = r;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     assert_eq!(run["status"], "FAILED", "{run}");
     assert!(
         run["error_message"]
