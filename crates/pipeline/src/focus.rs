@@ -802,13 +802,12 @@ fn text(v: Option<&Value>) -> Option<String> {
     })
 }
 
-/// A cell of `column` as FOCUS text. Decimal columns always carry a fractional part
+/// A cell of a column of `column_type` as FOCUS text. Decimal columns always carry a fractional part
 /// (`6844.0`), so a reader that infers types from the text (the validator's CSV loader) sees
 /// a decimal, not an integer.
-fn cell(column: &str, v: Option<&Value>) -> Option<String> {
+fn cell(column_type: &str, v: Option<&Value>) -> Option<String> {
     let t = text(v)?;
-    let numeric = COLUMNS.iter().any(|(c, ty)| *c == column && *ty == "NUMERIC");
-    Some(if numeric && !t.contains('.') {
+    Some(if column_type == "NUMERIC" && !t.contains('.') {
         format!("{t}.0")
     } else {
         t
@@ -837,7 +836,7 @@ pub fn csv_header() -> Vec<u8> {
 
 /// One row as a CSV line (RFC 4180 quoting; a null is an empty field).
 pub fn csv_row(row: &Row) -> Vec<u8> {
-    csv_line(COLUMNS.iter().map(|(c, _)| cell(c, row.get(c))))
+    csv_line(COLUMNS.iter().map(|(c, ty)| cell(ty, row.get(c))))
 }
 
 fn csv_line(fields: impl Iterator<Item = Option<String>>) -> Vec<u8> {
@@ -853,13 +852,13 @@ fn csv_line(fields: impl Iterator<Item = Option<String>>) -> Vec<u8> {
 /// One row as a JSON object, columns in FOCUS order, decimals as strings (exact).
 pub fn json_row(row: &Row) -> String {
     let mut out = String::from("{");
-    for (i, (c, _)) in COLUMNS.iter().enumerate() {
+    for (i, (c, ty)) in COLUMNS.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str(&serde_json::Value::String(c.to_string()).to_string());
         out.push(':');
-        out.push_str(&match cell(c, row.get(c)) {
+        out.push_str(&match cell(ty, row.get(c)) {
             None => "null".to_string(),
             Some(t) if matches!(*c, "Tags" | "SkuPriceDetails") => t,
             Some(t) => serde_json::Value::String(t).to_string(),
